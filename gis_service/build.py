@@ -1,0 +1,119 @@
+"""Build the store: import the real layers from their committed sources, generate the demo layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from tqdm import tqdm
+
+from . import demo
+from .catalog import Catalog, LayerDef
+from .store import GeoPackageStore
+
+
+def read_source(layer: LayerDef) -> gpd.GeoDataFrame:
+    """A real layer's committed source file, with properties renamed to the definition's field names."""
+    frame = gpd.read_file(layer.path.with_name(layer.source))
+    frame = frame.set_crs(layer.source_crs, allow_override=True)
+    return frame.rename(columns={f.source: f.name for f in layer.fields if f.source})
+
+
+def missing(catalog: Catalog) -> list[LayerDef]:
+    return [layer for layer in catalog if not layer.data_path.exists()]
+
+
+def build_layers(catalog: Catalog, store: GeoPackageStore, plots: int = demo.DEFAULT_PLOTS,
+                 force: bool = False, progress: bool = True) -> list[str]:
+    """Build what is missing (or everything with force); returns the ids written."""
+    todo = {layer.id for layer in (catalog if force else missing(catalog))}
+    if not todo:
+        return []
+    real = [layer for layer in catalog if layer.source and layer.id in todo]
+    needs_demo = any(layer.demo and not layer.source and layer.id in todo for layer in catalog)
+    steps = len(real) + (len(DEMO_STEPS) if needs_demo else 0)
+    bar = tqdm(total=steps, desc="构建图层 building layers", unit="层", disable=not progress)
+    written = []
+    for layer in real:
+        bar.set_postfix_str(layer.id)
+        store.write(layer, read_source(layer))
+        written.append(layer.id)
+        bar.update()
+    if needs_demo:
+        written += _build_demo(catalog, store, plots, bar)
+    bar.close()
+    return written
+
+
+DEMO_STEPS = ("canal_channels", "villages", "heritage_sites", "land_use", "plots", "risk", "receptors",
+              "flood", "dem")
+
+
+def _build_demo(catalog: Catalog, store: GeoPackageStore, n_plots: int, bar) -> list[str]:
+    layers_dir = catalog.get("counties").path.parent.parent
+    base = demo.load_base(layers_dir)
+    rng = np.random.default_rng(demo.SEED)
+    out: dict[str, gpd.GeoDataFrame] = {}
+
+    def step(name):
+        bar.set_postfix_str(name)
+
+    step("canal_channels")
+    out["canal_channels"] = demo.canal_channels(base)
+    bar.update()
+    step("villages")
+    out["villages"] = demo.villages(base, out["canal_channels"], rng)
+    bar.update()
+    step("heritage_sites")
+    out["heritage_sites"] = demo.heritage_sites(base, out["canal_channels"])
+    bar.update()
+    step("land_use")
+    built = demo.built_up_areas(base, out["villages"], rng)
+    water = shapely.union_all(out["canal_channels"].geometry.values).buffer(60).intersection(base.city)
+    out["land_use"] = demo.land_use(base, built, water, rng)
+    bar.update()
+    step("plots")
+    lu = out["land_use"]
+    farmland = shapely.union_all(lu.loc[lu["class_name"].isin(["耕地", "永久基本农田"])].geometry.values)
+    basic = shapely.union_all(lu.loc[lu["is_basic_farmland"]].geometry.values)
+    out["plots"], out["contractor_households"] = demo.plots(base, out["villages"], farmland, basic, n_plots, rng)
+    bar.update()
+    step("risk")
+    out["risk_sources"] = demo.risk_sources(base, built, rng)
+    out["pipelines"] = demo.pipelines(base)
+    bar.update()
+    step("receptors")
+    out["residential_areas"] = demo.residential_areas(base, built, rng)
+    out["sensitive_receptors"] = demo.sensitive_receptors(base, built, rng)
+    out["water_sources"], out["water_protection_zones"] = demo.water_sources(base, built, rng)
+    out["eco_redline"] = demo.eco_redline(base, out["canal_channels"])
+    bar.update()
+    step("flood")
+    out["urban_districts"] = demo.urban_districts(base)
+    out["underpasses"] = demo.underpasses(base, out["urban_districts"], rng)
+    out["waterlogging_points"] = demo.waterlogging_points(out["urban_districts"], out["underpasses"])
+    out["drainage_channels"] = demo.drainage_channels(base)
+    out["drainage_gates"] = demo.drainage_gates(out["drainage_channels"])
+    out["pumping_stations"] = demo.pumping_stations(out["drainage_channels"], rng)
+    bar.update()
+    written = []
+    for layer_id, frame in out.items():
+        layer = catalog.get(layer_id)
+        if layer is None:  # a user removed the definition: nothing to write
+            continue
+        bar.set_postfix_str(f"写入 {layer_id}")
+        store.write(layer, frame)
+        written.append(layer_id)
+    step("dem")
+    dem_layer = catalog.get("dem")
+    if dem_layer is not None:
+        demo.dem(base, out["underpasses"], dem_layer.data_path, rng)
+        written.append("dem")
+    bar.update()
+    return written
+
+
+def layers_dir_default() -> Path:
+    return Path(__file__).resolve().parent.parent / "layers"

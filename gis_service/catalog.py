@@ -1,0 +1,197 @@
+"""Layer definitions: every layer describes itself in a TOML file beside its data.
+
+The catalog, the OGC API, the map factory and the exporters all read these definitions; no code
+special-cases a layer by name. A wrong definition stops start-up with the file and key named.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DefinitionError
+
+ACCESS_CLASSES = ("public", "internal", "restricted")
+ROLES = ("planner", "flood", "environment", "rural", "admin")
+FIELD_TYPES = ("string", "integer", "real", "boolean", "date", "datetime")
+GEOMETRY_TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon", "Raster")
+PERSONAL_KINDS = ("name", "id_number", "phone")
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    name: str
+    type: str
+    label: str
+    personal: str | None = None  # one of PERSONAL_KINDS when the field holds personal data
+    source: str | None = None  # property name in the source file when it differs
+
+
+@dataclass(frozen=True)
+class LayerDef:
+    id: str
+    group: str
+    title_zh: str
+    title_en: str
+    geometry: str
+    access: str
+    fields: tuple[FieldDef, ...]
+    path: Path  # the TOML file
+    description_zh: str = ""
+    roles: tuple[str, ...] = ()  # who may see a restricted layer (admin always may)
+    personal_roles: tuple[str, ...] = ("admin",)  # who sees personal fields unmasked
+    popup: tuple[str, ...] = ()
+    label_field: str | None = None
+    time_field: str | None = None
+    style: dict = field(default_factory=dict)
+    source: str | None = None  # real data file (relative to the TOML) imported by build-layers
+    source_crs: str = "EPSG:4326"
+    demo: bool = False
+    provenance: str = ""
+
+    @property
+    def data_path(self) -> Path:
+        suffix = ".tif" if self.geometry == "Raster" else ".gpkg"
+        return self.path.with_name(self.id + suffix)
+
+    @property
+    def is_raster(self) -> bool:
+        return self.geometry == "Raster"
+
+    def field(self, name: str) -> FieldDef | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+    @property
+    def personal_fields(self) -> tuple[FieldDef, ...]:
+        return tuple(f for f in self.fields if f.personal)
+
+    def can_see_layer(self, role: str | None) -> bool:
+        if self.access == "public":
+            return True
+        if role is None:
+            return False
+        if self.access == "internal":
+            return True
+        return role == "admin" or role in self.roles
+
+    def sees_personal(self, role: str | None) -> bool:
+        return role is not None and (role == "admin" or role in self.personal_roles)
+
+
+def _require(data: dict, key: str, path: Path, kind=str):
+    if key not in data:
+        raise DefinitionError(path, key, "缺少必填项", "missing required key")
+    value = data[key]
+    if not isinstance(value, kind):
+        raise DefinitionError(path, key, f"类型应为 {kind.__name__}", f"must be of type {kind.__name__}")
+    return value
+
+
+def _choice(value, allowed, path: Path, key: str):
+    if value not in allowed:
+        raise DefinitionError(path, key, f"取值 {value!r} 不在 {allowed} 中", f"value {value!r} not one of {allowed}")
+    return value
+
+
+def load_definition(path: Path) -> LayerDef:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise DefinitionError(path, "(syntax)", f"TOML 语法错误 {exc}", f"TOML syntax error: {exc}") from exc
+    known = {"id", "title_zh", "title_en", "description_zh", "geometry", "access", "roles", "personal_roles",
+             "popup", "label_field", "time_field", "style", "source", "source_crs", "demo", "provenance", "fields"}
+    for key in data:
+        if key not in known:
+            raise DefinitionError(path, key, "未知的键", "unknown key")
+    layer_id = _require(data, "id", path)
+    if not layer_id.isidentifier() or not layer_id.islower():
+        raise DefinitionError(path, "id", "须为小写英文标识符", "must be a lower-case snake_case identifier")
+    if path.stem != layer_id:
+        raise DefinitionError(path, "id", f"须与文件名 {path.stem} 一致", f"must equal the file name '{path.stem}'")
+    geometry = _choice(_require(data, "geometry", path), GEOMETRY_TYPES, path, "geometry")
+    access = _choice(_require(data, "access", path), ACCESS_CLASSES, path, "access")
+    roles = tuple(_choice(r, ROLES, path, "roles") for r in data.get("roles", []))
+    if access == "restricted" and not roles:
+        raise DefinitionError(path, "roles", "受限图层须列出可访问角色", "a restricted layer must list its roles")
+    personal_roles = tuple(_choice(r, ROLES, path, "personal_roles") for r in data.get("personal_roles", ["admin"]))
+    fields = []
+    for i, f in enumerate(data.get("fields", [])):
+        key = f"fields[{i}]"
+        if not isinstance(f, dict):
+            raise DefinitionError(path, key, "须为表", "must be a table")
+        name = _require(f, "name", path)
+        ftype = _choice(f.get("type"), FIELD_TYPES, path, f"{key}.type")
+        label = _require(f, "label", path)
+        personal = f.get("personal")
+        if personal is not None:
+            _choice(personal, PERSONAL_KINDS, path, f"{key}.personal")
+        unknown = set(f) - {"name", "type", "label", "personal", "source"}
+        if unknown:
+            raise DefinitionError(path, f"{key}.{sorted(unknown)[0]}", "未知的键", "unknown key")
+        fields.append(FieldDef(name, ftype, label, personal, f.get("source")))
+    names = [f.name for f in fields]
+    if len(set(names)) != len(names):
+        raise DefinitionError(path, "fields", "字段名重复", "duplicate field names")
+    for key in ("popup",):
+        for name in data.get(key, []):
+            if name not in names:
+                raise DefinitionError(path, key, f"字段 {name} 未定义", f"field '{name}' is not defined")
+    for key in ("label_field", "time_field"):
+        if key in data and data[key] not in names:
+            raise DefinitionError(path, key, f"字段 {data[key]} 未定义", f"field '{data[key]}' is not defined")
+    style = data.get("style", {})
+    if not isinstance(style, dict):
+        raise DefinitionError(path, "style", "须为表", "must be a table")
+    return LayerDef(
+        id=layer_id,
+        group=path.parent.name,
+        title_zh=_require(data, "title_zh", path),
+        title_en=_require(data, "title_en", path),
+        description_zh=data.get("description_zh", ""),
+        geometry=geometry,
+        access=access,
+        roles=roles,
+        personal_roles=personal_roles,
+        fields=tuple(fields),
+        popup=tuple(data.get("popup", [])),
+        label_field=data.get("label_field"),
+        time_field=data.get("time_field"),
+        style=style,
+        source=data.get("source"),
+        source_crs=data.get("source_crs", "EPSG:4326"),
+        demo=bool(data.get("demo", False)),
+        provenance=data.get("provenance", ""),
+        path=path,
+    )
+
+
+class Catalog:
+    """All layer definitions under a layers/ directory, in a stable order (group, then id)."""
+
+    def __init__(self, layers: list[LayerDef]):
+        self._layers = {layer.id: layer for layer in layers}
+
+    @classmethod
+    def load(cls, root: Path) -> "Catalog":
+        seen: dict[str, Path] = {}
+        layers = []
+        for path in sorted(Path(root).glob("*/*.toml")):
+            layer = load_definition(path)
+            if layer.id in seen:
+                raise DefinitionError(path, "id", f"与 {seen[layer.id]} 重复", f"duplicates {seen[layer.id]}")
+            seen[layer.id] = path
+            layers.append(layer)
+        return cls(layers)
+
+    def __iter__(self):
+        return iter(self._layers.values())
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def get(self, layer_id: str) -> LayerDef | None:
+        return self._layers.get(layer_id)
+
+    def visible_to(self, role: str | None) -> list[LayerDef]:
+        return [layer for layer in self if layer.can_see_layer(role)]

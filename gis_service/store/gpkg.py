@@ -1,0 +1,334 @@
+"""Embedded store: one GeoPackage per layer, in CGCS2000 (EPSG:4490), read through SQLite and its R-tree.
+
+Why not read through GDAL for every request: a bbox page over two million plots is an R-tree lookup plus
+a few dozen WKB blobs; doing that directly in SQLite keeps a request in the low milliseconds and the
+memory flat (nothing is loaded up front). Writes go through GDAL (pyogrio) into a temporary file that
+replaces the old one atomically, so a failed import leaves the previous data intact and readers
+reconnect to the new file on their next query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+
+from ..catalog import LayerDef
+from ..crs import STORAGE_CRS
+from ..errors import GisError, bad_parameter
+from . import cql2
+
+GEOM_COLUMN = "geom"
+_ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+_PREDICATES = {
+    "intersects": shapely.intersects, "within": shapely.within, "contains": shapely.contains,
+    "equals": shapely.equals, "touches": shapely.touches, "overlaps": shapely.overlaps,
+    "crosses": shapely.crosses,
+}
+
+
+def gpkg_to_wkb(blob: bytes) -> bytes:
+    """Strip the GeoPackage geometry header (magic, flags, srs id, optional envelope)."""
+    return blob[8 + _ENVELOPE_BYTES[(blob[3] >> 1) & 0x07]:]
+
+
+def decode_geometries(blobs) -> np.ndarray:
+    return shapely.from_wkb([gpkg_to_wkb(b) for b in blobs])
+
+
+@dataclass
+class FeatureQuery:
+    """What a client asked for, already validated against the layer definition (storage CRS lon/lat)."""
+
+    bbox: tuple[float, float, float, float] | None = None
+    equals: dict[str, object] = field(default_factory=dict)
+    cql: object | None = None  # a pygeofilter AST
+    cql_to_storage: object | None = None  # callable converting filter-crs geometries to storage
+    datetime: tuple[str | None, str | None] | None = None
+    sortby: list[tuple[str, bool]] = field(default_factory=list)  # (field, ascending)
+    columns: list[str] | None = None  # None = every defined field
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass
+class FeaturePage:
+    fids: list[int]
+    geometries: np.ndarray  # shapely, storage CRS
+    properties: list[dict]
+    number_matched: int
+
+
+class _Connection:
+    """A read-only SQLite connection that reopens when the file is replaced."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._identity = None
+        self.total: int | None = None
+
+    def get(self) -> sqlite3.Connection:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise GisError("layer_not_built", f"图层数据文件不存在：{self.path.name}，请先运行 gis-service build-layers",
+                           f"layer data {self.path.name} is missing; run 'gis-service build-layers'", 503) from None
+        identity = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if identity != self._identity:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            self._identity = identity
+            self.total = None
+        return self._conn
+
+
+class GeoPackageStore:
+    def __init__(self):
+        self._connections: dict[Path, _Connection] = {}
+        self._lock = threading.Lock()
+
+    def _conn(self, layer: LayerDef) -> _Connection:
+        path = layer.data_path
+        with self._lock:
+            if path not in self._connections:
+                self._connections[path] = _Connection(path)
+            return self._connections[path]
+
+    def exists(self, layer: LayerDef) -> bool:
+        return layer.data_path.exists()
+
+    # --- reading -------------------------------------------------------------------------------------
+    def count(self, layer: LayerDef) -> int:
+        handle = self._conn(layer)
+        conn = handle.get()
+        if handle.total is None:
+            handle.total = conn.execute(f'SELECT count(*) FROM "{layer.id}"').fetchone()[0]
+        return handle.total
+
+    def extent(self, layer: LayerDef) -> tuple[float, float, float, float] | None:
+        conn = self._conn(layer).get()
+        row = conn.execute(
+            f'SELECT min(minx), min(miny), max(maxx), max(maxy) FROM "rtree_{layer.id}_{GEOM_COLUMN}"'
+        ).fetchone()
+        return None if row[0] is None else tuple(float(v) for v in row)
+
+    def time_extent(self, layer: LayerDef) -> tuple[str, str] | None:
+        if not layer.time_field:
+            return None
+        conn = self._conn(layer).get()
+        row = conn.execute(f'SELECT min("{layer.time_field}"), max("{layer.time_field}") FROM "{layer.id}"').fetchone()
+        return None if row[0] is None else (str(row[0]), str(row[1]))
+
+    def query(self, layer: LayerDef, q: FeatureQuery) -> FeaturePage:
+        conn = self._conn(layer).get()
+        where, params = self._where(conn, layer, q)
+        columns = q.columns if q.columns is not None else [f.name for f in layer.fields]
+        select = ", ".join(["fid", GEOM_COLUMN] + [f'"{c}"' for c in columns])
+        order = ", ".join(f'"{name}" {"ASC" if asc else "DESC"}' for name, asc in q.sortby)
+        order = f"{order}, fid" if order else "fid"
+        sql = f'SELECT {select} FROM "{layer.id}" WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?'
+        rows = conn.execute(sql, params + [q.limit, q.offset]).fetchall()
+        if where == "1" and not q.offset and len(rows) < q.limit:
+            matched = len(rows)
+        elif where == "1":
+            matched = self.count(layer)
+        else:
+            matched = conn.execute(f'SELECT count(*) FROM "{layer.id}" WHERE {where}', params).fetchone()[0]
+        geoms = decode_geometries([r[1] for r in rows]) if rows else np.empty(0, dtype=object)
+        props = [dict(zip(columns, r[2:])) for r in rows]
+        return FeaturePage([r[0] for r in rows], geoms, props, matched)
+
+    def get(self, layer: LayerDef, fid: int):
+        conn = self._conn(layer).get()
+        columns = [f.name for f in layer.fields]
+        select = ", ".join([GEOM_COLUMN] + [f'"{c}"' for c in columns])
+        row = conn.execute(f'SELECT {select} FROM "{layer.id}" WHERE fid = ?', (fid,)).fetchone()
+        if row is None:
+            return None
+        return decode_geometries([row[0]])[0], dict(zip(columns, row[1:]))
+
+    def read_frame(self, layer: LayerDef) -> gpd.GeoDataFrame:
+        """The whole layer as a GeoDataFrame indexed by fid (for exports, maps and analyses)."""
+        self._conn(layer).get()  # raises the friendly error when the layer is not built
+        frame = pyogrio.read_dataframe(layer.data_path, layer=layer.id, fid_as_index=True)
+        return frame.set_crs(STORAGE_CRS, allow_override=True)
+
+    # --- filtering -----------------------------------------------------------------------------------
+    def _where(self, conn, layer: LayerDef, q: FeatureQuery) -> tuple[str, list]:
+        clauses: list[str] = []
+        params: list = []
+        if q.bbox is not None:
+            sql, p = self._bbox_clause(conn, layer, q.bbox)
+            clauses.append(sql)
+            params += p
+        for name, value in q.equals.items():
+            clauses.append(f'"{name}" = ?')
+            params.append(value)
+        if q.datetime is not None:
+            start, end = q.datetime
+            if start is not None and start == end:
+                clauses.append(f'"{layer.time_field}" = ?')
+                params.append(start)
+            else:
+                if start is not None:
+                    clauses.append(f'"{layer.time_field}" >= ?')
+                    params.append(start)
+                if end is not None:
+                    clauses.append(f'"{layer.time_field}" <= ?')
+                    params.append(end)
+        if q.cql is not None:
+            translator = cql2.Translator(
+                {f.name: f.type for f in layer.fields},
+                {GEOM_COLUMN, "geometry"},
+                lambda predicate, geom: self._spatial_clause(conn, layer, predicate, geom, translator),
+                q.cql_to_storage or (lambda g: g),
+            )
+            clauses.append(translator.translate(q.cql))
+            params += translator.params
+        return (" AND ".join(clauses) if clauses else "1"), params
+
+    def _rtree(self, layer: LayerDef) -> str:
+        return f'"rtree_{layer.id}_{GEOM_COLUMN}"'
+
+    def _bbox_clause(self, conn, layer: LayerDef, bbox) -> tuple[str, list]:
+        """Exact bbox intersection: R-tree candidates minus those straddling the edge that do not touch it.
+
+        Candidates whose envelope lies wholly inside the box certainly intersect it; only the few that
+        straddle the edge need an exact test, so this stays cheap for small and huge boxes alike."""
+        x0, y0, x1, y1 = bbox
+        rtree = self._rtree(layer)
+        straddling = conn.execute(
+            f"SELECT t.fid, t.{GEOM_COLUMN} FROM {rtree} r JOIN \"{layer.id}\" t ON t.fid = r.id "
+            "WHERE r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ? "
+            "AND NOT (r.minx >= ? AND r.maxx <= ? AND r.miny >= ? AND r.maxy <= ?)",
+            (x1, x0, y1, y0, x0, x1, y0, y1),
+        ).fetchall()
+        excluded: list[int] = []
+        if straddling:
+            geoms = decode_geometries([r[1] for r in straddling])
+            hit = shapely.intersects(geoms, shapely.box(x0, y0, x1, y1))
+            excluded = [r[0] for r, h in zip(straddling, hit) if not h]
+        sql = f"fid IN (SELECT id FROM {rtree} WHERE minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ?)"
+        params: list = [x1, x0, y1, y0]
+        if excluded:
+            sql += " AND fid NOT IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(excluded))
+        return sql, params
+
+    def _spatial_clause(self, conn, layer: LayerDef, predicate: str, geom, translator) -> str:
+        """fid set matching a spatial predicate against a literal geometry, as a bound SQL clause."""
+        negate = predicate == "disjoint"
+        test = _PREDICATES["intersects" if negate else predicate]
+        x0, y0, x1, y1 = geom.bounds
+        rows = conn.execute(
+            f"SELECT t.fid, t.{GEOM_COLUMN} FROM {self._rtree(layer)} r JOIN \"{layer.id}\" t ON t.fid = r.id "
+            "WHERE r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ?",
+            (x1, x0, y1, y0),
+        ).fetchall()
+        matched: list[int] = []
+        if rows:
+            shapely.prepare(geom)
+            hits = test(decode_geometries([r[1] for r in rows]), geom)
+            matched = [r[0] for r, h in zip(rows, hits) if h]
+        translator.params.append(json.dumps(matched))
+        return f"(fid {'NOT IN' if negate else 'IN'} (SELECT value FROM json_each(?)))"
+
+    # --- writing -------------------------------------------------------------------------------------
+    def write(self, layer: LayerDef, frame: gpd.GeoDataFrame) -> int:
+        """Validate a frame against the layer definition and replace the layer's data atomically."""
+        clean = conform(layer, frame)
+        path = layer.data_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.gpkg")
+        try:
+            pyogrio.write_dataframe(clean, tmp, layer=layer.id, driver="GPKG",
+                                    geometry_type=layer.geometry, promote_to_multi=layer.geometry.startswith("Multi"),
+                                    layer_options={"SPATIAL_INDEX": "YES", "GEOMETRY_NAME": GEOM_COLUMN})
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return len(clean)
+
+
+_DTYPES = {"string": "object", "integer": "Int64", "real": "float64", "boolean": "boolean"}
+
+
+def conform(layer: LayerDef, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Check and coerce a frame to the definition: every field present, typed; geometry valid, in EPSG:4490."""
+    if frame.crs is None:
+        raise GisError("missing_crs", "数据没有坐标系信息，请指定来源坐标系",
+                       "the data has no coordinate reference system; state the source CRS", 422)
+    data = {}
+    for f in layer.fields:
+        if f.name not in frame.columns:
+            raise GisError("missing_field", f"图层 {layer.id} 缺少字段 {f.name}（{f.label}）",
+                           f"layer {layer.id}: field '{f.name}' is missing", 422)
+        data[f.name] = _coerce(layer, f, frame[f.name])
+    geoms = frame.geometry.values
+    if geoms.isna().any() or shapely.is_empty(np.asarray(geoms)).any():
+        raise GisError("empty_geometry", f"图层 {layer.id} 含空几何", f"layer {layer.id} has empty geometries", 422)
+    invalid = ~shapely.is_valid(np.asarray(geoms))
+    if invalid.any():
+        i = int(np.flatnonzero(invalid)[0])
+        reason = shapely.is_valid_reason(np.asarray(geoms)[i])
+        raise GisError("invalid_geometry", f"图层 {layer.id} 第 {i + 1} 个要素几何无效（{reason}）",
+                       f"layer {layer.id}: feature {i + 1} has an invalid geometry ({reason})", 422)
+    kinds = set(shapely.get_type_id(np.asarray(geoms)))
+    single = {"Point": 0, "LineString": 1, "Polygon": 3}[layer.geometry.replace("Multi", "")]
+    allowed = {single, single + 3} if layer.geometry.startswith("Multi") else {single}
+    if not kinds <= allowed:
+        raise GisError("wrong_geometry_type", f"图层 {layer.id} 应为 {layer.geometry} 几何",
+                       f"layer {layer.id} expects {layer.geometry} geometries", 422)
+    out = gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=frame.crs).to_crs(STORAGE_CRS).values,
+                           crs=STORAGE_CRS)
+    return out.reset_index(drop=True)
+
+
+def _coerce(layer: LayerDef, f, series: pd.Series) -> pd.Series:
+    try:
+        if f.type in ("date", "datetime"):
+            parsed = pd.to_datetime(series, errors="raise")
+            fmt = "%Y-%m-%d" if f.type == "date" else "%Y-%m-%dT%H:%M:%S"
+            return parsed.dt.strftime(fmt).astype(object).where(series.notna(), None)
+        if f.type == "string":
+            return series.astype(object).where(series.notna(), None).map(lambda v: v if v is None else str(v))
+        return series.astype(_DTYPES[f.type])
+    except (ValueError, TypeError) as exc:
+        raise GisError("bad_field_value", f"图层 {layer.id} 字段 {f.name} 的值不是 {f.type} 类型",
+                       f"layer {layer.id}: field '{f.name}' has values that are not {f.type} ({exc})", 422) from None
+
+
+def parse_datetime_interval(value: str, field_type: str) -> tuple[str | None, str | None]:
+    """OGC datetime: an instant or an interval 'a/b' with '..' for open ends; normalised to stored strings."""
+
+    def norm(part: str) -> str | None:
+        if part in ("..", ""):
+            return None
+        try:
+            parsed = dt.datetime.fromisoformat(part.replace("Z", "+00:00"))
+        except ValueError:
+            raise bad_parameter("datetime", f"无法解析时间 {part!r}", f"cannot parse time {part!r}") from None
+        if field_type == "date":
+            return parsed.date().isoformat()
+        return parsed.replace(tzinfo=None).isoformat(timespec="seconds")
+
+    if "/" in value:
+        start, end = value.split("/", 1)
+        return norm(start), norm(end)
+    instant = norm(value)
+    if instant is None:
+        raise bad_parameter("datetime", "须为时间点或区间", "must be an instant or an interval")
+    return instant, instant
