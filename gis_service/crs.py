@@ -133,7 +133,7 @@ def _raw_to_storage(x, y, cs: CoordSys):
     return transform_xy(x, y, cs.epsg, STORAGE_CRS)
 
 
-def _inside_langfang(lon, lat) -> np.ndarray:
+def inside_langfang(lon, lat) -> np.ndarray:
     """True where lon/lat (CGCS2000) lies within Langfang's extent plus INPUT_MARGIN_M, measured in metres."""
     lon, lat = np.atleast_1d(lon), np.atleast_1d(lat)
     ok = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180) & (np.abs(lat) <= 90)
@@ -158,7 +158,7 @@ def _diagnose(x: float, y: float, cs: CoordSys) -> tuple[str, str]:
     def lands(xx, yy, other: CoordSys) -> bool:
         with np.errstate(all="ignore"):
             lon, lat = _raw_to_storage(np.array([xx]), np.array([yy]), other)
-        return bool(_inside_langfang(lon, lat)[0])
+        return bool(inside_langfang(lon, lat)[0])
 
     if lands(y, x, cs):
         return ("坐标轴顺序颠倒：请先填经度/东坐标（x），再填纬度/北坐标（y）",
@@ -187,7 +187,7 @@ def to_storage_xy(x, y, coord_sys: str | CoordSys | None = None):
     xa, ya = np.atleast_1d(np.asarray(x, dtype=float)), np.atleast_1d(np.asarray(y, dtype=float))
     with np.errstate(all="ignore"):
         lon, lat = _raw_to_storage(xa, ya, cs)
-    inside = _inside_langfang(lon, lat)
+    inside = inside_langfang(lon, lat)
     if not inside.all():
         i = int(np.flatnonzero(~inside)[0])
         zh, en = _diagnose(float(xa[i]), float(ya[i]), cs)

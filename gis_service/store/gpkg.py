@@ -147,7 +147,7 @@ class GeoPackageStore:
         else:
             matched = conn.execute(f'SELECT count(*) FROM "{layer.id}" WHERE {where}', params).fetchone()[0]
         geoms = decode_geometries([r[1] for r in rows]) if rows else np.empty(0, dtype=object)
-        props = [dict(zip(columns, r[2:])) for r in rows]
+        props = _typed(layer, [dict(zip(columns, r[2:])) for r in rows])
         return FeaturePage([r[0] for r in rows], geoms, props, matched)
 
     def get(self, layer: LayerDef, fid: int):
@@ -157,7 +157,7 @@ class GeoPackageStore:
         row = conn.execute(f'SELECT {select} FROM "{layer.id}" WHERE fid = ?', (fid,)).fetchone()
         if row is None:
             return None
-        return decode_geometries([row[0]])[0], dict(zip(columns, row[1:]))
+        return decode_geometries([row[0]])[0], _typed(layer, [dict(zip(columns, row[1:]))])[0]
 
     def read_frame(self, layer: LayerDef) -> gpd.GeoDataFrame:
         """The whole layer as a GeoDataFrame indexed by fid (for exports, maps and analyses)."""
@@ -261,6 +261,16 @@ class GeoPackageStore:
             if tmp.exists():
                 tmp.unlink()
         return len(clean)
+
+
+def _typed(layer: LayerDef, rows: list[dict]) -> list[dict]:
+    """SQLite keeps booleans as 0/1; give them back as booleans."""
+    for f in layer.fields:
+        if f.type == "boolean" and rows and f.name in rows[0]:
+            for row in rows:
+                if row[f.name] is not None:
+                    row[f.name] = bool(row[f.name])
+    return rows
 
 
 _DTYPES = {"string": "object", "integer": "Int64", "real": "float64", "boolean": "boolean"}

@@ -1,0 +1,1 @@
+"""Thin FastAPI layer: parse, call the core, serialise."""

@@ -1,0 +1,123 @@
+"""The FastAPI application: routers, static assets, one error model, OpenAPI 3.0 document."""
+
+from __future__ import annotations
+
+import logging
+import urllib.request
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..auth import KeyStore
+from ..catalog import Catalog
+from ..config import Settings
+from ..errors import GisError
+from ..privacy import AccessLog
+from ..store import GeoPackageStore
+from . import crs_routes, maps_routes, ogc_routes
+from .deps import ERROR_RESPONSES, Services
+
+log = logging.getLogger("gis_service")
+TIANDITU_LAYERS = {"vec", "cva", "img", "cia"}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    catalog = Catalog.load(settings.layers_dir)  # a wrong definition stops start-up here
+    app = FastAPI(title="廊坊空间决策支持系统 API", version=__version__, openapi_url="/ogc/openapi",
+                  docs_url="/ogc/docs", redoc_url=None,
+                  description="廊坊市空间决策支持服务：OGC API – Features、坐标转换与地图。")
+    app.state.services = Services(settings, catalog, GeoPackageStore(), KeyStore(settings.var_dir / "keys.sqlite"),
+                                  AccessLog(settings.var_dir / "personal_data_access.log"))
+    app.include_router(ogc_routes.router)
+    app.include_router(crs_routes.router)
+    app.include_router(maps_routes.router)
+    app.mount("/static", StaticFiles(directory=settings.static_dir, check_dir=False), name="static")
+    _install_error_handlers(app)
+    app.openapi = lambda: _openapi_30(app)
+
+    @app.get("/", include_in_schema=False)
+    def root():
+        return RedirectResponse("/maps/")
+
+    @app.get("/basemap/tianditu/{layer}/{z}/{x}/{y}", include_in_schema=False)
+    def tianditu(layer: str, z: int, x: int, y: int):
+        """Tile proxy: the Tianditu key stays on the server (browser and server keys are separate)."""
+        if settings.basemap != "tianditu" or not settings.tianditu_key or layer not in TIANDITU_LAYERS:
+            raise GisError("basemap_disabled", "天地图底图未启用", "the Tianditu basemap is not enabled", 404)
+        url = (f"https://t{(x + y) % 8}.tianditu.gov.cn/DataServer?T={layer}_w&x={x}&y={y}&l={z}"
+               f"&tk={settings.tianditu_key}")
+        try:
+            with urllib.request.urlopen(url, timeout=10) as upstream:
+                return Response(upstream.read(), media_type=upstream.headers.get("Content-Type", "image/png"))
+        except OSError:
+            raise GisError("basemap_unreachable", "天地图服务不可达", "the Tianditu service is unreachable", 502) from None
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GisError)
+    async def gis_error(request: Request, exc: GisError):
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        where = [".".join(str(p) for p in e.get("loc", ())) for e in errors]
+        status = 400 if all(e.get("loc", ("",))[0] in ("query", "path", "header") for e in errors) else 422
+        detail = "; ".join(f"{w}: {e.get('msg', '')}" for w, e in zip(where, errors))
+        return JSONResponse({"code": "bad_parameter", "message": f"请求参数无效：{detail} / invalid request: {detail}"},
+                            status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        zh = {404: "未找到", 405: "不支持的请求方法"}.get(exc.status_code, "请求错误")
+        return JSONResponse({"code": "http_error", "message": f"{zh} / {exc.detail}"}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        request_id = uuid.uuid4().hex[:12]
+        log.exception("unexpected error %s on %s", request_id, request.url)
+        return JSONResponse({"code": "internal_error",
+                             "message": f"服务器内部错误（编号 {request_id}） / internal error (id {request_id})"},
+                            status_code=500)
+
+
+def _openapi_30(app: FastAPI) -> dict:
+    """FastAPI writes OpenAPI 3.1; OGC's oas30 class (and many clients) want 3.0: rewrite nullable unions."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    doc["openapi"] = "3.0.3"
+    app.openapi_schema = _to_30(doc)
+    return app.openapi_schema
+
+
+def _to_30(node):
+    if isinstance(node, dict):
+        node = {k: _to_30(v) for k, v in node.items()}
+        for key in ("anyOf", "oneOf"):
+            options = node.get(key)
+            if isinstance(options, list) and any(o == {"type": "null"} for o in options):
+                rest = [o for o in options if o != {"type": "null"}]
+                node.pop(key)
+                if len(rest) == 1:
+                    node.update(rest[0])
+                else:
+                    node[key] = rest
+                node["nullable"] = True
+        if "const" in node:
+            node["enum"] = [node.pop("const")]
+        if "examples" in node and isinstance(node["examples"], list) and "schema" not in node:
+            node.pop("examples")
+        return node
+    if isinstance(node, list):
+        return [_to_30(v) for v in node]
+    return node

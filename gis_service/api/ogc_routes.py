@@ -1,0 +1,102 @@
+"""OGC API – Features routes under /ogc: each route adapts one function of gis_service.ogc."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from .. import ogc
+from ..auth import Principal
+from . import html_pages
+from .deps import ERROR_RESPONSES, Services, principal, services, wants_html
+
+router = APIRouter(prefix="/ogc", tags=["OGC API – Features"], responses=ERROR_RESPONSES)
+
+FORMAT = Query(None, description="输出格式 json 或 html", pattern="^(json|html)$")
+COLLECTION_ID = Path(description="要素集合标识")
+
+
+def _context(request: Request, svc: Services, who: Principal | None) -> ogc.Context:
+    base = str(request.base_url).rstrip("/") + "/ogc"
+    return ogc.Context(svc.catalog, svc.store, svc.access_log, who, base)
+
+
+def _params(request: Request) -> dict[str, str]:
+    return dict(request.query_params)
+
+
+def _json_or_html(request: Request, f: str | None, doc: dict, render) -> Response:
+    if wants_html(request, f):
+        return HTMLResponse(render(doc))
+    return JSONResponse(doc)
+
+
+@router.get("", summary="服务首页 Landing page")
+def landing(request: Request, f: str | None = FORMAT, svc: Services = Depends(services),
+            who: Principal | None = Depends(principal)):
+    return _json_or_html(request, f, ogc.landing(_context(request, svc, who)), html_pages.landing)
+
+
+@router.get("/conformance", summary="符合性声明 Conformance")
+def conformance(request: Request, f: str | None = FORMAT):
+    return _json_or_html(request, f, ogc.conformance(), html_pages.conformance)
+
+
+@router.get("/collections", summary="要素集合列表 Collections")
+def collections(request: Request, f: str | None = FORMAT, svc: Services = Depends(services),
+                who: Principal | None = Depends(principal)):
+    return _json_or_html(request, f, ogc.collections(_context(request, svc, who)), html_pages.collections)
+
+
+@router.get("/collections/{collection_id}", summary="要素集合 Collection")
+def collection(request: Request, collection_id: str = COLLECTION_ID, f: str | None = FORMAT,
+               svc: Services = Depends(services), who: Principal | None = Depends(principal)):
+    return _json_or_html(request, f, ogc.collection(_context(request, svc, who), collection_id), html_pages.collection)
+
+
+@router.get("/collections/{collection_id}/queryables", summary="可查询字段 Queryables")
+def queryables(request: Request, collection_id: str = COLLECTION_ID, f: str | None = FORMAT,
+               svc: Services = Depends(services), who: Principal | None = Depends(principal)):
+    doc = ogc.queryables(_context(request, svc, who), collection_id)
+    if wants_html(request, f):
+        return HTMLResponse(html_pages.queryables(doc))
+    return JSONResponse(doc, media_type="application/schema+json")
+
+
+@router.get("/collections/{collection_id}/items", summary="要素查询 Features",
+            response_class=Response, responses={200: {"content": {ogc.GEOJSON: {}, "text/html": {}}}})
+async def items(
+    request: Request,
+    collection_id: str = COLLECTION_ID,
+    f: str | None = FORMAT,
+    bbox: str | None = Query(None, description="范围 minx,miny,maxx,maxy（按 bbox-crs 的坐标轴顺序）"),
+    bbox_crs: str | None = Query(None, alias="bbox-crs", description="bbox 的坐标系 URI，默认 CRS84"),
+    limit: int | None = Query(None, ge=1, description=f"每页要素数，默认 {ogc.DEFAULT_LIMIT}，最大 {ogc.MAX_LIMIT}"),
+    offset: int | None = Query(None, ge=0, description="起始位置"),
+    datetime: str | None = Query(None, description="时间点或区间（仅限有时间字段的集合）"),
+    properties: str | None = Query(None, description="只返回这些字段（逗号分隔）"),
+    sortby: str | None = Query(None, description="排序字段，如 +name,-adcode"),
+    crs: str | None = Query(None, description="输出坐标系 URI（CRS84、EPSG:4490、4548、4527）"),
+    filter: str | None = Query(None, description="CQL2 文本过滤条件"),
+    filter_lang: str | None = Query(None, alias="filter-lang", description="过滤语言，仅 cql2-text"),
+    filter_crs: str | None = Query(None, alias="filter-crs", description="过滤条件中几何的坐标系 URI"),
+    svc: Services = Depends(services),
+    who: Principal | None = Depends(principal),
+):
+    """The core reads every parameter (including property=value filters) from the query string."""
+    body, headers, summary = ogc.items(_context(request, svc, who), collection_id, _params(request), str(request.url))
+    if wants_html(request, f):
+        return HTMLResponse(html_pages.items(summary), headers=headers)
+    return Response(body, media_type=ogc.GEOJSON, headers=headers)
+
+
+@router.get("/collections/{collection_id}/items/{feature_id}", summary="单个要素 Feature",
+            response_class=Response, responses={200: {"content": {ogc.GEOJSON: {}, "text/html": {}}}})
+async def feature(request: Request, collection_id: str = COLLECTION_ID,
+                  feature_id: str = Path(description="要素标识"), f: str | None = FORMAT,
+                  crs: str | None = Query(None, description="输出坐标系 URI"),
+                  svc: Services = Depends(services), who: Principal | None = Depends(principal)):
+    body, headers = ogc.item(_context(request, svc, who), collection_id, feature_id, _params(request), str(request.url))
+    if wants_html(request, f):
+        return HTMLResponse(html_pages.feature(body), headers=headers)
+    return Response(body, media_type=ogc.GEOJSON, headers=headers)

@@ -1,0 +1,143 @@
+"""Command line: gis-service serve | build-layers | layers | export | import | keys."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import GisError
+
+
+def _services(args):
+    from .catalog import Catalog
+    from .config import Settings
+    from .store import GeoPackageStore
+
+    settings = Settings.from_env()
+    return settings, Catalog.load(settings.layers_dir), GeoPackageStore()
+
+
+def cmd_serve(args) -> None:
+    import uvicorn
+
+    from .api.app import create_app
+    from .build import build_layers
+    from .config import Settings
+
+    settings = Settings.from_env(**{k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
+    app = create_app(settings)  # validates every layer definition before anything else happens
+    build_layers(app.state.services.catalog, app.state.services.store)
+    print(f"地图首页 Map index: http://{settings.host}:{settings.port}/maps/", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+def cmd_build_layers(args) -> None:
+    from .build import build_layers
+
+    _, catalog, store = _services(args)
+    written = build_layers(catalog, store, plots=args.plots, force=args.force)
+    print(f"已构建 {len(written)} 个图层 built {len(written)} layers" if written else "图层均已存在 all layers present")
+
+
+def cmd_layers(args) -> None:
+    _, catalog, store = _services(args)
+    for layer in catalog:
+        count = "栅格" if layer.is_raster else (store.count(layer) if store.exists(layer) else "未构建")
+        print(f"{layer.group:<11} {layer.id:<24} {layer.access:<10} {count!s:>9}  {layer.title_zh}{'（演示）' if layer.demo else ''}")
+
+
+def cmd_export(args) -> None:
+    from .export import export_layer
+
+    _, catalog, store = _services(args)
+    layer = catalog.get(args.collection)
+    if layer is None or layer.is_raster:
+        raise GisError("not_found", f"没有图层 {args.collection}", f"no vector layer '{args.collection}'", 404)
+    path = export_layer(store, layer, args.format, args.crs, Path(args.output) if args.output else None,
+                        unmask=args.unmask)
+    print(f"已导出 exported: {path}")
+
+
+def cmd_import(args) -> None:
+    from .importer import import_layer
+
+    _, catalog, store = _services(args)
+    layer = catalog.get(args.collection)
+    if layer is None or layer.is_raster:
+        raise GisError("not_found", f"没有图层 {args.collection}", f"no vector layer '{args.collection}'", 404)
+    count = import_layer(store, layer, Path(args.file), args.coord_sys)
+    print(f"已导入 {count} 个要素到 {layer.id} imported {count} features")
+
+
+def cmd_keys(args) -> None:
+    from .auth import KeyStore
+    from .config import Settings
+
+    keys = KeyStore(Settings.from_env().var_dir / "keys.sqlite")
+    if args.action == "add":
+        key = keys.add(args.role, args.name)
+        print("新密钥（只显示这一次，请妥善保存） new key, shown once:")
+        print(key)
+    elif args.action == "revoke":
+        print(f"已吊销 {keys.revoke(args.name)} 个密钥 revoked")
+    else:
+        for k in keys.list():
+            print(f"{k['name']:<20} {k['role']:<12} {k['created_at']}  {'已吊销 revoked' if k['revoked'] else ''}")
+
+
+def parser() -> argparse.ArgumentParser:
+    from .catalog import ROLES
+    from .crs import COORD_SYSTEMS
+    from .demo import DEFAULT_PLOTS
+    from .export import FORMATS
+
+    p = argparse.ArgumentParser(prog="gis-service", description="廊坊空间决策支持系统 Langfang spatial decision support")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="启动服务 serve the API and maps")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.set_defaults(func=cmd_serve)
+    s = sub.add_parser("build-layers", help="构建缺失图层 build missing layers")
+    s.add_argument("--plots", type=int, default=DEFAULT_PLOTS, help=f"演示地块数 demo plots (default {DEFAULT_PLOTS})")
+    s.add_argument("--force", action="store_true", help="重建全部图层 rebuild every layer")
+    s.set_defaults(func=cmd_build_layers)
+    s = sub.add_parser("layers", help="列出图层与要素数 list layers with feature counts")
+    s.set_defaults(func=cmd_layers)
+    s = sub.add_parser("export", help="导出图层 export a layer")
+    s.add_argument("collection")
+    s.add_argument("--format", choices=list(FORMATS), default="gpkg")
+    s.add_argument("--crs", default="EPSG:4490", help="如 EPSG:4490、EPSG:4548、EPSG:4527、EPSG:4326")
+    s.add_argument("--output", help="输出文件 output file")
+    s.add_argument("--unmask", action="store_true", help="导出未脱敏的个人信息（记入访问日志） include personal data (logged)")
+    s.set_defaults(func=cmd_export)
+    s = sub.add_parser("import", help="以自有数据替换图层 replace a layer with your own data (atomic)")
+    s.add_argument("collection")
+    s.add_argument("file", help="GeoPackage、GeoJSON、Shapefile 等 GDAL 可读文件")
+    s.add_argument("--coord-sys", default=None, choices=list(COORD_SYSTEMS),
+                   help="文件无坐标系信息或为 GCJ-02 时指定 source coordinate system when the file lacks one or is GCJ-02")
+    s.set_defaults(func=cmd_import)
+    s = sub.add_parser("keys", help="管理 API 密钥 manage API keys")
+    s.add_argument("action", choices=["add", "list", "revoke"], nargs="?", default="list")
+    s.add_argument("--role", choices=ROLES)
+    s.add_argument("--name")
+    s.set_defaults(func=cmd_keys)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "keys" and args.action in ("add", "revoke") and not args.name:
+        parser().error("keys add/revoke 需要 --name")
+    if args.command == "keys" and args.action == "add" and not args.role:
+        parser().error("keys add 需要 --role")
+    try:
+        args.func(args)
+    except GisError as exc:
+        print(f"错误 error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

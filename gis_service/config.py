@@ -1,0 +1,40 @@
+"""Settings from environment variables (prefix GIS_), with defaults that work from a checkout."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BASEMAPS = ("none", "osm", "tianditu", "gaode")
+
+
+@dataclass(frozen=True)
+class Settings:
+    layers_dir: Path = REPO_ROOT / "layers"
+    var_dir: Path = REPO_ROOT / "var"  # API key hashes and the personal-data access log
+    maps_dir: Path = REPO_ROOT / "maps"
+    static_dir: Path = REPO_ROOT / "frontend" / "node_modules"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    basemap: str = "none"  # offline by default: county boundaries are the base layer
+    tianditu_key: str = field(default="", repr=False)  # server-side only, never sent to the browser
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        env = os.environ
+        values = dict(
+            layers_dir=Path(env.get("GIS_LAYERS_DIR", cls.layers_dir)),
+            var_dir=Path(env.get("GIS_VAR_DIR", cls.var_dir)),
+            maps_dir=Path(env.get("GIS_MAPS_DIR", cls.maps_dir)),
+            static_dir=Path(env.get("GIS_STATIC_DIR", cls.static_dir)),
+            host=env.get("GIS_HOST", cls.host),
+            port=int(env.get("GIS_PORT", cls.port)),
+            basemap=env.get("GIS_BASEMAP", cls.basemap),
+            tianditu_key=env.get("GIS_TIANDITU_KEY", ""),
+        )
+        values.update(overrides)
+        if values["basemap"] not in BASEMAPS:
+            raise ValueError(f"GIS_BASEMAP must be one of {BASEMAPS}, not {values['basemap']!r}")
+        return cls(**values)

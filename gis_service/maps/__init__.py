@@ -1,0 +1,1 @@
+"""Folium map builders. Every page comes from the one factory in ``factory.py``."""
