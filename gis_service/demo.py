@@ -122,7 +122,7 @@ def _phones(rng, n) -> np.ndarray:
 # --- layers ---------------------------------------------------------------------------------------------
 def canal_channels(base: Base) -> gpd.GeoDataFrame:
     bei = base.rivers[base.rivers["name"] == "北运河"]
-    bei_line = shapely.line_merge(shapely.union_all(bei.geometry.values)).intersection(base.city.buffer(5000))
+    bei_line = shapely.line_merge(shapely.union_all(bei.geometry.values)).intersection(base.city)
     records, geoms = [], []
     for part in getattr(bei_line, "geoms", [bei_line]):
         records.append(dict(name="北运河", reach="香河段（1:400万国家河流线）", flow_direction="自北向南（北京通州→天津武清）",
@@ -380,7 +380,10 @@ def plots(base: Base, village_frame: gpd.GeoDataFrame, farmland, basic_farmland,
     hv = rural.set_index("code").loc[households["village_code"]]
     ang = rng.uniform(0, 2 * math.pi, len(households))
     rad = rng.uniform(50, 250, len(households))
-    hpts = shapely.points(hv.geometry.x.values + rad * np.cos(ang), hv.geometry.y.values + rad * np.sin(ang))
+    hx, hy = hv.geometry.x.values + rad * np.cos(ang), hv.geometry.y.values + rad * np.sin(ang)
+    outside = ~shapely.contains_xy(base.city, hx, hy)  # villages at the border: stay at the village point
+    hx[outside], hy[outside] = hv.geometry.x.values[outside], hv.geometry.y.values[outside]
+    hpts = shapely.points(hx, hy)
     households_frame = gpd.GeoDataFrame(households, geometry=hpts, crs=METRIC_CRS).assign(demo=True)
     return plots_frame, households_frame
 

@@ -297,8 +297,8 @@ def conform(layer: LayerDef, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         raise GisError("invalid_geometry", f"图层 {layer.id} 第 {i + 1} 个要素几何无效（{reason}）",
                        f"layer {layer.id}: feature {i + 1} has an invalid geometry ({reason})", 422)
     kinds = set(shapely.get_type_id(np.asarray(geoms)))
-    single = {"Point": 0, "LineString": 1, "Polygon": 3}[layer.geometry.replace("Multi", "")]
-    allowed = {single, single + 3} if layer.geometry.startswith("Multi") else {single}
+    single, multi = {"Point": (0, 4), "LineString": (1, 5), "Polygon": (3, 6)}[layer.geometry.replace("Multi", "")]
+    allowed = {single, multi} if layer.geometry.startswith("Multi") else {single}
     if not kinds <= allowed:
         raise GisError("wrong_geometry_type", f"图层 {layer.id} 应为 {layer.geometry} 几何",
                        f"layer {layer.id} expects {layer.geometry} geometries", 422)

@@ -1,0 +1,74 @@
+"""Shared fixtures: the repository's catalog and store, and a live uvicorn server on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from gis_service.auth import KeyStore
+from gis_service.catalog import Catalog
+from gis_service.config import REPO_ROOT
+from gis_service.store import GeoPackageStore
+
+OUTPUT_DIR = REPO_ROOT / "test-output"
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return Catalog.load(REPO_ROOT / "layers")
+
+
+@pytest.fixture(scope="session")
+def store() -> GeoPackageStore:
+    return GeoPackageStore()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, url: str, var_dir: Path):
+        self.url = url
+        self.var_dir = var_dir
+        self.keys = KeyStore(var_dir / "keys.sqlite")
+        self._keys: dict[str, str] = {}
+
+    def key(self, role: str) -> str:
+        if role not in self._keys:
+            self._keys[role] = self.keys.add(role, f"test-{role}")
+        return self._keys[role]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> LiveServer:
+    var_dir = tmp_path_factory.mktemp("var")
+    port = _free_port()
+    env = dict(os.environ, GIS_VAR_DIR=str(var_dir), GIS_HOST="127.0.0.1", GIS_PORT=str(port))
+    proc = subprocess.Popen([sys.executable, "-m", "gis_service.cli", "serve"], env=env, cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/ogc/conformance", timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read().decode())
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        raise RuntimeError("server did not start")
+    yield LiveServer(url, var_dir)
+    proc.terminate()
+    proc.wait(10)

@@ -1,0 +1,88 @@
+"""The GeoPackage store against an independent computation with geopandas/shapely."""
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+
+from gis_service.catalog import Catalog
+from gis_service.errors import GisError
+from gis_service.store import FeatureQuery, GeoPackageStore
+from gis_service.store import cql2
+
+
+@pytest.mark.parametrize("layer_id, bbox", [
+    ("counties", (116.6, 39.4, 116.8, 39.6)),
+    ("villages", (116.3, 39.0, 116.6, 39.2)),
+    ("rivers", (116.9, 39.6, 117.1, 39.8)),
+])
+def test_bbox_is_exact_intersection_not_envelope(catalog, store, layer_id, bbox):
+    layer = catalog.get(layer_id)
+    frame = store.read_frame(layer)
+    expected = sorted(frame.index[frame.intersects(shapely.box(*bbox))].tolist())
+    page = store.query(layer, FeatureQuery(bbox=bbox, limit=10_000))
+    assert page.fids == expected
+    assert page.number_matched == len(expected)
+
+
+def test_bbox_excludes_features_whose_envelope_only_touches(catalog, store):
+    """An L-shaped county: a box in its envelope's empty corner must not select it."""
+    layer = catalog.get("counties")
+    frame = store.read_frame(layer)
+    for fid, geom in frame.geometry.items():
+        hole = geom.envelope.difference(geom.buffer(0.01))
+        if hole.area > 0.001:
+            p = hole.representative_point()
+            box = (p.x - 0.001, p.y - 0.001, p.x + 0.001, p.y + 0.001)
+            page = store.query(layer, FeatureQuery(bbox=box, limit=100))
+            assert fid not in page.fids
+            return
+    pytest.fail("no county with an empty envelope corner")
+
+
+def test_cql_matches_pandas(catalog, store):
+    layer = catalog.get("villages")
+    frame = store.read_frame(layer)
+    poly = shapely.Polygon([(116.4, 39.0), (116.8, 39.0), (116.8, 39.3), (116.4, 39.0)])
+    text = ("(county = '霸州市' OR county = '文安县') AND NOT township LIKE '%镇' "
+            f"OR S_INTERSECTS(geom, {poly.wkt})")
+    expected = frame[((frame.county.isin(["霸州市", "文安县"])) & ~frame.township.str.endswith("镇"))
+                     | frame.intersects(poly)]
+    page = store.query(layer, FeatureQuery(cql=cql2.parse(text), limit=10_000))
+    assert page.fids == sorted(expected.index.tolist())
+    assert 0 < page.number_matched < len(frame)
+
+
+def test_paging_and_sorting_cover_every_feature_once(catalog, store):
+    layer = catalog.get("heritage_sites")
+    seen = []
+    for offset in range(0, 12, 3):
+        page = store.query(layer, FeatureQuery(limit=3, offset=offset, sortby=[("name", False)]))
+        seen += [p["name"] for p in page.properties]
+    assert seen == sorted(store.read_frame(layer)["name"], reverse=True)
+
+
+def test_unknown_property_in_filter_is_a_400(catalog, store):
+    with pytest.raises(GisError) as err:
+        store.query(catalog.get("villages"), FeatureQuery(cql=cql2.parse("nosuch = 1")))
+    assert err.value.status == 400
+
+
+def test_failed_write_leaves_previous_data_intact(tmp_path, catalog):
+    src = catalog.get("heritage_sites")
+    (tmp_path / "canal").mkdir()
+    (tmp_path / "canal" / "heritage_sites.toml").write_text(src.path.read_text(encoding="utf-8"), encoding="utf-8")
+    layer = Catalog.load(tmp_path).get("heritage_sites")
+    store = GeoPackageStore()
+    good = GeoPackageStore().read_frame(src)
+    assert store.write(layer, good) == 10
+    broken = good.copy()
+    broken.loc[broken.index[3], "geometry"] = shapely.Polygon([(0, 0), (1, 1), (1, 0), (0, 1), (0, 0)])
+    with pytest.raises(GisError):
+        store.write(layer, broken)
+    missing = good.drop(columns="category")
+    with pytest.raises(GisError):
+        store.write(layer, missing)
+    page = store.query(layer, FeatureQuery(limit=100))
+    assert page.number_matched == 10 and sorted(p["name"] for p in page.properties) == sorted(good["name"])
+    assert list(tmp_path.glob("canal/*.tmp.*")) == []
