@@ -315,6 +315,7 @@ def plots(base: Base, village_frame: gpd.GeoDataFrame, farmland, basic_farmland,
     transform = from_origin(x0, y1, cell_w, cell_h)
     farm_mask = rasterize([(g, 1) for g in getattr(farmland, "geoms", [farmland])], (height, width),
                           transform=transform, fill=0, dtype="uint8", all_touched=False).astype(bool)
+    farm_mask = ndimage.binary_erosion(farm_mask)  # whole cells inside farmland, not just their centres
     rural = village_frame[~village_frame["name"].str.endswith("社区")].reset_index(drop=True)
     vx, vy = rural.geometry.x.values, rural.geometry.y.values
     cols = ((vx - x0) / cell_w).astype(int)
