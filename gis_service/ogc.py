@@ -175,8 +175,9 @@ def _parse_int(name: str, value: str | None, default: int, minimum: int) -> int:
     return number
 
 
-def parse_bbox(value: str, bbox_crs: str | None) -> tuple[float, float, float, float]:
-    """bbox in bbox-crs axis order → (minlon, minlat, maxlon, maxlat) in storage CRS."""
+def parse_bbox(value: str, bbox_crs: str | None):
+    """bbox in bbox-crs axis order → a lon/lat box (CRS84, EPSG:4490) or, for projected CRSs, the exact
+    shape of the projected rectangle in storage lon/lat (a densified polygon, not its envelope)."""
     try:
         numbers = [float(v) for v in value.split(",")]
     except ValueError:
@@ -193,14 +194,13 @@ def parse_bbox(value: str, bbox_crs: str | None) -> tuple[float, float, float, f
     if target.pyproj_id in ("OGC:CRS84", "EPSG:4490"):
         if not (-180 <= x0 <= 180 and -180 <= x1 <= 180 and -90 <= y0 <= 90 and -90 <= y1 <= 90):
             raise bad_parameter("bbox", "经纬度超出范围", "longitude/latitude out of range")
-        return x0, y0, x1, y1
-    edge = np.linspace(0, 1, 21)
-    xs = np.concatenate([x0 + (x1 - x0) * edge, np.full(21, x1), x1 - (x1 - x0) * edge, np.full(21, x0)])
-    ys = np.concatenate([np.full(21, y0), y0 + (y1 - y0) * edge, np.full(21, y1), y1 - (y1 - y0) * edge])
-    lon, lat = crs_mod.transform_xy(xs, ys, target.pyproj_id, crs_mod.STORAGE_CRS)
-    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        return (x0, y0, x1, y1)
+    ring = shapely.segmentize(shapely.box(x0, y0, x1, y1), max((x1 - x0), (y1 - y0)) / 50 or 1.0)
+    with np.errstate(all="ignore"):
+        shape = crs_mod.transform_geometry(ring, target.pyproj_id, crs_mod.STORAGE_CRS)
+    if not np.isfinite(shapely.get_coordinates(shape)).all() or not shape.is_valid:
         raise bad_parameter("bbox", "无法转换到 CGCS2000", "cannot be transformed to CGCS2000")
-    return float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())
+    return shape
 
 
 def _coerce_value(layer: LayerDef, name: str, value: str):
@@ -235,7 +235,11 @@ def build_query(ctx: Context, layer: LayerDef, params: dict[str, str]) -> tuple[
     q.offset = _parse_int("offset", params.get("offset"), 0, 0)
     out_crs = crs_mod.parse_ogc_crs(params.get("crs"), "crs")
     if params.get("bbox"):
-        q.bbox = parse_bbox(params["bbox"], params.get("bbox-crs"))
+        box = parse_bbox(params["bbox"], params.get("bbox-crs"))
+        if isinstance(box, tuple):
+            q.bbox = box
+        else:
+            q.intersects = box
     elif params.get("bbox-crs"):
         crs_mod.parse_ogc_crs(params["bbox-crs"], "bbox-crs")
     if params.get("datetime"):

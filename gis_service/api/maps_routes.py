@@ -24,7 +24,10 @@ def _visible_layer(svc: Services, who: Principal | None, collection_id: str):
     return ctx.layer(collection_id)
 
 
-@router.get("/", response_class=HTMLResponse, summary="地图首页 Map index")
+HTML = {200: {"content": {"text/html": {}}}}
+
+
+@router.get("/", responses=HTML, summary="地图首页 Map index")
 def index(svc: Services = Depends(services), who: Principal | None = Depends(principal)):
     role = who.role if who else None
     sections = []
@@ -38,10 +41,10 @@ def index(svc: Services = Depends(services), who: Principal | None = Depends(pri
                 "<p>当前为匿名访问，仅显示公开图层。</p>")
     login = ('<form method="post" action="/maps/session"><label>API 密钥 <input name="api_key" type="password"></label>'
              ' <button type="submit">登录</button></form>')
-    return html_pages.page("廊坊空间决策支持系统 · 地图", who_html + login + "".join(sections))
+    return HTMLResponse(html_pages.page("廊坊空间决策支持系统 · 地图", who_html + login + "".join(sections)))
 
 
-@router.post("/session", summary="以 API 密钥登录地图页面 Sign in to map pages")
+@router.post("/session", responses={303: {"description": "登录成功，返回地图首页"}}, summary="以 API 密钥登录地图页面 Sign in to map pages")
 def session(api_key: str = Form(description="API 密钥"), svc: Services = Depends(services)):
     if svc.keys.lookup(api_key) is None:
         raise GisError("invalid_api_key", "API 密钥无效或已吊销", "the API key is invalid or revoked", 401)
@@ -50,7 +53,7 @@ def session(api_key: str = Form(description="API 密钥"), svc: Services = Depen
     return response
 
 
-@router.get("/layers/{collection_id}", response_class=HTMLResponse, summary="图层地图 Layer map")
+@router.get("/layers/{collection_id}", responses=HTML, summary="图层地图 Layer map")
 def layer_page(request: Request, collection_id: str, svc: Services = Depends(services),
                who: Principal | None = Depends(principal)):
     layer = _visible_layer(svc, who, collection_id)
@@ -59,7 +62,7 @@ def layer_page(request: Request, collection_id: str, svc: Services = Depends(ser
     if layer.personal_fields and layer.sees_personal(role) and svc.store.count(layer) <= EMBED_LIMIT:
         svc.access_log.record(who.name, role, layer, [f.name for f in layer.personal_fields],
                               svc.store.count(layer), str(request.url))
-    return factory.layer_map(layer, role).get_root().render()
+    return HTMLResponse(factory.layer_map(layer, role).get_root().render())
 
 
 @router.get("/api/{collection_id}/features", summary="地图当前视野的要素 Features for the map view")
@@ -67,7 +70,7 @@ def view_features(request: Request, collection_id: str,
                   bbox: str = Query(description="经纬度范围 minlon,minlat,maxlon,maxlat"),
                   svc: Services = Depends(services), who: Principal | None = Depends(principal)):
     layer = _visible_layer(svc, who, collection_id)
-    box = ogc.parse_bbox(bbox, None)
+    box = ogc.parse_bbox(bbox, None)  # lon/lat: always a plain box
     role = who.role if who else None
     data = MapFactory(svc.catalog, svc.store, svc.settings).features_for_view(layer, box, role)
     if layer.personal_fields and layer.sees_personal(role) and data["features"]:

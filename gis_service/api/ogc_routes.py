@@ -12,6 +12,7 @@ from .deps import ERROR_RESPONSES, Services, principal, services, wants_html
 
 router = APIRouter(prefix="/ogc", tags=["OGC API – Features"], responses=ERROR_RESPONSES)
 
+JSON_OR_HTML = {200: {"content": {"application/json": {}, "text/html": {}}}}
 FORMAT = Query(None, description="输出格式 json 或 html", pattern="^(json|html)$")
 COLLECTION_ID = Path(description="要素集合标识")
 
@@ -31,30 +32,31 @@ def _json_or_html(request: Request, f: str | None, doc: dict, render) -> Respons
     return JSONResponse(doc)
 
 
-@router.get("", summary="服务首页 Landing page")
+@router.get("", responses=JSON_OR_HTML, summary="服务首页 Landing page")
 def landing(request: Request, f: str | None = FORMAT, svc: Services = Depends(services),
             who: Principal | None = Depends(principal)):
     return _json_or_html(request, f, ogc.landing(_context(request, svc, who)), html_pages.landing)
 
 
-@router.get("/conformance", summary="符合性声明 Conformance")
+@router.get("/conformance", responses=JSON_OR_HTML, summary="符合性声明 Conformance")
 def conformance(request: Request, f: str | None = FORMAT):
     return _json_or_html(request, f, ogc.conformance(), html_pages.conformance)
 
 
-@router.get("/collections", summary="要素集合列表 Collections")
+@router.get("/collections", responses=JSON_OR_HTML, summary="要素集合列表 Collections")
 def collections(request: Request, f: str | None = FORMAT, svc: Services = Depends(services),
                 who: Principal | None = Depends(principal)):
     return _json_or_html(request, f, ogc.collections(_context(request, svc, who)), html_pages.collections)
 
 
-@router.get("/collections/{collection_id}", summary="要素集合 Collection")
+@router.get("/collections/{collection_id}", responses=JSON_OR_HTML, summary="要素集合 Collection")
 def collection(request: Request, collection_id: str = COLLECTION_ID, f: str | None = FORMAT,
                svc: Services = Depends(services), who: Principal | None = Depends(principal)):
     return _json_or_html(request, f, ogc.collection(_context(request, svc, who), collection_id), html_pages.collection)
 
 
-@router.get("/collections/{collection_id}/queryables", summary="可查询字段 Queryables")
+@router.get("/collections/{collection_id}/queryables",
+            responses={200: {"content": {"application/schema+json": {}, "text/html": {}}}}, summary="可查询字段 Queryables")
 def queryables(request: Request, collection_id: str = COLLECTION_ID, f: str | None = FORMAT,
                svc: Services = Depends(services), who: Principal | None = Depends(principal)):
     doc = ogc.queryables(_context(request, svc, who), collection_id)
@@ -64,7 +66,7 @@ def queryables(request: Request, collection_id: str = COLLECTION_ID, f: str | No
 
 
 @router.get("/collections/{collection_id}/items", summary="要素查询 Features",
-            response_class=Response, responses={200: {"content": {ogc.GEOJSON: {}, "text/html": {}}}})
+            responses={200: {"content": {ogc.GEOJSON: {}, "text/html": {}}}})
 async def items(
     request: Request,
     collection_id: str = COLLECTION_ID,
@@ -91,7 +93,7 @@ async def items(
 
 
 @router.get("/collections/{collection_id}/items/{feature_id}", summary="单个要素 Feature",
-            response_class=Response, responses={200: {"content": {ogc.GEOJSON: {}, "text/html": {}}}})
+            responses={200: {"content": {ogc.GEOJSON: {}, "text/html": {}}}})
 async def feature(request: Request, collection_id: str = COLLECTION_ID,
                   feature_id: str = Path(description="要素标识"), f: str | None = FORMAT,
                   crs: str | None = Query(None, description="输出坐标系 URI"),

@@ -51,6 +51,7 @@ class FeatureQuery:
     """What a client asked for, already validated against the layer definition (storage CRS lon/lat)."""
 
     bbox: tuple[float, float, float, float] | None = None
+    intersects: object | None = None  # a shapely geometry, e.g. a projected bbox seen in lon/lat
     equals: dict[str, object] = field(default_factory=dict)
     cql: object | None = None  # a pygeofilter AST
     cql_to_storage: object | None = None  # callable converting filter-crs geometries to storage
@@ -173,6 +174,8 @@ class GeoPackageStore:
             sql, p = self._bbox_clause(conn, layer, q.bbox)
             clauses.append(sql)
             params += p
+        if q.intersects is not None:
+            clauses.append(self._spatial_clause(conn, layer, "intersects", q.intersects, params))
         for name, value in q.equals.items():
             clauses.append(f'"{name}" = ?')
             params.append(value)
@@ -192,7 +195,7 @@ class GeoPackageStore:
             translator = cql2.Translator(
                 {f.name: f.type for f in layer.fields},
                 {GEOM_COLUMN, "geometry"},
-                lambda predicate, geom: self._spatial_clause(conn, layer, predicate, geom, translator),
+                lambda predicate, geom: self._spatial_clause(conn, layer, predicate, geom, translator.params),
                 q.cql_to_storage or (lambda g: g),
             )
             clauses.append(translator.translate(q.cql))
@@ -227,8 +230,8 @@ class GeoPackageStore:
             params.append(json.dumps(excluded))
         return sql, params
 
-    def _spatial_clause(self, conn, layer: LayerDef, predicate: str, geom, translator) -> str:
-        """fid set matching a spatial predicate against a literal geometry, as a bound SQL clause."""
+    def _spatial_clause(self, conn, layer: LayerDef, predicate: str, geom, params: list) -> str:
+        """fid set matching a spatial predicate against a geometry, as a SQL clause (its parameter appended)."""
         negate = predicate == "disjoint"
         test = _PREDICATES["intersects" if negate else predicate]
         x0, y0, x1, y1 = geom.bounds
@@ -242,7 +245,7 @@ class GeoPackageStore:
             shapely.prepare(geom)
             hits = test(decode_geometries([r[1] for r in rows]), geom)
             matched = [r[0] for r, h in zip(rows, hits) if h]
-        translator.params.append(json.dumps(matched))
+        params.append(json.dumps(matched))
         return f"(fid {'NOT IN' if negate else 'IN'} (SELECT value FROM json_each(?)))"
 
     # --- writing -------------------------------------------------------------------------------------

@@ -1,0 +1,174 @@
+"""OGC API – Features over a live server: real HTTP, GDAL's OAPIF client, owslib, roles, errors."""
+
+import json
+import shutil
+import subprocess
+import urllib.parse
+
+import httpx
+import numpy as np
+import pytest
+import shapely
+
+from gis_service import crs
+
+EPSG = "http://www.opengis.net/def/crs/EPSG/0/"
+COUNTY_NAMES = {"安次区", "广阳区", "固安县", "永清县", "香河县", "大城县", "文安县", "大厂回族自治县", "霸州市", "三河市"}
+
+
+def get(server, path, key=None, **params):
+    headers = {"X-API-Key": key} if key else {}
+    return httpx.get(server.url + path, params=params, headers=headers, timeout=30)
+
+
+def test_gdal_ogc_client_lists_collections_and_reads_the_ten_counties(server, tmp_path):
+    ogrinfo = shutil.which("ogrinfo")
+    assert ogrinfo, "gdal-bin must be installed (make test installs it)"
+    listing = subprocess.run([ogrinfo, "-ro", "-q", f"OAPIF:{server.url}/ogc"], capture_output=True, text=True,
+                             timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    assert "counties" in listing.stdout and "villages" in listing.stdout
+    out = tmp_path / "counties.geojson"
+    conv = subprocess.run(["ogr2ogr", "-f", "GeoJSON", str(out), f"OAPIF:{server.url}/ogc/collections/counties",
+                           "counties"], capture_output=True, text=True, timeout=120)
+    assert conv.returncode == 0, conv.stderr
+    data = json.loads(out.read_text())
+    assert {f["properties"]["name"] for f in data["features"]} == COUNTY_NAMES
+    reference = json.loads((server_root() / "layers/admin/langfang_counties_wgs84.geojson").read_text())
+    ref = {f["properties"]["name"]: shapely.geometry.shape(f["geometry"]) for f in reference["features"]}
+    for f in data["features"]:
+        got = shapely.geometry.shape(f["geometry"])
+        assert got.symmetric_difference(ref[f["properties"]["name"]]).area < 1e-9
+
+
+def server_root():
+    from gis_service.config import REPO_ROOT
+    return REPO_ROOT
+
+
+def test_owslib_reads_items_with_bbox_and_limit(server):
+    from owslib.ogcapi.features import Features
+
+    api = Features(server.url + "/ogc")
+    assert "villages" in [c["id"] for c in api.collections()["collections"]]
+    result = api.collection_items("villages", bbox=[116.3, 39.0, 116.6, 39.2], limit=7)
+    assert result["numberReturned"] == 7
+    for f in result["features"]:
+        assert shapely.geometry.shape(f["geometry"]).intersects(shapely.box(116.3, 39.0, 116.6, 39.2))
+
+
+def test_crs_4548_returns_metres_in_northing_easting_order(server):
+    plain = get(server, "/ogc/collections/weather_stations/items").json()
+    metric = get(server, "/ogc/collections/weather_stations/items", crs=EPSG + "4548")
+    assert metric.headers["content-crs"] == f"<{EPSG}4548>"
+    for a, b in zip(plain["features"], metric.json()["features"]):
+        lon, lat = a["geometry"]["coordinates"]
+        north, east = b["geometry"]["coordinates"]
+        e, n = crs.from_storage_xy(lon, lat, "epsg:4548")
+        assert east == pytest.approx(e[0], abs=0.01) and north == pytest.approx(n[0], abs=0.01)
+        assert 4.2e6 < north < 4.5e6 and 3e5 < east < 6e5
+
+
+def test_bbox_in_4527_with_zone_prefix_selects_the_same_villages_as_crs84(server):
+    box = (116.45, 39.05, 116.62, 39.18)
+    crs84 = get(server, "/ogc/collections/villages/items", bbox=",".join(map(str, box)), limit=1000).json()
+    # The enclosing box in EPSG:4527 (northing, easting order; easting with the zone prefix 39).
+    xs, ys = crs.from_storage_xy([box[0], box[2], box[0], box[2]], [box[1], box[1], box[3], box[3]], "epsg:4527")
+    gk = f"{ys.min()},{xs.min()},{ys.max()},{xs.max()}"
+    proj = get(server, "/ogc/collections/villages/items", bbox=gk, **{"bbox-crs": EPSG + "4527"}, limit=1000).json()
+    lonlat_ids = {f["id"] for f in crs84["features"]}
+    gk_ids = {f["id"] for f in proj["features"]}
+    # Independent expectation: villages inside the projected box, computed with shapely in EPSG:4527.
+    vill = get(server, "/ogc/collections/villages/items", limit=10000).json()["features"]
+    px, py = crs.from_storage_xy([f["geometry"]["coordinates"][0] for f in vill],
+                                 [f["geometry"]["coordinates"][1] for f in vill], "epsg:4527")
+    inside = {f["id"] for f, x, y in zip(vill, px, py) if xs.min() <= x <= xs.max() and ys.min() <= y <= ys.max()}
+    assert gk_ids == inside
+    assert len(lonlat_ids) > 10 and len(lonlat_ids ^ gk_ids) <= 0.1 * len(lonlat_ids)
+
+
+def test_paging_links_walk_the_whole_collection(server):
+    url = server.url + "/ogc/collections/heritage_sites/items?limit=4"
+    ids = []
+    while url:
+        doc = httpx.get(url).json()
+        ids += [f["id"] for f in doc["features"]]
+        url = next((l["href"] for l in doc["links"] if l["rel"] == "next"), None)
+    assert sorted(ids) == list(range(1, 11))
+
+
+def test_cql2_filter_and_property_equality(server):
+    poly = "POLYGON((116.8 39.6,117.3 39.6,117.3 40.1,116.8 40.1,116.8 39.6))"
+    doc = get(server, "/ogc/collections/counties/items", filter=f"S_INTERSECTS(geom,{poly}) AND NOT name = '三河市'").json()
+    names = {f["properties"]["name"] for f in doc["features"]}
+    assert "三河市" not in names and {"香河县", "大厂回族自治县"} <= names
+    eq = get(server, "/ogc/collections/counties/items", name="文安县").json()
+    assert [f["properties"]["adcode"] for f in eq["features"]] == [131026]
+
+
+def test_roles_restricted_layers_and_personal_fields(server):
+    anon = {c["id"] for c in get(server, "/ogc/collections").json()["collections"]}
+    assert "contractor_households" not in anon and "risk_sources" not in anon and "plots" in anon
+    assert get(server, "/ogc/collections/contractor_households/items").status_code == 404
+    planner = server.key("planner")
+    seen = {c["id"] for c in get(server, "/ogc/collections", planner).json()["collections"]}
+    assert "risk_sources" in seen and "contractor_households" not in seen
+    assert get(server, "/ogc/collections/contractor_households", planner).status_code == 404
+    masked = get(server, "/ogc/collections/plots/items", planner, limit=5).json()["features"]
+    rural = get(server, "/ogc/collections/plots/items", server.key("rural"), limit=5).json()["features"]
+    for m, r in zip(masked, rural):
+        name, ident, phone = (r["properties"][k] for k in ("contractor_name", "contractor_id_number", "contractor_phone"))
+        assert m["properties"]["contractor_name"] == name[0] + "*" * (len(name) - 1)
+        assert m["properties"]["contractor_id_number"] == ident[:6] + "********" + ident[-4:]
+        assert m["properties"]["contractor_phone"] == phone[:3] + "****" + phone[-4:]
+    assert get(server, "/ogc/collections/plots/items", planner, contractor_name="张伟").status_code == 403
+    log = (server.var_dir / "personal_data_access.log").read_text(encoding="utf-8")
+    assert "test-rural" in log and "test-planner" not in log
+    households = get(server, "/ogc/collections/contractor_households/items", server.key("rural"), limit=1)
+    assert households.status_code == 200 and households.json()["features"]
+
+
+def test_keys_are_stored_hashed(server):
+    key = server.key("admin")
+    raw = (server.var_dir / "keys.sqlite").read_bytes()
+    assert key.encode() not in raw
+
+
+@pytest.mark.parametrize("path, params, status", [
+    ("/ogc/collections/nosuch/items", {}, 404),
+    ("/ogc/collections/counties/items", {"limit": "abc"}, 400),
+    ("/ogc/collections/counties/items", {"bbox": "1,2,3"}, 400),
+    ("/ogc/collections/counties/items", {"crs": "EPSG:9999"}, 400),
+    ("/ogc/collections/counties/items", {"filter": "name = = 1"}, 400),
+    ("/ogc/collections/counties/items", {"nosuch": "1"}, 400),
+    ("/ogc/collections/counties/items/999999", {}, 404),
+    ("/api/crs/convert", {"x": "505000", "y": "4372000", "from": "epsg:4527"}, 422),
+])
+def test_bad_input_gets_a_json_error_in_chinese_and_english(server, path, params, status):
+    r = get(server, path, **params)
+    assert r.status_code == status
+    body = r.json()
+    assert set(body) == {"code", "message"} and " / " in body["message"]
+
+
+def test_invalid_key_is_401(server):
+    r = get(server, "/ogc/collections", "lf_not-a-key")
+    assert r.status_code == 401 and r.json()["code"] == "invalid_api_key"
+
+
+def test_crs_convert_endpoint_gcj02_to_wgs84(server):
+    glon, glat = crs.wgs84_to_gcj02(116.7, 39.5)
+    r = get(server, "/api/crs/convert", x=float(glon), y=float(glat), **{"from": "gcj02", "to": "wgs84"}).json()
+    assert abs(r["x"] - 116.7) * 86_000 < 1 and abs(r["y"] - 39.5) * 111_000 < 1
+    bad = get(server, "/api/crs/convert", x=39.5, y=116.7)
+    assert bad.status_code == 422 and "axes swapped" in bad.json()["message"]
+
+
+def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_path):
+    exe = shutil.which("schemathesis", path=str(server_root() / ".venv/bin")) or shutil.which("schemathesis")
+    result = subprocess.run(
+        [exe, "run", f"{server.url}/ogc/openapi", "--max-examples", "25", "--checks", "all",
+         "--exclude-checks", "positive_data_acceptance,negative_data_rejection,ignored_auth,unsupported_method,missing_required_header",
+         "--request-timeout", "20", "--seed", "1", "--no-color"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
