@@ -1,0 +1,234 @@
+"""Benchmark: items queries on 2 000 000 plots, random bboxes of about 50 features, 8 concurrent connections.
+
+Our server (one uvicorn worker) and pygeoapi (one uvicorn worker, OGR provider over the same GeoPackage, so it
+uses the GeoPackage R-tree) are measured in the same run with the same request sequence. pygeoapi is installed
+by this script into its own virtualenv (var/bench/pygeoapi-venv) with the GDAL Python bindings its OGR provider
+needs (Debian libgdal-dev). Prints one table and the ratio. Not part of the test suite.
+
+    python scripts/bench_features.py [--plots 2000000] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "var" / "bench"
+CONNECTIONS = 8
+
+
+def build_layers(plots: int) -> Path:
+    layers = WORK / "layers"
+    marker = layers / f".built-{plots}"
+    if marker.exists():
+        return layers
+    if layers.exists():
+        shutil.rmtree(layers)
+    shutil.copytree(ROOT / "layers", layers, ignore=shutil.ignore_patterns("*.gpkg", "*.tif", ".*"))
+    env = dict(os.environ, GIS_LAYERS_DIR=str(layers))
+    subprocess.run([sys.executable, "-m", "gis_service.cli", "build-layers", "--plots", str(plots)], env=env, check=True)
+    marker.touch()
+    return layers
+
+
+def bboxes(gpkg: Path, n: int, seed: int = 7) -> list[str]:
+    """Boxes of about 260 m × 245 m around random plots (≈ 50 plots of 20 m × 60 m on farmland)."""
+    conn = sqlite3.connect(gpkg)
+    total = conn.execute("SELECT max(id) FROM rtree_plots_geom").fetchone()[0]
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        minx, maxx, miny, maxy = conn.execute("SELECT minx, maxx, miny, maxy FROM rtree_plots_geom WHERE id = ?",
+                                              (rng.randint(1, total),)).fetchone()
+        cx, cy = (minx + maxx) / 2, (miny + maxy) / 2
+        out.append(f"{cx - 0.0015:.6f},{cy - 0.0011:.6f},{cx + 0.0015:.6f},{cy + 0.0011:.6f}")
+    return out
+
+
+def wait_for(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stdout.read().decode()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer")
+
+
+async def load(url_for, boxes: list[str], seconds: float) -> dict:
+    latencies, counts, errors = [], [], 0
+    stop = time.perf_counter() + seconds
+    queue = iter(boxes * 100)
+
+    async def worker(client):
+        nonlocal errors
+        while time.perf_counter() < stop:
+            box = next(queue)
+            t0 = time.perf_counter()
+            r = await client.get(url_for(box))
+            latencies.append(time.perf_counter() - t0)
+            if r.status_code != 200:
+                errors += 1
+            else:
+                counts.append(r.json()["numberReturned"])
+
+    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        for box in boxes[:20]:  # warm up
+            await client.get(url_for(box))
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(CONNECTIONS)))
+        elapsed = time.perf_counter() - t0
+    lat = np.array(latencies) * 1000
+    return {"rps": len(latencies) / elapsed, "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+            "features": float(np.median(counts)) if counts else 0.0, "errors": errors, "requests": len(latencies)}
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_ours(layers: Path, boxes, seconds) -> dict:
+    port = 8765
+    env = dict(os.environ, GIS_LAYERS_DIR=str(layers), GIS_VAR_DIR=str(WORK / "var"), GIS_PORT=str(port))
+    proc = subprocess.Popen([sys.executable, "-m", "gis_service.cli", "serve"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        t0 = time.time()
+        wait_for(f"http://127.0.0.1:{port}/ogc/conformance", proc)
+        startup = time.time() - t0
+        result = asyncio.run(load(lambda b: f"http://127.0.0.1:{port}/ogc/collections/plots/items?bbox={b}&limit=100",
+                                  boxes, seconds))
+        result["rss_mb"] = rss_mb(proc.pid)
+        result["startup_s"] = startup
+        return result
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+PYGEOAPI_CONFIG = """
+server:
+  bind: {{host: 127.0.0.1, port: {port}}}
+  url: http://127.0.0.1:{port}
+  mimetype: application/json; charset=UTF-8
+  encoding: utf-8
+  language: en-US
+  cors: false
+  pretty_print: false
+  limits: {{default_items: 100, max_items: 10000}}
+  map: {{url: 'https://tile.openstreetmap.org/{{z}}/{{x}}/{{y}}.png', attribution: osm}}
+logging: {{level: ERROR}}
+metadata:
+  identification: {{title: bench, description: bench, keywords: [bench], keywords_type: theme, terms_of_service: none, url: 'http://example.org'}}
+  license: {{name: none, url: 'http://example.org'}}
+  provider: {{name: bench, url: 'http://example.org'}}
+  contact: {{name: bench, position: bench, address: x, city: x, stateorprovince: x, postalcode: x, country: x, phone: x, fax: x, email: x, url: 'http://example.org', hours: x, instructions: x, role: pointOfContact}}
+resources:
+  plots:
+    type: collection
+    title: plots
+    description: plots
+    keywords: [plots]
+    extents:
+      spatial: {{bbox: [115.0, 38.0, 118.0, 41.0], crs: 'http://www.opengis.net/def/crs/OGC/1.3/CRS84'}}
+    providers:
+      - type: feature
+        name: OGR
+        data:
+          source_type: GPKG
+          source: {gpkg}
+          source_srs: EPSG:4490
+          target_srs: EPSG:4490
+          source_capabilities: {{paging: true}}
+          source_options: {{}}
+          gdal_ogr_options: {{}}
+        id_field: dkbm
+        layer: plots
+"""
+
+
+def install_pygeoapi() -> Path:
+    venv = WORK / "pygeoapi-venv"
+    py = venv / "bin" / "python"
+    if py.exists() and subprocess.run([py, "-c", "import pygeoapi, osgeo.ogr"]).returncode == 0:
+        return venv
+    if shutil.which("gdal-config") is None:
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "libgdal-dev"], check=True)
+    version = subprocess.run(["gdal-config", "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", "pygeoapi", "uvicorn", "setuptools", "wheel", "numpy"], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-build-isolation", f"GDAL=={version}"], check=True)
+    return venv
+
+
+def run_pygeoapi(layers: Path, boxes, seconds) -> dict:
+    venv = install_pygeoapi()
+    port = 8766
+    config = WORK / "pygeoapi.yml"
+    config.write_text(PYGEOAPI_CONFIG.format(port=port, gpkg=layers / "land" / "plots.gpkg"))
+    openapi = WORK / "pygeoapi-openapi.yml"
+    env = dict(os.environ, PYGEOAPI_CONFIG=str(config), PYGEOAPI_OPENAPI=str(openapi))
+    subprocess.run([venv / "bin" / "pygeoapi", "openapi", "generate", str(config), "--output-file", str(openapi)],
+                   env=env, check=True, capture_output=True)
+    proc = subprocess.Popen([venv / "bin" / "python", "-m", "uvicorn", "pygeoapi.starlette_app:APP", "--port", str(port),
+                             "--workers", "1", "--log-level", "warning"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/conformance", proc)
+        result = asyncio.run(load(lambda b: f"http://127.0.0.1:{port}/collections/plots/items?bbox={b}&limit=100&f=json",
+                                  boxes, seconds))
+        result["rss_mb"] = rss_mb(proc.pid)
+        return result
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--plots", type=int, default=2_000_000)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--skip-pygeoapi", action="store_true")
+    args = ap.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    layers = build_layers(args.plots)
+    boxes = bboxes(layers / "land" / "plots.gpkg", 2000)
+    ours = run_ours(layers, boxes, args.seconds)
+    peer = None if args.skip_pygeoapi else run_pygeoapi(layers, boxes, args.seconds)
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    print(f"\nmachine: {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.python_implementation()} {platform.python_version()}")
+    print(f"plots: {args.plots:,}; {CONNECTIONS} connections; {args.seconds:.0f} s per server; one worker each\n")
+    print(f"{'server':<12}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'features':>10}{'errors':>8}{'RSS MB':>9}")
+    for name, r in (("gis_service", ours), ("pygeoapi", peer)):
+        if r:
+            print(f"{name:<12}{r['rps']:>9.1f}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['features']:>10.0f}{r['errors']:>8}{r['rss_mb']:>9.0f}")
+    print(f"\ngis_service start-up (layers built): {ours['startup_s']:.1f} s")
+    if peer:
+        print(f"ratio gis_service / pygeoapi: {ours['rps'] / peer['rps']:.1f}× requests/s")
+
+
+if __name__ == "__main__":
+    main()

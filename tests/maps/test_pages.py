@@ -1,0 +1,73 @@
+"""Map pages in a real headless Chromium with every request off 127.0.0.1 refused."""
+
+import geopandas as gpd
+import shapely
+
+from gis_service.config import Settings
+from gis_service.maps.factory import display_features
+from tests.conftest import OUTPUT_DIR
+
+
+def _browse(server, paths):
+    from playwright.sync_api import sync_playwright
+
+    OUTPUT_DIR.mkdir(exist_ok=True)
+    results = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        errors, offsite = [], []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+
+        def guard(route):
+            if route.request.url.startswith(server.url):
+                route.continue_()
+            else:
+                offsite.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", guard)
+        for path in paths:
+            page.goto(server.url + path, wait_until="networkidle")
+            name = path.strip("/").replace("/", "_") or "index"
+            page.screenshot(path=str(OUTPUT_DIR / f"{name}.png"))
+            results[path] = page.evaluate("""() => {
+                const maps = Object.keys(window).filter(k => k.startsWith('map_') && window[k] instanceof L.Map);
+                if (!maps.length) return null;
+                let n = 0; window[maps[0]].eachLayer(l => { if (l.feature) n += 1; });
+                return n;
+            }""") if path != "/maps/" else page.content()
+        browser.close()
+    return results, errors, offsite
+
+
+def test_index_and_layer_pages_work_offline(server):
+    results, errors, offsite = _browse(server, ["/maps/", "/maps/layers/counties", "/maps/layers/heritage_sites"])
+    assert errors == [] and offsite == []
+    assert "大运河" in results["/maps/"] and "/maps/layers/counties" in results["/maps/"]
+    assert results["/maps/layers/counties"] == 10  # the ten county polygons on the map
+    assert results["/maps/layers/heritage_sites"] == 10 + 10  # base counties + ten heritage sites
+    assert (OUTPUT_DIR / "maps_layers_counties.png").stat().st_size > 10_000
+
+
+def test_popup_values_are_escaped(catalog):
+    layer = catalog.get("heritage_sites")
+    frame = gpd.GeoDataFrame({f.name: ["x"] for f in layer.fields}, geometry=[shapely.Point(116.7, 39.5)],
+                             crs="EPSG:4490")
+    frame["name"] = '<img src=x onerror="alert(1)">'
+    data = display_features(layer, frame, None, Settings())
+    props = data["features"][0]["properties"]
+    assert "<img" not in props["__popup"] and "&lt;img" in props["__popup"]
+    assert props["__label"] == "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"
+
+
+def test_gaode_basemap_shifts_overlays_into_gcj02(catalog):
+    layer = catalog.get("heritage_sites")
+    frame = gpd.GeoDataFrame({f.name: ["x"] for f in layer.fields}, geometry=[shapely.Point(116.7, 39.5)],
+                             crs="EPSG:4490")
+    plain = display_features(layer, frame, None, Settings())["features"][0]["geometry"]["coordinates"]
+    shifted = display_features(layer, frame, None, Settings(basemap="gaode"))["features"][0]["geometry"]["coordinates"]
+    assert plain == [116.7, 39.5]
+    assert 0.005 < shifted[0] - 116.7 < 0.007 and 0.0005 < shifted[1] - 39.5 < 0.0015
