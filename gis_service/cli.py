@@ -18,6 +18,13 @@ def _services(args):
     return settings, Catalog.load(settings.layers_dir), GeoPackageStore()
 
 
+def _vector_layer(catalog, layer_id: str):
+    layer = catalog.get(layer_id)
+    if layer is None or layer.is_raster:
+        raise GisError("not_found", f"没有图层 {layer_id}", f"no vector layer '{layer_id}'", 404)
+    return layer
+
+
 def cmd_serve(args) -> None:
     import uvicorn
 
@@ -51,9 +58,7 @@ def cmd_export(args) -> None:
     from .export import export_layer
 
     _, catalog, store = _services(args)
-    layer = catalog.get(args.collection)
-    if layer is None or layer.is_raster:
-        raise GisError("not_found", f"没有图层 {args.collection}", f"no vector layer '{args.collection}'", 404)
+    layer = _vector_layer(catalog, args.collection)
     path = export_layer(store, layer, args.format, args.crs, Path(args.output) if args.output else None,
                         unmask=args.unmask)
     print(f"已导出 exported: {path}")
@@ -63,9 +68,7 @@ def cmd_import(args) -> None:
     from .importer import import_layer
 
     _, catalog, store = _services(args)
-    layer = catalog.get(args.collection)
-    if layer is None or layer.is_raster:
-        raise GisError("not_found", f"没有图层 {args.collection}", f"no vector layer '{args.collection}'", 404)
+    layer = _vector_layer(catalog, args.collection)
     count = import_layer(store, layer, Path(args.file), args.coord_sys)
     print(f"已导入 {count} 个要素到 {layer.id} imported {count} features")
 
