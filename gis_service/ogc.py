@@ -45,7 +45,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
 ]
 RESERVED_PARAMS = {"f", "bbox", "bbox-crs", "limit", "offset", "datetime", "properties", "sortby", "crs",
-                   "filter", "filter-lang", "filter-crs", "api_key"}
+                   "filter", "filter-lang", "filter-crs"}
 _JSON_TYPES = {"string": "string", "integer": "integer", "real": "number", "boolean": "boolean",
                "date": "string", "datetime": "string"}
 
@@ -233,6 +233,8 @@ def build_query(ctx: Context, layer: LayerDef, params: dict[str, str]) -> tuple[
     q = FeatureQuery()
     q.limit = min(_parse_int("limit", params.get("limit"), DEFAULT_LIMIT, 1), MAX_LIMIT)
     q.offset = _parse_int("offset", params.get("offset"), 0, 0)
+    if not layer.sees_personal(ctx.role):
+        q.masked = {f.name: f.personal for f in layer.personal_fields}
     out_crs = crs_mod.parse_ogc_crs(params.get("crs"), "crs")
     if params.get("bbox"):
         box = parse_bbox(params["bbox"], params.get("bbox-crs"))
@@ -268,25 +270,11 @@ def build_query(ctx: Context, layer: LayerDef, params: dict[str, str]) -> tuple[
         if lang != "cql2-text":
             raise bad_parameter("filter-lang", "仅支持 cql2-text", "only cql2-text is supported")
         q.cql = cql2.parse(params["filter"])
-        _check_cql_fields(ctx, layer, q.cql)
+        for name in sorted(cql2.properties(q.cql) - {"geom", "geometry"}):
+            _check_field(ctx, layer, name, "filter")
         filter_crs = crs_mod.parse_ogc_crs(params.get("filter-crs"), "filter-crs")
         q.cql_to_storage = _geometry_to_storage(filter_crs)
     return q, out_crs
-
-
-def _check_cql_fields(ctx: Context, layer: LayerDef, node) -> None:
-    from pygeofilter import ast
-
-    if isinstance(node, ast.Attribute):
-        if node.name not in ("geom", "geometry"):
-            _check_field(ctx, layer, node.name, "filter")
-        return
-    for child in getattr(node, "get_sub_nodes", lambda: [])() or []:
-        if isinstance(child, list):
-            for c in child:
-                _check_cql_fields(ctx, layer, c)
-        else:
-            _check_cql_fields(ctx, layer, child)
 
 
 def _geometry_to_storage(source: crs_mod.OgcCrs):
@@ -314,15 +302,11 @@ def _output_geometries(geoms: np.ndarray, out_crs: crs_mod.OgcCrs) -> list[str]:
     return list(shapely.to_geojson(result))
 
 
-def _disclose(ctx: Context, layer: LayerDef, rows: list[dict], request: str) -> list[dict]:
-    """Mask personal fields for roles not entitled; log every unmasked disclosure."""
+def _log_disclosure(ctx: Context, layer: LayerDef, rows: list[dict], request: str) -> None:
+    """Personal fields reach entitled roles only (the store masks them for everyone else): log each disclosure."""
     shown = [f.name for f in layer.personal_fields if rows and f.name in rows[0]]
-    if not shown:
-        return rows
-    if layer.sees_personal(ctx.role):
+    if shown and layer.sees_personal(ctx.role):
         ctx.access_log.record(ctx.principal.name, ctx.role, layer, shown, len(rows), request)
-        return rows
-    return mask_properties(layer, rows)
 
 
 def items(ctx: Context, collection_id: str, params: dict[str, str], request: str) -> tuple[bytes, dict, dict]:
@@ -330,7 +314,8 @@ def items(ctx: Context, collection_id: str, params: dict[str, str], request: str
     layer = ctx.layer(collection_id)
     q, out_crs = build_query(ctx, layer, params)
     page = ctx.store.query(layer, q)
-    props = _disclose(ctx, layer, page.properties, request)
+    props = page.properties
+    _log_disclosure(ctx, layer, props, request)
     geoms = _output_geometries(page.geometries, out_crs)
     features = [
         b'{"type":"Feature","id":%d,"geometry":%s,"properties":%s}' % (fid, g.encode(), orjson.dumps(p))
@@ -360,7 +345,7 @@ def items(ctx: Context, collection_id: str, params: dict[str, str], request: str
 
 def item(ctx: Context, collection_id: str, feature_id: str, params: dict[str, str], request: str) -> tuple[bytes, dict]:
     layer = ctx.layer(collection_id)
-    unknown = set(params) - {"f", "crs", "api_key"}
+    unknown = set(params) - {"f", "crs"}
     if unknown:
         raise bad_parameter(sorted(unknown)[0], "单个要素不支持此参数", "not supported for a single feature")
     out_crs = crs_mod.parse_ogc_crs(params.get("crs"), "crs")
@@ -372,7 +357,10 @@ def item(ctx: Context, collection_id: str, feature_id: str, params: dict[str, st
     if found is None:
         raise not_found(f"要素 {feature_id}", f"feature '{feature_id}'")
     geom, props = found
-    props = _disclose(ctx, layer, [props], request)[0]
+    if layer.sees_personal(ctx.role):
+        _log_disclosure(ctx, layer, [props], request)
+    else:
+        props = mask_properties(layer, [props])[0]
     geometry = _output_geometries(np.array([geom], dtype=object), out_crs)[0]
     base = f"{ctx.base_url}/collections/{layer.id}"
     links = [_link(f"{base}/items/{fid}", "self", GEOJSON, "本要素"),

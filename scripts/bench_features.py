@@ -1,6 +1,6 @@
 """Benchmark: items queries on 2 000 000 plots, random bboxes of about 50 features, 8 concurrent connections.
 
-Our server (one uvicorn worker) and pygeoapi (one uvicorn worker, OGR provider over the same GeoPackage, so it
+Load comes from wrk (Debian package, installed if missing). Our server (one uvicorn worker) and pygeoapi (one uvicorn worker, OGR provider over the same GeoPackage, so it
 uses the GeoPackage R-tree) are measured in the same run with the same request sequence. pygeoapi is installed
 by this script into its own virtualenv (var/bench/pygeoapi-venv) with the GDAL Python bindings its OGR provider
 needs (Debian libgdal-dev). Prints one table and the ratio. Not part of the test suite.
@@ -11,10 +11,11 @@ needs (Debian libgdal-dev). Prints one table and the ratio. Not part of the test
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
 import platform
 import random
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -23,7 +24,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def wait_for(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read().decode()[-3000:]}")
+            raise RuntimeError(f"server exited with {proc.returncode}; see the logs in {WORK}")
         try:
             urllib.request.urlopen(url, timeout=2)
             return
@@ -72,33 +72,39 @@ def wait_for(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
-async def load(url_for, boxes: list[str], seconds: float) -> dict:
-    latencies, counts, errors = [], [], 0
-    stop = time.perf_counter() + seconds
-    queue = iter(boxes * 100)
+WRK_SCRIPT = """
+local paths = {}
+for line in io.lines(os.getenv("BENCH_PATHS")) do paths[#paths + 1] = line end
+local i = 0
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+"""
 
-    async def worker(client):
-        nonlocal errors
-        while time.perf_counter() < stop:
-            box = next(queue)
-            t0 = time.perf_counter()
-            r = await client.get(url_for(box))
-            latencies.append(time.perf_counter() - t0)
-            if r.status_code != 200:
-                errors += 1
-            else:
-                counts.append(r.json()["numberReturned"])
 
-    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        for box in boxes[:20]:  # warm up
-            await client.get(url_for(box))
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(CONNECTIONS)))
-        elapsed = time.perf_counter() - t0
-    lat = np.array(latencies) * 1000
-    return {"rps": len(latencies) / elapsed, "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-            "features": float(np.median(counts)) if counts else 0.0, "errors": errors, "requests": len(latencies)}
+def load(base: str, paths: list[str], seconds: float) -> dict:
+    """wrk (C, one thread, 8 connections) replays the same request sequence against each server; a Python
+    client on this 2-core machine would itself be the bottleneck."""
+    if shutil.which("wrk") is None:
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    path_file, script = WORK / "paths.txt", WORK / "replay.lua"
+    path_file.write_text("\n".join(paths) + "\n")
+    script.write_text(WRK_SCRIPT)
+    counts = [len(json.loads(urllib.request.urlopen(base + p, timeout=30).read())["features"]) for p in paths[:100]]
+    out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{int(seconds)}s", "--latency", "-s", str(script), base],
+                         env=dict(os.environ, BENCH_PATHS=str(path_file)), capture_output=True, text=True,
+                         check=True).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": ms("50"), "p99": ms("99"),
+            "features": float(np.median(counts)), "errors": int(errors.group(1)) if errors else 0}
 
 
 def rss_mb(pid: int) -> float:
@@ -112,14 +118,14 @@ def rss_mb(pid: int) -> float:
 def run_ours(layers: Path, boxes, seconds) -> dict:
     port = 8765
     env = dict(os.environ, GIS_LAYERS_DIR=str(layers), GIS_VAR_DIR=str(WORK / "var"), GIS_PORT=str(port))
-    proc = subprocess.Popen([sys.executable, "-m", "gis_service.cli", "serve"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "gis_service.cli", "serve"], env=env,
+                            stdout=open(WORK / "gis_service.log", "w"), stderr=subprocess.STDOUT)
     try:
         t0 = time.time()
         wait_for(f"http://127.0.0.1:{port}/ogc/conformance", proc)
         startup = time.time() - t0
-        result = asyncio.run(load(lambda b: f"http://127.0.0.1:{port}/ogc/collections/plots/items?bbox={b}&limit=100",
-                                  boxes, seconds))
+        result = load(f"http://127.0.0.1:{port}", [f"/ogc/collections/plots/items?bbox={b}&limit=100" for b in boxes],
+                      seconds)
         result["rss_mb"] = rss_mb(proc.pid)
         result["startup_s"] = startup
         return result
@@ -172,14 +178,15 @@ resources:
 def install_pygeoapi() -> Path:
     venv = WORK / "pygeoapi-venv"
     py = venv / "bin" / "python"
-    if py.exists() and subprocess.run([py, "-c", "import pygeoapi, osgeo.ogr"]).returncode == 0:
+    if py.exists() and subprocess.run([py, "-c", "import pygeoapi, osgeo.ogr, starlette, uvicorn"]).returncode == 0:
         return venv
     if shutil.which("gdal-config") is None:
         sudo = [] if os.geteuid() == 0 else ["sudo"]
         subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "libgdal-dev"], check=True)
     version = subprocess.run(["gdal-config", "--version"], capture_output=True, text=True, check=True).stdout.strip()
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([py, "-m", "pip", "install", "-q", "pygeoapi", "uvicorn", "setuptools", "wheel", "numpy"], check=True)
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", "pygeoapi", "starlette", "uvicorn", "setuptools", "wheel", "numpy"], check=True)
     subprocess.run([py, "-m", "pip", "install", "-q", "--no-build-isolation", f"GDAL=={version}"], check=True)
     return venv
 
@@ -194,12 +201,12 @@ def run_pygeoapi(layers: Path, boxes, seconds) -> dict:
     subprocess.run([venv / "bin" / "pygeoapi", "openapi", "generate", str(config), "--output-file", str(openapi)],
                    env=env, check=True, capture_output=True)
     proc = subprocess.Popen([venv / "bin" / "python", "-m", "uvicorn", "pygeoapi.starlette_app:APP", "--port", str(port),
-                             "--workers", "1", "--log-level", "warning"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+                             "--workers", "1", "--log-level", "warning"], env=env,
+                            stdout=open(WORK / "pygeoapi.log", "w"), stderr=subprocess.STDOUT)
     try:
         wait_for(f"http://127.0.0.1:{port}/conformance", proc)
-        result = asyncio.run(load(lambda b: f"http://127.0.0.1:{port}/collections/plots/items?bbox={b}&limit=100&f=json",
-                                  boxes, seconds))
+        result = load(f"http://127.0.0.1:{port}",
+                      [f"/collections/plots/items?bbox={b}&limit=100&f=json" for b in boxes], seconds)
         result["rss_mb"] = rss_mb(proc.pid)
         return result
     finally:
@@ -217,6 +224,7 @@ def main() -> None:
     layers = build_layers(args.plots)
     boxes = bboxes(layers / "land" / "plots.gpkg", 2000)
     ours = run_ours(layers, boxes, args.seconds)
+    print(f"gis_service: {ours}", flush=True)
     peer = None if args.skip_pygeoapi else run_pygeoapi(layers, boxes, args.seconds)
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     print(f"\nmachine: {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.python_implementation()} {platform.python_version()}")

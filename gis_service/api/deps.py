@@ -1,4 +1,7 @@
-"""Shared request dependencies: the service container, the caller's role, the response format."""
+"""Shared request dependencies: the service container, the caller's role, the response format.
+
+Dependencies are ``async`` although they do not await: FastAPI runs sync dependencies in a thread pool,
+which costs more than the work they do."""
 
 from __future__ import annotations
 
@@ -36,17 +39,17 @@ ERROR_RESPONSES = {status: {"model": ErrorBody, "description": desc} for status,
     (403, "无权访问 Forbidden"), (404, "未找到 Not found"), (422, "无法处理的输入 Unprocessable input"))}
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     return request.app.state.services
 
 
-def principal(request: Request,
+async def principal(request: Request,
               x_api_key: str | None = Header(None, alias="X-API-Key", description="API 密钥（可选）")) -> Principal | None:
     """The caller, from the X-API-Key header (or the key cookie set by the map pages); None = anonymous."""
     key = x_api_key or request.cookies.get(API_KEY_COOKIE)
     if not key:
         return None
-    found = services(request).keys.lookup(key)
+    found = request.app.state.services.keys.lookup(key)
     if found is None:
         raise GisError("invalid_api_key", "API 密钥无效或已吊销", "the API key is invalid or revoked", 401)
     return found

@@ -65,29 +65,37 @@ def queryables(request: Request, collection_id: str = COLLECTION_ID, f: str | No
     return JSONResponse(doc, media_type="application/schema+json")
 
 
+def _param(name: str, description: str, schema: dict | None = None) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+# Documented here, parsed once by gis_service.ogc (with the property=value filters FastAPI cannot declare):
+# declaring them as function arguments would make FastAPI validate every request twice.
+ITEMS_PARAMETERS = [
+    _param("f", "输出格式 json 或 html", {"type": "string", "enum": ["json", "html"]}),
+    _param("bbox", "范围 minx,miny,maxx,maxy（按 bbox-crs 的坐标轴顺序）"),
+    _param("bbox-crs", "bbox 的坐标系 URI，默认 CRS84"),
+    _param("limit", f"每页要素数，默认 {ogc.DEFAULT_LIMIT}，最大 {ogc.MAX_LIMIT}", {"type": "integer", "minimum": 1}),
+    _param("offset", "起始位置", {"type": "integer", "minimum": 0}),
+    _param("datetime", "时间点或区间（仅限有时间字段的集合）"),
+    _param("properties", "只返回这些字段（逗号分隔）"),
+    _param("sortby", "排序字段，如 +name,-adcode"),
+    _param("crs", "输出坐标系 URI（CRS84、EPSG:4490、4548、4527）"),
+    _param("filter", "CQL2 文本过滤条件"),
+    _param("filter-lang", "过滤语言，仅 cql2-text", {"type": "string", "enum": ["cql2-text"]}),
+    _param("filter-crs", "过滤条件中几何的坐标系 URI"),
+]
+
+
 @router.get("/collections/{collection_id}/items", summary="要素查询 Features",
-            responses={200: {"content": {ogc.GEOJSON: {}, "text/html": {}}}})
-async def items(
-    request: Request,
-    collection_id: str = COLLECTION_ID,
-    f: str | None = FORMAT,
-    bbox: str | None = Query(None, description="范围 minx,miny,maxx,maxy（按 bbox-crs 的坐标轴顺序）"),
-    bbox_crs: str | None = Query(None, alias="bbox-crs", description="bbox 的坐标系 URI，默认 CRS84"),
-    limit: int | None = Query(None, ge=1, description=f"每页要素数，默认 {ogc.DEFAULT_LIMIT}，最大 {ogc.MAX_LIMIT}"),
-    offset: int | None = Query(None, ge=0, description="起始位置"),
-    datetime: str | None = Query(None, description="时间点或区间（仅限有时间字段的集合）"),
-    properties: str | None = Query(None, description="只返回这些字段（逗号分隔）"),
-    sortby: str | None = Query(None, description="排序字段，如 +name,-adcode"),
-    crs: str | None = Query(None, description="输出坐标系 URI（CRS84、EPSG:4490、4548、4527）"),
-    filter: str | None = Query(None, description="CQL2 文本过滤条件"),
-    filter_lang: str | None = Query(None, alias="filter-lang", description="过滤语言，仅 cql2-text"),
-    filter_crs: str | None = Query(None, alias="filter-crs", description="过滤条件中几何的坐标系 URI"),
-    svc: Services = Depends(services),
-    who: Principal | None = Depends(principal),
-):
+            responses={200: {"content": {ogc.GEOJSON: {}, "text/html": {}}}},
+            openapi_extra={"parameters": ITEMS_PARAMETERS})
+async def items(request: Request, collection_id: str = COLLECTION_ID, svc: Services = Depends(services),
+                who: Principal | None = Depends(principal)):
     """The core reads every parameter (including property=value filters) from the query string."""
     body, headers, summary = ogc.items(_context(request, svc, who), collection_id, _params(request), str(request.url))
-    if wants_html(request, f):
+    if wants_html(request, request.query_params.get("f")):
         return HTMLResponse(html_pages.items(summary), headers=headers)
     return Response(body, media_type=ogc.GEOJSON, headers=headers)
 

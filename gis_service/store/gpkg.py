@@ -26,9 +26,11 @@ import shapely
 from ..catalog import LayerDef
 from ..crs import STORAGE_CRS
 from ..errors import GisError, bad_parameter
+from ..privacy import mask_sql
 from . import cql2
 
 GEOM_COLUMN = "geom"
+MMAP_BYTES = 2**31 - 2**16  # SQLite's default compile-time ceiling
 _ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 _PREDICATES = {
     "intersects": shapely.intersects, "within": shapely.within, "contains": shapely.contains,
@@ -53,11 +55,12 @@ class FeatureQuery:
     bbox: tuple[float, float, float, float] | None = None
     intersects: object | None = None  # a shapely geometry, e.g. a projected bbox seen in lon/lat
     equals: dict[str, object] = field(default_factory=dict)
-    cql: object | None = None  # a pygeofilter AST
+    cql: object | None = None  # a parsed CQL2 expression (store.cql2)
     cql_to_storage: object | None = None  # callable converting filter-crs geometries to storage
     datetime: tuple[str | None, str | None] | None = None
     sortby: list[tuple[str, bool]] = field(default_factory=list)  # (field, ascending)
     columns: list[str] | None = None  # None = every defined field
+    masked: dict[str, str] = field(default_factory=dict)  # personal field -> kind, masked inside SQLite
     limit: int = 100
     offset: int = 0
 
@@ -90,6 +93,10 @@ class _Connection:
             if self._conn is not None:
                 self._conn.close()
             self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            self._conn.execute("PRAGMA case_sensitive_like = ON")  # CQL2 LIKE is case-sensitive
+            # Memory-map the file: random R-tree/page reads become memory reads instead of syscalls; the
+            # pages are the OS page cache, shared by every connection, not process memory.
+            self._conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
             self._identity = identity
             self.total = None
         return self._conn
@@ -132,11 +139,19 @@ class GeoPackageStore:
         row = conn.execute(f'SELECT min("{layer.time_field}"), max("{layer.time_field}") FROM "{layer.id}"').fetchone()
         return None if row[0] is None else (str(row[0]), str(row[1]))
 
+    # Up to this many R-tree candidates, a plain bbox page is answered from one fetch of all candidates
+    # (exact test and paging in memory); beyond it, the general SQL path pages in SQLite.
+    small_bbox_candidates = 2000
+
     def query(self, layer: LayerDef, q: FeatureQuery) -> FeaturePage:
         conn = self._conn(layer).get()
-        where, params = self._where(conn, layer, q)
         columns = q.columns if q.columns is not None else [f.name for f in layer.fields]
-        select = ", ".join(["fid", GEOM_COLUMN] + [f'"{c}"' for c in columns])
+        if q.bbox is not None and not (q.equals or q.cql is not None or q.datetime or q.sortby or q.intersects):
+            page = self._small_bbox_page(conn, layer, q, columns)
+            if page is not None:
+                return page
+        where, params = self._where(conn, layer, q)
+        select = ", ".join(["fid", GEOM_COLUMN] + _column_sql(columns, q.masked))
         order = ", ".join(f'"{name}" {"ASC" if asc else "DESC"}' for name, asc in q.sortby)
         order = f"{order}, fid" if order else "fid"
         sql = f'SELECT {select} FROM "{layer.id}" WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?'
@@ -147,6 +162,27 @@ class GeoPackageStore:
             matched = self.count(layer)
         else:
             matched = conn.execute(f'SELECT count(*) FROM "{layer.id}" WHERE {where}', params).fetchone()[0]
+        return self._page(layer, columns, rows, matched)
+
+    def _small_bbox_page(self, conn, layer: LayerDef, q: FeatureQuery, columns: list[str]) -> FeaturePage | None:
+        """One query for the common map/client case: a small box. None when the box holds too many candidates."""
+        x0, y0, x1, y1 = q.bbox
+        select = ", ".join(["t.fid", f"t.{GEOM_COLUMN}"] + _column_sql(columns, q.masked, "t.")
+                           + ["r.minx >= ? AND r.maxx <= ? AND r.miny >= ? AND r.maxy <= ?"])
+        rows = conn.execute(
+            f'SELECT {select} FROM {self._rtree(layer)} r JOIN "{layer.id}" t ON t.fid = r.id '
+            "WHERE r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ? ORDER BY t.fid LIMIT ?",
+            (x0, x1, y0, y1, x1, x0, y1, y0, self.small_bbox_candidates + 1)).fetchall()
+        if len(rows) > self.small_bbox_candidates:
+            return None
+        edge = [i for i, r in enumerate(rows) if not r[-1]]  # envelope straddles the box: test exactly
+        if edge:
+            hits = shapely.intersects(decode_geometries([rows[i][1] for i in edge]), shapely.box(x0, y0, x1, y1))
+            miss = {i for i, hit in zip(edge, hits) if not hit}
+            rows = [r for i, r in enumerate(rows) if i not in miss]
+        return self._page(layer, columns, [r[:-1] for r in rows[q.offset:q.offset + q.limit]], len(rows))
+
+    def _page(self, layer: LayerDef, columns: list[str], rows: list, matched: int) -> FeaturePage:
         geoms = decode_geometries([r[1] for r in rows]) if rows else np.empty(0, dtype=object)
         props = _typed(layer, [dict(zip(columns, r[2:])) for r in rows])
         return FeaturePage([r[0] for r in rows], geoms, props, matched)
@@ -264,6 +300,11 @@ class GeoPackageStore:
             if tmp.exists():
                 tmp.unlink()
         return len(clean)
+
+
+def _column_sql(columns: list[str], masked: dict[str, str], prefix: str = "") -> list[str]:
+    return [f'{mask_sql(masked[c], prefix + chr(34) + c + chr(34))} AS "{c}"' if c in masked else f'{prefix}"{c}"'
+            for c in columns]
 
 
 def _typed(layer: LayerDef, rows: list[dict]) -> list[dict]:

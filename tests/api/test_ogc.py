@@ -122,6 +122,8 @@ def test_roles_restricted_layers_and_personal_fields(server):
         assert m["properties"]["contractor_id_number"] == ident[:6] + "********" + ident[-4:]
         assert m["properties"]["contractor_phone"] == phone[:3] + "****" + phone[-4:]
     assert get(server, "/ogc/collections/plots/items", planner, contractor_name="张伟").status_code == 403
+    assert get(server, "/ogc/collections/plots/items", planner, filter="contractor_name LIKE '张%'").status_code == 403
+    assert get(server, "/ogc/collections/plots/items", planner, sortby="-contractor_phone").status_code == 403
     log = (server.var_dir / "personal_data_access.log").read_text(encoding="utf-8")
     assert "test-rural" in log and "test-planner" not in log
     households = get(server, "/ogc/collections/contractor_households/items", server.key("rural"), limit=1)

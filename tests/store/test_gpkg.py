@@ -86,3 +86,51 @@ def test_failed_write_leaves_previous_data_intact(tmp_path, catalog):
     page = store.query(layer, FeatureQuery(limit=100))
     assert page.number_matched == 10 and sorted(p["name"] for p in page.properties) == sorted(good["name"])
     assert list(tmp_path.glob("canal/*.tmp.*")) == []
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("NOT (county = '霸州市' AND township LIKE '%镇')",
+     lambda f: ~((f.county == "霸州市") & f.township.str.endswith("镇"))),
+    ("county IN ('大城县', '香河县') AND NOT code BETWEEN '131025100000' AND '131025103999'",
+     lambda f: f.county.isin(["大城县", "香河县"]) & ~f.code.between("131025100000", "131025103999")),
+    ("county_adcode >= 131081 OR (county_adcode < 131003 AND name LIKE '东%')",
+     lambda f: (f.county_adcode >= 131081) | ((f.county_adcode < 131003) & f.name.str.startswith("东"))),
+    ("S_WITHIN(geom, BBOX(116.3, 39.0, 116.6, 39.2)) AND demo = TRUE",
+     lambda f: f.within(shapely.box(116.3, 39.0, 116.6, 39.2)) & f.demo),
+    ("S_CONTAINS(POLYGON((116.3 39.0, 116.6 39.0, 116.6 39.2, 116.3 39.0)), geom)",
+     lambda f: f.within(shapely.Polygon([(116.3, 39.0), (116.6, 39.0), (116.6, 39.2)]))),
+])
+def test_cql2_boolean_structure_matches_pandas(catalog, store, text, expected):
+    layer = catalog.get("villages")
+    frame = store.read_frame(layer)
+    page = store.query(layer, FeatureQuery(cql=cql2.parse(text), limit=10_000))
+    want = sorted(frame.index[expected(frame)].tolist())
+    assert page.fids == want and 0 < len(want) < len(frame)
+
+
+@pytest.mark.parametrize("text", ["name = ", "name == 'x'", "(name = 'x'", "S_INTERSECTS(geom, POLYGON((1 2)))",
+                                  "name LIKE", "NOT", "name = 'x' extra", "S_INTERSECTS(name, name)"])
+def test_malformed_cql2_is_a_400(catalog, store, text):
+    with pytest.raises(GisError) as err:
+        store.query(catalog.get("villages"), FeatureQuery(cql=cql2.parse(text)))
+    assert err.value.status == 400
+
+
+def test_like_is_case_sensitive(catalog, store):
+    layer = catalog.get("grand_canal_historical")
+    upper = store.query(layer, FeatureQuery(cql=cql2.parse("name_en LIKE 'Yong%'")))
+    lower = store.query(layer, FeatureQuery(cql=cql2.parse("name_en LIKE 'yong%'")))
+    assert upper.number_matched > 0 and lower.number_matched == 0
+
+
+@pytest.mark.parametrize("bbox", [(116.3, 39.0, 116.6, 39.2), (116.0, 38.0, 118.0, 41.0), (116.69, 39.5, 116.7, 39.51)])
+@pytest.mark.parametrize("offset", [0, 7])
+def test_small_box_fast_path_equals_the_general_path(catalog, bbox, offset):
+    """The one-fetch path for small boxes and the SQL path must give identical pages."""
+    layer = catalog.get("villages")
+    fast, general = GeoPackageStore(), GeoPackageStore()
+    general.small_bbox_candidates = 0
+    a = fast.query(layer, FeatureQuery(bbox=bbox, limit=50, offset=offset))
+    b = general.query(layer, FeatureQuery(bbox=bbox, limit=50, offset=offset))
+    assert a.fids == b.fids and a.number_matched == b.number_matched and a.properties == b.properties
+    assert shapely.equals(a.geometries, b.geometries).all()
