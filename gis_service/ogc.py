@@ -19,7 +19,7 @@ from . import crs as crs_mod
 from .auth import Principal
 from .catalog import Catalog, LayerDef
 from .errors import GisError, bad_parameter, not_found
-from .privacy import AccessLog, mask_properties
+from .privacy import AccessLog
 from .store import FeatureQuery, GeoPackageStore, parse_datetime_interval
 from .store import cql2
 
@@ -290,23 +290,25 @@ def _geometry_to_storage(source: crs_mod.OgcCrs):
     return convert
 
 
-def _output_geometries(geoms: np.ndarray, out_crs: crs_mod.OgcCrs) -> list[str]:
-    if len(geoms) == 0:
-        return []
+def _output_geometries(page, out_crs: crs_mod.OgcCrs) -> list[str]:
+    """GeoJSON geometry texts: the stored lon/lat text for CRS84, else transformed (authority axis order)."""
     if out_crs.pyproj_id == "OGC:CRS84":
-        result = geoms
-    elif out_crs.pyproj_id == "EPSG:4490":
+        return page.geometry_json
+    if not page.fids:
+        return []
+    geoms = page.geometries
+    if out_crs.pyproj_id == "EPSG:4490":
         result = shapely.transform(geoms, lambda c: c[:, ::-1])
     else:
         result = crs_mod.transform_geometry(geoms, crs_mod.STORAGE_CRS, out_crs.pyproj_id, swap_output=out_crs.swap_axes)
     return list(shapely.to_geojson(result))
 
 
-def _log_disclosure(ctx: Context, layer: LayerDef, rows: list[dict], request: str) -> None:
+def _log_disclosure(ctx: Context, layer: LayerDef, columns: list[str], count: int, request: str) -> None:
     """Personal fields reach entitled roles only (the store masks them for everyone else): log each disclosure."""
-    shown = [f.name for f in layer.personal_fields if rows and f.name in rows[0]]
-    if shown and layer.sees_personal(ctx.role):
-        ctx.access_log.record(ctx.principal.name, ctx.role, layer, shown, len(rows), request)
+    shown = [f.name for f in layer.personal_fields if f.name in columns]
+    if shown and count and layer.sees_personal(ctx.role):
+        ctx.access_log.record(ctx.principal.name, ctx.role, layer, shown, count, request)
 
 
 def items(ctx: Context, collection_id: str, params: dict[str, str], request: str) -> tuple[bytes, dict, dict]:
@@ -314,12 +316,10 @@ def items(ctx: Context, collection_id: str, params: dict[str, str], request: str
     layer = ctx.layer(collection_id)
     q, out_crs = build_query(ctx, layer, params)
     page = ctx.store.query(layer, q)
-    props = page.properties
-    _log_disclosure(ctx, layer, props, request)
-    geoms = _output_geometries(page.geometries, out_crs)
+    _log_disclosure(ctx, layer, q.columns or [f.name for f in layer.fields], len(page.fids), request)
     features = [
-        b'{"type":"Feature","id":%d,"geometry":%s,"properties":%s}' % (fid, g.encode(), orjson.dumps(p))
-        for fid, g, p in zip(page.fids, geoms, props)
+        '{"type":"Feature","id":%d,"geometry":%s,"properties":%s}' % (fid, g, p)
+        for fid, g, p in zip(page.fids, _output_geometries(page, out_crs), page.properties_json)
     ]
     base = f"{ctx.base_url}/collections/{layer.id}/items"
     keep = {k: v for k, v in params.items() if k not in ("offset", "f")}
@@ -336,10 +336,10 @@ def items(ctx: Context, collection_id: str, params: dict[str, str], request: str
         "timeStamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "links": links,
     })
-    body = b'{"type":"FeatureCollection","features":[' + b",".join(features) + b"]," + head[1:]
+    body = b'{"type":"FeatureCollection","features":[' + ",".join(features).encode() + b"]," + head[1:]
     headers = {"Content-Crs": f"<{out_crs.uri}>"}
-    summary = {"layer": layer, "fids": page.fids, "properties": props, "matched": page.number_matched,
-               "offset": q.offset, "limit": q.limit, "links": links}
+    summary = {"layer": layer, "page": page, "matched": page.number_matched, "offset": q.offset, "limit": q.limit,
+               "links": links}
     return body, headers, summary
 
 
@@ -353,19 +353,16 @@ def item(ctx: Context, collection_id: str, feature_id: str, params: dict[str, st
         fid = int(feature_id)
     except ValueError:
         raise not_found(f"要素 {feature_id}", f"feature '{feature_id}'") from None
-    found = ctx.store.get(layer, fid) if -2**63 <= fid < 2**63 else None
-    if found is None:
+    masked = {} if layer.sees_personal(ctx.role) else {f.name: f.personal for f in layer.personal_fields}
+    page = ctx.store.get(layer, fid, masked) if -2**63 <= fid < 2**63 else None
+    if page is None or not page.fids:
         raise not_found(f"要素 {feature_id}", f"feature '{feature_id}'")
-    geom, props = found
-    if layer.sees_personal(ctx.role):
-        _log_disclosure(ctx, layer, [props], request)
-    else:
-        props = mask_properties(layer, [props])[0]
-    geometry = _output_geometries(np.array([geom], dtype=object), out_crs)[0]
+    _log_disclosure(ctx, layer, [f.name for f in layer.fields], 1, request)
+    geometry = _output_geometries(page, out_crs)[0]
     base = f"{ctx.base_url}/collections/{layer.id}"
     links = [_link(f"{base}/items/{fid}", "self", GEOJSON, "本要素"),
              _link(f"{base}/items/{fid}?f=html", "alternate", "text/html", "网页版"),
              _link(base, "collection", "application/json", layer.title_zh)]
-    body = b'{"type":"Feature","id":%d,"geometry":%s,"properties":%s,"links":%s}' % (
-        fid, geometry.encode(), orjson.dumps(props), orjson.dumps(links))
+    body = ('{"type":"Feature","id":%d,"geometry":%s,"properties":%s,"links":%s}' % (
+        fid, geometry, page.properties_json[0], orjson.dumps(links).decode())).encode()
     return body, {"Content-Crs": f"<{out_crs.uri}>"}

@@ -39,14 +39,14 @@ def test_import_gcj02_file_converts_and_bad_file_keeps_old_data(workspace, tmp_p
     gcj.to_file(tmp_path / "gcj.geojson")
     ok = run(["import", "heritage_sites", str(tmp_path / "gcj.geojson"), "--coord-sys", "gcj02"], env)
     assert ok.returncode == 0, ok.stderr
-    back = gpd.read_file(layers / "canal" / "heritage_sites.gpkg")
+    back = gpd.read_file(layers / "canal" / "heritage_sites.gpkg", layer="heritage_sites")
     assert abs(back.geometry.x.values - sites.geometry.x.values).max() < 1e-7
     swapped = gpd.GeoDataFrame(sites.drop(columns="geometry"),
                                geometry=gpd.points_from_xy(sites.geometry.y, sites.geometry.x), crs="EPSG:4326")
     swapped.to_file(tmp_path / "swapped.geojson")
     bad = run(["import", "heritage_sites", str(tmp_path / "swapped.geojson")], env)
     assert bad.returncode == 2 and "outside Langfang" in bad.stderr
-    assert len(gpd.read_file(layers / "canal" / "heritage_sites.gpkg")) == len(sites)
+    assert len(gpd.read_file(layers / "canal" / "heritage_sites.gpkg", layer="heritage_sites")) == len(sites)
 
 
 def test_exports_shapefile_utf8_and_excel_chinese_headers(workspace, tmp_path):

@@ -51,15 +51,16 @@ def queryables(doc: dict) -> str:
 
 def items(summary: dict) -> str:
     layer = summary["layer"]
-    names = [n for n in (summary["properties"][0].keys() if summary["properties"] else [])]
+    fids, properties = summary["page"].fids, summary["page"].properties
+    names = list(properties[0]) if properties else []
     head = "".join(f"<th>{escape(layer.field(n).label)}</th>" for n in names)
     rows = "".join(
         f'<tr><td><a href="/ogc/collections/{escape(layer.id)}/items/{fid}?f=html">{fid}</a></td>'
         + "".join(f"<td>{escape('' if p[n] is None else str(p[n]))}</td>" for n in names) + "</tr>"
-        for fid, p in zip(summary["fids"], summary["properties"]))
+        for fid, p in zip(fids, properties))
     nav = " ".join(f'<a href="{escape(l["href"])}&f=html">{escape(l["title"])}</a>'
                    for l in summary["links"] if l["rel"] in ("prev", "next"))
-    info = f"<p>共 {summary['matched']} 个要素，本页从第 {summary['offset'] + 1} 个起 {len(summary['fids'])} 个。{nav}</p>"
+    info = f"<p>共 {summary['matched']} 个要素，本页从第 {summary['offset'] + 1} 个起 {len(fids)} 个。{nav}</p>"
     return page(f"{layer.title_zh} 要素", f"{info}<table><tr><th>ID</th>{head}</tr>{rows}</table>")
 
 

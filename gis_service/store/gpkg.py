@@ -19,6 +19,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import orjson
 import pandas as pd
 import pyogrio
 import shapely
@@ -30,6 +31,7 @@ from ..privacy import mask_sql
 from . import cql2
 
 GEOM_COLUMN = "geom"
+GEOJSON_DECIMALS = 7  # 1e-7° ≈ 1 cm: the stored GeoJSON geometries are rounded to this
 MMAP_BYTES = 2**31 - 2**16  # SQLite's default compile-time ceiling
 _ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 _PREDICATES = {
@@ -68,9 +70,18 @@ class FeatureQuery:
 @dataclass
 class FeaturePage:
     fids: list[int]
-    geometries: np.ndarray  # shapely, storage CRS
-    properties: list[dict]
+    geometry_blobs: list[bytes]  # GeoPackage geometry blobs (storage CRS)
+    geometry_json: list[str]  # GeoJSON geometries in lon/lat (CRS84 axis order), precomputed at write
+    properties_json: list[str]  # properties serialised by SQLite (personal fields already masked if asked)
     number_matched: int
+
+    @property
+    def geometries(self) -> np.ndarray:
+        return decode_geometries(self.geometry_blobs) if self.geometry_blobs else np.empty(0, dtype=object)
+
+    @property
+    def properties(self) -> list[dict]:
+        return [orjson.loads(p) for p in self.properties_json]
 
 
 class _Connection:
@@ -151,10 +162,11 @@ class GeoPackageStore:
             if page is not None:
                 return page
         where, params = self._where(conn, layer, q)
-        select = ", ".join(["fid", GEOM_COLUMN] + _column_sql(columns, q.masked))
         order = ", ".join(f'"{name}" {"ASC" if asc else "DESC"}' for name, asc in q.sortby)
         order = f"{order}, fid" if order else "fid"
-        sql = f'SELECT {select} FROM "{layer.id}" WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?'
+        # Filter and page the layer table alone (its column names unqualified), then join the GeoJSON.
+        sql = (f'SELECT {_select(layer, columns, q.masked)} FROM (SELECT * FROM "{layer.id}" WHERE {where} '
+               f"ORDER BY {order} LIMIT ? OFFSET ?) t {_join_geojson(layer)} ORDER BY {_qualified(order)}")
         rows = conn.execute(sql, params + [q.limit, q.offset]).fetchall()
         if where == "1" and not q.offset and len(rows) < q.limit:
             matched = len(rows)
@@ -162,15 +174,14 @@ class GeoPackageStore:
             matched = self.count(layer)
         else:
             matched = conn.execute(f'SELECT count(*) FROM "{layer.id}" WHERE {where}', params).fetchone()[0]
-        return self._page(layer, columns, rows, matched)
+        return _page(rows, matched)
 
     def _small_bbox_page(self, conn, layer: LayerDef, q: FeatureQuery, columns: list[str]) -> FeaturePage | None:
         """One query for the common map/client case: a small box. None when the box holds too many candidates."""
         x0, y0, x1, y1 = q.bbox
-        select = ", ".join(["t.fid", f"t.{GEOM_COLUMN}"] + _column_sql(columns, q.masked, "t.")
-                           + ["r.minx >= ? AND r.maxx <= ? AND r.miny >= ? AND r.maxy <= ?"])
+        select = _select(layer, columns, q.masked) + ", r.minx >= ? AND r.maxx <= ? AND r.miny >= ? AND r.maxy <= ?"
         rows = conn.execute(
-            f'SELECT {select} FROM {self._rtree(layer)} r JOIN "{layer.id}" t ON t.fid = r.id '
+            f'SELECT {select} FROM {self._rtree(layer)} r JOIN "{layer.id}" t ON t.fid = r.id {_join_geojson(layer)} '
             "WHERE r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ? ORDER BY t.fid LIMIT ?",
             (x0, x1, y0, y1, x1, x0, y1, y0, self.small_bbox_candidates + 1)).fetchall()
         if len(rows) > self.small_bbox_candidates:
@@ -180,21 +191,14 @@ class GeoPackageStore:
             hits = shapely.intersects(decode_geometries([rows[i][1] for i in edge]), shapely.box(x0, y0, x1, y1))
             miss = {i for i, hit in zip(edge, hits) if not hit}
             rows = [r for i, r in enumerate(rows) if i not in miss]
-        return self._page(layer, columns, [r[:-1] for r in rows[q.offset:q.offset + q.limit]], len(rows))
+        return _page(rows[q.offset:q.offset + q.limit], len(rows))
 
-    def _page(self, layer: LayerDef, columns: list[str], rows: list, matched: int) -> FeaturePage:
-        geoms = decode_geometries([r[1] for r in rows]) if rows else np.empty(0, dtype=object)
-        props = _typed(layer, [dict(zip(columns, r[2:])) for r in rows])
-        return FeaturePage([r[0] for r in rows], geoms, props, matched)
-
-    def get(self, layer: LayerDef, fid: int):
+    def get(self, layer: LayerDef, fid: int, masked: dict[str, str] | None = None) -> FeaturePage:
+        """One feature as a page of zero or one."""
         conn = self._conn(layer).get()
-        columns = [f.name for f in layer.fields]
-        select = ", ".join([GEOM_COLUMN] + [f'"{c}"' for c in columns])
-        row = conn.execute(f'SELECT {select} FROM "{layer.id}" WHERE fid = ?', (fid,)).fetchone()
-        if row is None:
-            return None
-        return decode_geometries([row[0]])[0], _typed(layer, [dict(zip(columns, row[1:]))])[0]
+        rows = conn.execute(f'SELECT {_select(layer, [f.name for f in layer.fields], masked or {})} '
+                            f'FROM "{layer.id}" t {_join_geojson(layer)} WHERE t.fid = ?', (fid,)).fetchall()
+        return _page(rows, len(rows))
 
     def read_frame(self, layer: LayerDef) -> gpd.GeoDataFrame:
         """The whole layer as a GeoDataFrame indexed by fid (for exports, maps and analyses)."""
@@ -292,9 +296,11 @@ class GeoPackageStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.gpkg")
         try:
-            pyogrio.write_dataframe(clean, tmp, layer=layer.id, driver="GPKG",
-                                    geometry_type=layer.geometry, promote_to_multi=layer.geometry.startswith("Multi"),
+            # GeoPackage 1.2: read without warnings by the older GDAL of Debian 12 / QGIS LTR installs.
+            pyogrio.write_dataframe(clean, tmp, layer=layer.id, driver="GPKG", dataset_options={"VERSION": "1.2"},
+                                    geometry_type=layer.geometry,
                                     layer_options={"SPATIAL_INDEX": "YES", "GEOMETRY_NAME": GEOM_COLUMN})
+            _write_geojson_table(tmp, layer, clean.geometry.values)
             os.replace(tmp, path)
         finally:
             if tmp.exists():
@@ -302,19 +308,51 @@ class GeoPackageStore:
         return len(clean)
 
 
-def _column_sql(columns: list[str], masked: dict[str, str], prefix: str = "") -> list[str]:
-    return [f'{mask_sql(masked[c], prefix + chr(34) + c + chr(34))} AS "{c}"' if c in masked else f'{prefix}"{c}"'
-            for c in columns]
+def _geojson_table(layer: LayerDef) -> str:
+    return f'"{layer.id}__geojson"'
 
 
-def _typed(layer: LayerDef, rows: list[dict]) -> list[dict]:
-    """SQLite keeps booleans as 0/1; give them back as booleans."""
-    for f in layer.fields:
-        if f.type == "boolean" and rows and f.name in rows[0]:
-            for row in rows:
-                if row[f.name] is not None:
-                    row[f.name] = bool(row[f.name])
-    return rows
+def _join_geojson(layer: LayerDef) -> str:
+    return f"JOIN {_geojson_table(layer)} j ON j.fid = t.fid"
+
+
+def _write_geojson_table(path: Path, layer: LayerDef, geoms: np.ndarray) -> None:
+    """Each geometry pre-serialised as GeoJSON (lon/lat, 1 cm): CRS84 pages are then assembled from text.
+
+    A plain SQLite table, not registered in gpkg_contents, so GDAL, QGIS and exports do not see it; it is
+    rewritten with the layer on every write, so it cannot drift from the geometry column."""
+    rounded = shapely.transform(geoms, lambda c: np.round(c, GEOJSON_DECIMALS))
+    texts = shapely.to_geojson(rounded)
+    conn = sqlite3.connect(path)
+    try:
+        fids = [r[0] for r in conn.execute(f'SELECT fid FROM "{layer.id}" ORDER BY fid')]
+        with conn:
+            conn.execute(f"CREATE TABLE {_geojson_table(layer)} (fid INTEGER PRIMARY KEY, geometry TEXT NOT NULL)")
+            conn.executemany(f"INSERT INTO {_geojson_table(layer)} VALUES (?, ?)", zip(fids, texts.tolist()))
+    finally:
+        conn.close()
+
+
+def _select(layer: LayerDef, columns: list[str], masked: dict[str, str]) -> str:
+    """fid, geometry blob, GeoJSON geometry and the properties as one JSON object built by SQLite."""
+    pairs = []
+    for name in columns:
+        value = f't."{name}"'
+        if name in masked:
+            value = mask_sql(masked[name], value)
+        elif layer.field(name).type == "boolean":  # SQLite keeps booleans as 0/1
+            value = f"CASE WHEN {value} IS NULL THEN NULL WHEN {value} THEN json('true') ELSE json('false') END"
+        pairs.append(f"'{name}', {value}")
+    return f"t.fid, t.{GEOM_COLUMN}, j.geometry, json_object({', '.join(pairs)})"
+
+
+def _qualified(order: str) -> str:
+    return ", ".join(f"t.{part.strip()}" for part in order.split(","))
+
+
+def _page(rows: list, matched: int) -> FeaturePage:
+    return FeaturePage([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
+                       matched)
 
 
 _DTYPES = {"string": "object", "integer": "Int64", "real": "float64", "boolean": "boolean"}
@@ -346,8 +384,12 @@ def conform(layer: LayerDef, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     if not kinds <= allowed:
         raise GisError("wrong_geometry_type", f"图层 {layer.id} 应为 {layer.geometry} 几何",
                        f"layer {layer.id} expects {layer.geometry} geometries", 422)
-    out = gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=frame.crs).to_crs(STORAGE_CRS).values,
-                           crs=STORAGE_CRS)
+    stored = gpd.GeoSeries(geoms, crs=frame.crs).to_crs(STORAGE_CRS).values
+    if layer.geometry.startswith("Multi"):
+        promote = {"MultiPoint": shapely.MultiPoint, "MultiLineString": shapely.MultiLineString,
+                   "MultiPolygon": shapely.MultiPolygon}[layer.geometry]
+        stored = np.array([g if g.geom_type == layer.geometry else promote([g]) for g in stored], dtype=object)
+    out = gpd.GeoDataFrame(data, geometry=stored, crs=STORAGE_CRS)
     return out.reset_index(drop=True)
 
 
