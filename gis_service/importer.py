@@ -9,6 +9,7 @@ import geopandas as gpd
 import numpy as np
 import pyogrio
 import shapely
+from tqdm import tqdm
 
 from . import crs as crs_mod
 from .catalog import LayerDef
@@ -47,4 +48,9 @@ def _check_inside(lon, lat) -> None:
 
 
 def import_layer(store: GeoPackageStore, layer: LayerDef, path: Path, coord_sys: str | None = None) -> int:
-    return store.write(layer, read_for_import(layer, path, coord_sys))
+    with tqdm(total=2, desc=f"导入 {layer.id}", unit="步") as bar:
+        frame = read_for_import(layer, path, coord_sys)
+        bar.update()
+        count = store.write(layer, frame)
+        bar.update()
+    return count

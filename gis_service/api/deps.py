@@ -43,16 +43,26 @@ async def services(request: Request) -> Services:
     return request.app.state.services
 
 
-async def principal(request: Request,
-              x_api_key: str | None = Header(None, alias="X-API-Key", description="API 密钥（可选）")) -> Principal | None:
+def caller(request: Request) -> Principal | None:
     """The caller, from the X-API-Key header (or the key cookie set by the map pages); None = anonymous."""
-    key = x_api_key or request.cookies.get(API_KEY_COOKIE)
+    key = request.headers.get("x-api-key") or request.cookies.get(API_KEY_COOKIE)
     if not key:
         return None
     found = request.app.state.services.keys.lookup(key)
     if found is None:
         raise GisError("invalid_api_key", "API 密钥无效或已吊销", "the API key is invalid or revoked", 401)
     return found
+
+
+async def principal(request: Request,
+                    x_api_key: str | None = Header(None, alias="X-API-Key", description="API 密钥（可选）")
+                    ) -> Principal | None:
+    """Dependency form of caller(); the parameter documents the header in OpenAPI."""
+    return caller(request)
+
+
+API_KEY_PARAMETER = {"name": "X-API-Key", "in": "header", "required": False, "description": "API 密钥（可选）",
+                     "schema": {"type": "string"}}
 
 
 def wants_html(request: Request, f: str | None) -> bool:

@@ -137,13 +137,7 @@ class _Parser:
         if self._keyword("LIKE"):
             return Node("like", (left, self._scalar()), negated)
         if self._keyword("IN"):
-            self._expect("(")
-            items = [self._scalar()]
-            while self._peek()[1] == ",":
-                self._next()
-                items.append(self._scalar())
-            self._expect(")")
-            return Node("in", (left, tuple(items)), negated)
+            return Node("in", (left, tuple(self._scalar_list())), negated)
         if self._keyword("BETWEEN"):
             low = self._scalar()
             self._expect("AND")
@@ -158,6 +152,16 @@ class _Parser:
         if kind != "op":
             raise _bad(f"此处应为比较运算符，而不是“{value}”", f"expected a comparison operator, found {value!r}")
         return Node("compare", (value, left, self._scalar()))
+
+    def _scalar_list(self) -> list:
+        """'(' scalar (',' scalar)* ')'"""
+        self._expect("(")
+        items = [self._scalar()]
+        while self._peek()[1] == ",":
+            self._next()
+            items.append(self._scalar())
+        self._expect(")")
+        return items
 
     def _scalar(self):
         kind, value = self._next()
@@ -204,12 +208,7 @@ class _Parser:
             return Literal(geom)
         if kind == "word" and value.upper() in ("BBOX", "ENVELOPE"):
             self.pos = end
-            self._expect("(")
-            numbers = [self._scalar()]
-            while self._peek()[1] == ",":
-                self._next()
-                numbers.append(self._scalar())
-            self._expect(")")
+            numbers = self._scalar_list()
             values = [n.value for n in numbers if isinstance(n, Literal) and isinstance(n.value, (int, float))]
             if len(values) != 4 or len(numbers) != 4:
                 raise _bad("BBOX 需要4个数字", "BBOX takes 4 numbers")
