@@ -35,7 +35,7 @@ def index(svc: Services = Depends(services), who: Principal | None = Depends(pri
         layers = [l for l in svc.catalog.visible_to(role) if l.group == group and not l.is_raster]
         if layers:
             items = "".join(f'<li><a href="/maps/layers/{escape(l.id)}">{escape(l.title_zh)}</a>'
-                            f'{"（演示数据）" if l.demo else ""}</li>' for l in layers)
+                            f'{"（演示数据）" if l.demo and "演示" not in l.title_zh else ""}</li>' for l in layers)
             sections.append(f"<h2>{escape(title)}</h2><ul>{items}</ul>")
     who_html = (f"<p>当前身份：{escape(who.name)}（{escape(who.role)}）</p>" if who else
                 "<p>当前为匿名访问，仅显示公开图层。</p>")

@@ -174,3 +174,29 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_pa
          "--request-timeout", "20", "--seed", "1", "--no-color"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_datetime_interval_on_the_plots_contract_start(server, catalog, store):
+    frame = store.read_frame(catalog.get("plots"))
+    start = frame["contract_start"]
+    box = (116.3, 39.0, 116.6, 39.2)
+    in_box = frame.intersects(shapely.box(*box))
+    for interval, expected in [("1999-01-01/1999-03-31", (start >= "1999-01-01") & (start <= "1999-03-31")),
+                               ("../1998-12-31", start <= "1998-12-31"), ("1999-06-01/..", start >= "1999-06-01")]:
+        doc = get(server, "/ogc/collections/plots/items", datetime=interval, bbox=",".join(map(str, box)),
+                  limit=10000, properties="contract_start").json()
+        assert doc["numberMatched"] == int((expected & in_box).sum()) > 0
+    assert get(server, "/ogc/collections/counties/items", datetime="2021-01-01").status_code == 400
+    extent = get(server, "/ogc/collections/plots").json()["extent"]["temporal"]["interval"][0]
+    assert extent == [start.min(), start.max()]
+
+
+def test_map_sign_in_sets_a_cookie_that_unlocks_entitled_layers(server):
+    anon = httpx.get(server.url + "/maps/").text
+    assert "contractor_households" not in anon and "当前为匿名访问" in anon
+    bad = httpx.post(server.url + "/maps/session", data={"api_key": "lf_wrong"})
+    assert bad.status_code == 401
+    ok = httpx.post(server.url + "/maps/session", data={"api_key": server.key("rural")}, follow_redirects=False)
+    assert ok.status_code == 303 and "httponly" in ok.headers["set-cookie"].lower()
+    signed_in = httpx.get(server.url + "/maps/", cookies=ok.cookies).text
+    assert "test-rural" in signed_in and "/maps/layers/contractor_households" in signed_in

@@ -5,6 +5,7 @@ import shapely
 
 from gis_service.config import Settings
 from gis_service.maps.factory import display_features
+from gis_service.store import FeatureQuery
 from tests.conftest import OUTPUT_DIR
 
 
@@ -71,3 +72,33 @@ def test_gaode_basemap_shifts_overlays_into_gcj02(catalog):
     shifted = display_features(layer, frame, None, Settings(basemap="gaode"))["features"][0]["geometry"]["coordinates"]
     assert plain == [116.7, 39.5]
     assert 0.005 < shifted[0] - 116.7 < 0.007 and 0.0005 < shifted[1] - 39.5 < 0.0015
+
+
+def test_large_layer_loads_features_for_the_view(server, catalog, store):
+    """Plots (100 000) are not embedded: zoomed in, the page fetches the features in view, masked."""
+    from playwright.sync_api import sync_playwright
+
+    first = store.query(catalog.get("plots"), FeatureQuery(limit=1))
+    c = first.geometries[0].centroid
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1000, "height": 700})
+        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(server.url) else r.abort())
+        page.goto(server.url + "/maps/layers/plots", wait_until="networkidle")
+        assert page.evaluate("window.gisDynamicLayers.plots.getLayers().length") == 0  # city view: nothing yet
+        page.evaluate(f"""() => {{ const m = Object.keys(window).find(k => k.startsWith('map_'));
+                                   window[m].setView([{c.y}, {c.x}], 17); }}""")
+        page.wait_for_function("window.gisDynamicLayers.plots.getLayers().length > 0", timeout=15000)
+        popup = page.evaluate("window.gisDynamicLayers.plots.getLayers()[0].getLayers()[0].feature.properties.__popup")
+        page.screenshot(path=str(OUTPUT_DIR / "maps_layers_plots_zoomed.png"))
+        browser.close()
+    assert "承包方代表姓名" in popup and "*" in popup  # anonymous: the contractor's name is masked
+
+
+def test_tianditu_key_never_reaches_the_browser(catalog, store):
+    from gis_service.maps.factory import MapFactory
+
+    html = MapFactory(catalog, store, Settings(basemap="tianditu", tianditu_key="SECRET-KEY-123")).layer_map(
+        catalog.get("counties"), None).get_root().render()
+    assert "SECRET-KEY-123" not in html and "/basemap/tianditu/vec/" in html
+    assert "cdn" not in html.lower() and "unpkg" not in html.lower()
