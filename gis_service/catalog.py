@@ -44,7 +44,7 @@ class LayerDef:
     popup: tuple[str, ...] = ()
     label_field: str | None = None
     time_field: str | None = None
-    style: dict = field(default_factory=dict)
+    style: dict = field(default_factory=dict, hash=False)
     source: str | None = None  # real data file (relative to the TOML) imported by build-layers
     source_crs: str = "EPSG:4326"
     demo: bool = False

@@ -322,14 +322,15 @@ def items(ctx: Context, collection_id: str, params: dict[str, str], request: str
         for fid, g, p in zip(page.fids, _output_geometries(page, out_crs), page.properties_json)
     ]
     base = f"{ctx.base_url}/collections/{layer.id}/items"
-    keep = {k: v for k, v in params.items() if k not in ("offset", "f")}
-    links = [_link(f"{base}?{urlencode({**keep, 'offset': q.offset})}", "self", GEOJSON, "本页"),
-             _link(f"{base}?{urlencode({**keep, 'offset': q.offset, 'f': 'html'})}", "alternate", "text/html", "网页版"),
+    kept = urlencode({k: v for k, v in params.items() if k not in ("offset", "f")})
+    page_url = f"{base}?{kept}&offset=" if kept else f"{base}?offset="
+    links = [_link(f"{page_url}{q.offset}", "self", GEOJSON, "本页"),
+             _link(f"{page_url}{q.offset}&f=html", "alternate", "text/html", "网页版"),
              _link(f"{ctx.base_url}/collections/{layer.id}", "collection", "application/json", layer.title_zh)]
     if q.offset + len(features) < page.number_matched:
-        links.append(_link(f"{base}?{urlencode({**keep, 'offset': q.offset + q.limit})}", "next", GEOJSON, "下一页"))
+        links.append(_link(f"{page_url}{q.offset + q.limit}", "next", GEOJSON, "下一页"))
     if q.offset > 0:
-        links.append(_link(f"{base}?{urlencode({**keep, 'offset': max(q.offset - q.limit, 0)})}", "prev", GEOJSON, "上一页"))
+        links.append(_link(f"{page_url}{max(q.offset - q.limit, 0)}", "prev", GEOJSON, "上一页"))
     head = orjson.dumps({
         "numberMatched": page.number_matched,
         "numberReturned": len(features),

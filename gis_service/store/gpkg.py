@@ -15,6 +15,7 @@ import os
 import sqlite3
 import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import geopandas as gpd
@@ -335,11 +336,17 @@ def _write_geojson_table(path: Path, layer: LayerDef, geoms: np.ndarray) -> None
 
 def _select(layer: LayerDef, columns: list[str], masked: dict[str, str]) -> str:
     """fid, geometry blob, GeoJSON geometry and the properties as one JSON object built by SQLite."""
+    return _select_cached(layer, tuple(columns), tuple(sorted(masked.items())))
+
+
+@lru_cache(maxsize=256)
+def _select_cached(layer: LayerDef, columns: tuple[str, ...], masked: tuple[tuple[str, str], ...]) -> str:
+    kinds = dict(masked)
     pairs = []
     for name in columns:
         value = f't."{name}"'
-        if name in masked:
-            value = mask_sql(masked[name], value)
+        if name in kinds:
+            value = mask_sql(kinds[name], value)
         elif layer.field(name).type == "boolean":  # SQLite keeps booleans as 0/1
             value = f"CASE WHEN {value} IS NULL THEN NULL WHEN {value} THEN json('true') ELSE json('false') END"
         pairs.append(f"'{name}', {value}")
@@ -351,8 +358,9 @@ def _qualified(order: str) -> str:
 
 
 def _page(rows: list, matched: int) -> FeaturePage:
-    return FeaturePage([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
-                       matched)
+    """Rows start with fid, geometry blob, GeoJSON geometry, properties JSON (any further columns are ignored)."""
+    fids, blobs, geometry, props = (list(c) for c in list(zip(*rows))[:4]) if rows else ([], [], [], [])
+    return FeaturePage(fids, blobs, geometry, props, matched)
 
 
 _DTYPES = {"string": "object", "integer": "Int64", "real": "float64", "boolean": "boolean"}
