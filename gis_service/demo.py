@@ -191,7 +191,7 @@ def villages(base: Base, channels: gpd.GeoDataFrame, rng, per_township: int = 26
         ys = t.y + rng.normal(0, spread, n * 3)
         keep = shapely.contains_xy(county, xs, ys)
         pts = shapely.points(xs[keep], ys[keep])[:n]
-        for i, p in enumerate(pts):
+        for p in pts:
             records.append(dict(township_code=t.code, township=t.name, county_adcode=t.county_adcode,
                                 county=county_name[t.county_adcode], urban=t.urban))
             geoms.append(p)
@@ -462,7 +462,7 @@ def water_sources(base: Base, built, rng) -> tuple[gpd.GeoDataFrame, gpd.GeoData
     for adcode, (lon, lat) in COUNTY_TOWNS.items():
         town = shapely.Point(_metric(lon, lat))
         tier = "市级" if adcode == 131002 else "县级"
-        for k in range(2 if tier == "市级" else 1):
+        for _ in range(2 if tier == "市级" else 1):
             a = rng.uniform(0, 2 * math.pi)
             d = rng.uniform(4500, 7000)
             p = shapely.Point(town.x + d * math.cos(a), town.y + d * math.sin(a))

@@ -54,8 +54,9 @@ def server(tmp_path_factory) -> LiveServer:
     var_dir = tmp_path_factory.mktemp("var")
     port = _free_port()
     env = dict(os.environ, GIS_VAR_DIR=str(var_dir), GIS_HOST="127.0.0.1", GIS_PORT=str(port))
+    log = var_dir / "server.log"  # a file, not a pipe: a full pipe would block the server
     proc = subprocess.Popen([sys.executable, "-m", "gis_service.cli", "serve"], env=env, cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -64,7 +65,7 @@ def server(tmp_path_factory) -> LiveServer:
             break
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read().decode())
+                raise RuntimeError(log.read_text()) from None
             time.sleep(0.2)
     else:
         proc.kill()
@@ -72,3 +73,4 @@ def server(tmp_path_factory) -> LiveServer:
     yield LiveServer(url, var_dir)
     proc.terminate()
     proc.wait(10)
+    assert "unexpected error" not in log.read_text(), "the server logged an unexpected (500) error"

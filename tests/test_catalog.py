@@ -1,6 +1,5 @@
 """Layer definitions: the shipped ones load; a wrong one stops start-up naming file and key."""
 
-import shutil
 
 import pytest
 

@@ -35,7 +35,8 @@ def test_import_gcj02_file_converts_and_bad_file_keeps_old_data(workspace, tmp_p
     sites = store.read_frame(catalog.get("heritage_sites"))
     from gis_service import crs
     glon, glat = crs.wgs84_to_gcj02(sites.geometry.x.values, sites.geometry.y.values)
-    gcj = gpd.GeoDataFrame(sites.drop(columns="geometry"), geometry=gpd.points_from_xy(glon, glat))
+    # Web-map exports label GCJ-02 numbers as WGS84; --coord-sys gcj02 overrides the label.
+    gcj = gpd.GeoDataFrame(sites.drop(columns="geometry"), geometry=gpd.points_from_xy(glon, glat), crs="EPSG:4326")
     gcj.to_file(tmp_path / "gcj.geojson")
     ok = run(["import", "heritage_sites", str(tmp_path / "gcj.geojson"), "--coord-sys", "gcj02"], env)
     assert ok.returncode == 0, ok.stderr

@@ -1,6 +1,5 @@
 """Demo layers: inside the real county polygons, marked demo, coded from the real township codes."""
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely

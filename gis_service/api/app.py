@@ -21,7 +21,7 @@ from ..errors import GisError
 from ..privacy import AccessLog
 from ..store import GeoPackageStore
 from . import crs_routes, maps_routes, ogc_routes
-from .deps import ERROR_RESPONSES, Services
+from .deps import Services
 
 log = logging.getLogger("gis_service")
 TIANDITU_LAYERS = {"vec", "cva", "img", "cia"}

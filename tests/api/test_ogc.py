@@ -3,10 +3,8 @@
 import json
 import shutil
 import subprocess
-import urllib.parse
 
 import httpx
-import numpy as np
 import pytest
 import shapely
 

@@ -1,7 +1,5 @@
 """The GeoPackage store against an independent computation with geopandas/shapely."""
 
-import geopandas as gpd
-import numpy as np
 import pytest
 import shapely
 
