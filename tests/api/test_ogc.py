@@ -198,3 +198,31 @@ def test_map_sign_in_sets_a_cookie_that_unlocks_entitled_layers(server):
     assert ok.status_code == 303 and "httponly" in ok.headers["set-cookie"].lower()
     signed_in = httpx.get(server.url + "/maps/", cookies=ok.cookies).text
     assert "test-rural" in signed_in and "/maps/layers/contractor_households" in signed_in
+
+
+def test_epsg4490_output_is_lat_lon_and_properties_subset(server):
+    plain = get(server, "/ogc/collections/weather_stations/items", properties="name").json()["features"]
+    latlon = get(server, "/ogc/collections/weather_stations/items", properties="name", crs=EPSG + "4490")
+    assert latlon.headers["content-crs"] == f"<{EPSG}4490>"
+    for a, b in zip(plain, latlon.json()["features"]):
+        assert b["geometry"]["coordinates"] == pytest.approx(a["geometry"]["coordinates"][::-1], abs=1e-7)
+        assert list(b["properties"]) == ["name"]
+
+
+def test_filter_crs_4548_polygon_selects_like_the_crs84_polygon(server):
+    ring = [(116.6, 39.45), (116.8, 39.45), (116.8, 39.6), (116.6, 39.6), (116.6, 39.45)]
+    wkt84 = "POLYGON((" + ",".join(f"{x} {y}" for x, y in ring) + "))"
+    e, n = crs.from_storage_xy([p[0] for p in ring], [p[1] for p in ring], "epsg:4548")
+    wkt_gk = "POLYGON((" + ",".join(f"{nn} {ee}" for ee, nn in zip(e, n)) + "))"  # northing first (EPSG order)
+    a = get(server, "/ogc/collections/villages/items", filter=f"S_INTERSECTS(geom,{wkt84})", limit=5000).json()
+    b = get(server, "/ogc/collections/villages/items", filter=f"S_INTERSECTS(geom,{wkt_gk})", limit=5000,
+            **{"filter-crs": EPSG + "4548"}).json()
+    ids_a, ids_b = {f["id"] for f in a["features"]}, {f["id"] for f in b["features"]}
+    assert len(ids_a) > 20 and len(ids_a ^ ids_b) <= 2  # straight edges in 4548 bow slightly in lon/lat
+
+
+def test_html_views_escape_and_link(server):
+    page = httpx.get(server.url + "/ogc/collections/heritage_sites/items?f=html&limit=3").text
+    assert "金门闸遗址" in page or "文安古城墙" in page
+    assert 'offset=3&amp;f=html' in page or "offset=3&f=html" in page
+    assert httpx.get(server.url + "/ogc?f=html").headers["content-type"].startswith("text/html")
