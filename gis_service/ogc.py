@@ -172,6 +172,8 @@ def _parse_int(name: str, value: str | None, default: int, minimum: int) -> int:
         raise bad_parameter(name, "须为整数", "must be an integer") from None
     if number < minimum:
         raise bad_parameter(name, f"不能小于 {minimum}", f"must be at least {minimum}")
+    if number >= 2**63:  # SQLite integers are 64-bit
+        raise bad_parameter(name, "数值过大", "is too large")
     return number
 
 
@@ -219,12 +221,14 @@ def _coerce_value(layer: LayerDef, name: str, value: str):
     return value
 
 
-def _check_field(ctx: Context, layer: LayerDef, name: str, param: str) -> None:
+def _check_field(ctx: Context, layer: LayerDef, name: str, param: str, selecting: bool = False) -> None:
+    """The field exists; to filter or sort on a personal field the role must be entitled (selecting one is
+    allowed: its values come back masked)."""
     field = layer.field(name)
     if field is None:
         raise GisError("unknown_property", f"参数 {param}：集合 {layer.id} 没有字段 {name}",
                        f"{param}: collection '{layer.id}' has no property '{name}'", 400)
-    if field.personal and not layer.sees_personal(ctx.role):
+    if field.personal and not selecting and not layer.sees_personal(ctx.role):
         raise GisError("personal_field_forbidden", f"参数 {param}：无权按个人信息字段 {name} 查询或排序",
                        f"{param}: your role may not query or sort by the personal field '{name}'", 403)
 
@@ -251,7 +255,7 @@ def build_query(ctx: Context, layer: LayerDef, params: dict[str, str]) -> tuple[
     if params.get("properties") is not None:
         names = [n.strip() for n in params["properties"].split(",") if n.strip()]
         for name in names:
-            _check_field(ctx, layer, name, "properties")
+            _check_field(ctx, layer, name, "properties", selecting=True)
         q.columns = names
     if params.get("sortby"):
         for item in params["sortby"].split(","):

@@ -122,6 +122,8 @@ def test_roles_restricted_layers_and_personal_fields(server):
     assert get(server, "/ogc/collections/plots/items", planner, contractor_name="张伟").status_code == 403
     assert get(server, "/ogc/collections/plots/items", planner, filter="contractor_name LIKE '张%'").status_code == 403
     assert get(server, "/ogc/collections/plots/items", planner, sortby="-contractor_phone").status_code == 403
+    chosen = get(server, "/ogc/collections/plots/items", planner, properties="dkbm,contractor_phone", limit=3).json()
+    assert all(f["properties"]["contractor_phone"][3:7] == "****" for f in chosen["features"])
     log = (server.var_dir / "personal_data_access.log").read_text(encoding="utf-8")
     assert "test-rural" in log and "test-planner" not in log
     households = get(server, "/ogc/collections/contractor_households/items", server.key("rural"), limit=1)
@@ -142,6 +144,7 @@ def test_keys_are_stored_hashed(server):
     ("/ogc/collections/counties/items", {"filter": "name = = 1"}, 400),
     ("/ogc/collections/counties/items", {"nosuch": "1"}, 400),
     ("/ogc/collections/counties/items/999999", {}, 404),
+    ("/ogc/collections/counties/items", {"offset": str(10**20)}, 400),
     ("/api/crs/convert", {"x": "505000", "y": "4372000", "from": "epsg:4527"}, 422),
 ])
 def test_bad_input_gets_a_json_error_in_chinese_and_english(server, path, params, status):
