@@ -131,14 +131,17 @@ def _legend_entries(layers: list[LayerDef]) -> list[tuple[str, str]]:
     return entries
 
 
-class _DynamicLayer(MacroElement):
-    """Features of a large layer loaded for the current view (zoom ≥ min_zoom) from the maps API."""
+class _DynamicLayer(folium.map.Layer):
+    """Features of a large layer loaded for the current view (zoom ≥ min_zoom) from the maps API.
+
+    A folium Layer, so the layer control lists it like any embedded layer."""
 
     _template = Template("""
 {% macro script(this, kwargs) %}
+var {{ this.get_name() }} = L.featureGroup();
 (function() {
   var map = {{ this._parent.get_name() }};
-  var group = L.featureGroup().addTo(map);
+  var group = {{ this.get_name() }}.addTo(map);
   window.gisDynamicLayers = window.gisDynamicLayers || {};
   window.gisDynamicLayers[{{ this.layer_id|tojson }}] = group;
   var note = L.control({position: 'topright'});
@@ -169,7 +172,7 @@ class _DynamicLayer(MacroElement):
 """)
 
     def __init__(self, layer: LayerDef, min_zoom: int = 14):
-        super().__init__()
+        super().__init__(name=layer.title_zh, overlay=True, control=True, show=True)
         self.layer_id = layer.id
         self.title = layer.title_zh
         self.url = f"/maps/api/{layer.id}/features"
