@@ -263,13 +263,18 @@ class Translator:
             return f"(NOT {self.translate(node.args[0])})"
         if op == "compare":
             symbol, left, right = node.args
+            self._check_types(left, right)
             return f"({self._operand(left)} {symbol} {self._operand(right)})"
         if op == "like":
             sql = f"({self._operand(node.args[0])} LIKE {self._operand(node.args[1])} ESCAPE '\\')"
         elif op == "in":
+            for v in node.args[1]:
+                self._check_types(node.args[0], v)
             items = ", ".join(self._operand(v) for v in node.args[1])
             sql = f"({self._operand(node.args[0])} IN ({items}))"
         elif op == "between":
+            self._check_types(node.args[0], node.args[1])
+            self._check_types(node.args[0], node.args[2])
             left, low, high = (self._operand(a) for a in node.args)
             sql = f"({left} BETWEEN {low} AND {high})"
         elif op == "isnull":
@@ -277,6 +282,22 @@ class Translator:
         else:
             return self._spatial(*node.args)
         return f"(NOT {sql})" if node.negated else sql
+
+    _ACCEPTS = {"string": (str,), "date": (str,), "datetime": (str,), "integer": (int, float),
+                "real": (int, float), "boolean": (bool,)}
+
+    def _check_types(self, a, b) -> None:
+        """A property compared with a literal of another type is an error (SQLite would just match nothing)."""
+        if isinstance(b, Prop) and isinstance(a, Literal):
+            a, b = b, a
+        if not (isinstance(a, Prop) and isinstance(b, Literal)) or a.name not in self.columns:
+            return
+        ftype = self.columns[a.name]
+        value = b.value
+        ok = isinstance(value, self._ACCEPTS[ftype]) and not (ftype in ("integer", "real") and isinstance(value, bool))
+        if not ok:
+            raise _bad(f"字段 {a.name}（{ftype}）不能与值 {value!r} 比较",
+                       f"property '{a.name}' ({ftype}) cannot be compared with {value!r}")
 
     def _spatial(self, predicate: str, a, b) -> str:
         if isinstance(a, Literal) and isinstance(b, Prop):

@@ -132,3 +132,11 @@ def test_small_box_fast_path_equals_the_general_path(catalog, bbox, offset):
     b = general.query(layer, FeatureQuery(bbox=bbox, limit=50, offset=offset))
     assert a.fids == b.fids and a.number_matched == b.number_matched and a.properties == b.properties
     assert shapely.equals(a.geometries, b.geometries).all()
+
+
+@pytest.mark.parametrize("text", ["county_adcode = 'abc'", "name = 3", "demo = 1", "county_adcode IN (1, 'x')",
+                                  "county_adcode BETWEEN 'a' AND 'b'"])
+def test_type_mismatch_in_filter_is_a_400(catalog, store, text):
+    with pytest.raises(GisError) as err:
+        store.query(catalog.get("villages"), FeatureQuery(cql=cql2.parse(text)))
+    assert err.value.status == 400 and "cannot be compared" in err.value.message_en
