@@ -58,7 +58,7 @@ def items(summary: dict) -> str:
         f'<tr><td><a href="/ogc/collections/{escape(layer.id)}/items/{fid}?f=html">{fid}</a></td>'
         + "".join(f"<td>{escape('' if p[n] is None else str(p[n]))}</td>" for n in names) + "</tr>"
         for fid, p in zip(fids, properties))
-    nav = " ".join(f'<a href="{escape(l["href"])}&f=html">{escape(l["title"])}</a>'
+    nav = " ".join(f'<a href="{escape(l["href"] + "&f=html")}">{escape(l["title"])}</a>'
                    for l in summary["links"] if l["rel"] in ("prev", "next"))
     info = f"<p>共 {summary['matched']} 个要素，本页从第 {summary['offset'] + 1} 个起 {len(fids)} 个。{nav}</p>"
     return page(f"{layer.title_zh} 要素", f"{info}<table><tr><th>ID</th>{head}</tr>{rows}</table>")
