@@ -46,6 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def root():
         return RedirectResponse("/maps/")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():  # browsers ask for it; an empty answer keeps their consoles free of 404 errors
+        return Response(status_code=204)
+
     @app.get("/basemap/tianditu/{layer}/{z}/{x}/{y}", include_in_schema=False)
     def tianditu(layer: str, z: int, x: int, y: int):
         """Tile proxy: the Tianditu key stays on the server (browser and server keys are separate)."""
