@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -114,6 +113,3 @@ def _build_demo(catalog: Catalog, store: GeoPackageStore, n_plots: int, bar) -> 
     bar.update()
     return written
 
-
-def layers_dir_default() -> Path:
-    return Path(__file__).resolve().parent.parent / "layers"

@@ -78,6 +78,10 @@ class LayerDef:
     def sees_personal(self, role: str | None) -> bool:
         return role is not None and (role == "admin" or role in self.personal_roles)
 
+    def masked_fields(self, role: str | None) -> dict[str, str]:
+        """Personal field -> kind, for the fields this role must see masked (empty when entitled)."""
+        return {} if self.sees_personal(role) else {f.name: f.personal for f in self.personal_fields}
+
 
 def _require(data: dict, key: str, path: Path, kind=str):
     if key not in data:

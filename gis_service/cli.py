@@ -1,4 +1,6 @@
-"""Command line: gis-service serve | build-layers | layers | export | import | keys."""
+"""Command line: gis-service serve | build-layers | layers | export | import | keys.
+
+Imports are inside the commands so that light commands (keys, --help) start without loading GDAL/geopandas."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 from .errors import GisError
 
 
-def _services(args):
+def _services():
     from .catalog import Catalog
     from .config import Settings
     from .store import GeoPackageStore
@@ -42,13 +44,13 @@ def cmd_serve(args) -> None:
 def cmd_build_layers(args) -> None:
     from .build import build_layers
 
-    _, catalog, store = _services(args)
+    _, catalog, store = _services()
     written = build_layers(catalog, store, plots=args.plots, force=args.force)
     print(f"已构建 {len(written)} 个图层 built {len(written)} layers" if written else "图层均已存在 all layers present")
 
 
 def cmd_layers(args) -> None:
-    _, catalog, store = _services(args)
+    _, catalog, store = _services()
     for layer in catalog:
         count = "栅格" if layer.is_raster else (store.count(layer) if store.exists(layer) else "未构建")
         print(f"{layer.group:<11} {layer.id:<24} {layer.access:<10} {count!s:>9}  {layer.title_zh}{'（演示）' if layer.demo else ''}")
@@ -57,7 +59,7 @@ def cmd_layers(args) -> None:
 def cmd_export(args) -> None:
     from .export import export_layer
 
-    _, catalog, store = _services(args)
+    _, catalog, store = _services()
     layer = _vector_layer(catalog, args.collection)
     path = export_layer(store, layer, args.format, args.crs, Path(args.output) if args.output else None,
                         unmask=args.unmask)
@@ -67,7 +69,7 @@ def cmd_export(args) -> None:
 def cmd_import(args) -> None:
     from .importer import import_layer
 
-    _, catalog, store = _services(args)
+    _, catalog, store = _services()
     layer = _vector_layer(catalog, args.collection)
     count = import_layer(store, layer, Path(args.file), args.coord_sys)
     print(f"已导入 {count} 个要素到 {layer.id} imported {count} features")

@@ -21,7 +21,7 @@ from rasterio.features import rasterize
 from rasterio.transform import from_origin
 from scipy import ndimage
 
-from .crs import METRIC_CRS, STORAGE_CRS
+from .crs import METRIC_CRS, STORAGE_CRS, transform_xy
 
 SEED = 20210519  # the canal plan's issue date; any fixed number would do
 DEFAULT_PLOTS = 100_000
@@ -68,7 +68,6 @@ def load_base(layers_dir: Path) -> Base:
 
 
 def _metric(lon, lat):
-    from .crs import transform_xy
     return transform_xy(lon, lat, STORAGE_CRS, METRIC_CRS)
 
 

@@ -237,8 +237,7 @@ def build_query(ctx: Context, layer: LayerDef, params: dict[str, str]) -> tuple[
     q = FeatureQuery()
     q.limit = min(_parse_int("limit", params.get("limit"), DEFAULT_LIMIT, 1), MAX_LIMIT)
     q.offset = _parse_int("offset", params.get("offset"), 0, 0)
-    if not layer.sees_personal(ctx.role):
-        q.masked = {f.name: f.personal for f in layer.personal_fields}
+    q.masked = layer.masked_fields(ctx.role)
     out_crs = crs_mod.parse_ogc_crs(params.get("crs"), "crs")
     if params.get("bbox"):
         box = parse_bbox(params["bbox"], params.get("bbox-crs"))
@@ -308,19 +307,13 @@ def _output_geometries(page, out_crs: crs_mod.OgcCrs) -> list[str]:
     return list(shapely.to_geojson(result))
 
 
-def _log_disclosure(ctx: Context, layer: LayerDef, columns: list[str], count: int, request: str) -> None:
-    """Personal fields reach entitled roles only (the store masks them for everyone else): log each disclosure."""
-    shown = [f.name for f in layer.personal_fields if f.name in columns]
-    if shown and count and layer.sees_personal(ctx.role):
-        ctx.access_log.record(ctx.principal.name, ctx.role, layer, shown, count, request)
-
-
 def items(ctx: Context, collection_id: str, params: dict[str, str], request: str) -> tuple[bytes, dict, dict]:
     """GeoJSON FeatureCollection bytes, headers, and a summary (for the HTML page)."""
     layer = ctx.layer(collection_id)
     q, out_crs = build_query(ctx, layer, params)
     page = ctx.store.query(layer, q)
-    _log_disclosure(ctx, layer, q.columns or [f.name for f in layer.fields], len(page.fids), request)
+    columns = q.columns if q.columns is not None else [f.name for f in layer.fields]
+    ctx.access_log.disclose(ctx.principal, layer, columns, len(page.fids), request)
     features = [
         '{"type":"Feature","id":%d,"geometry":%s,"properties":%s}' % (fid, g, p)
         for fid, g, p in zip(page.fids, _output_geometries(page, out_crs), page.properties_json)
@@ -358,11 +351,10 @@ def item(ctx: Context, collection_id: str, feature_id: str, params: dict[str, st
         fid = int(feature_id)
     except ValueError:
         raise not_found(f"要素 {feature_id}", f"feature '{feature_id}'") from None
-    masked = {} if layer.sees_personal(ctx.role) else {f.name: f.personal for f in layer.personal_fields}
-    page = ctx.store.get(layer, fid, masked) if -2**63 <= fid < 2**63 else None
+    page = ctx.store.get(layer, fid, layer.masked_fields(ctx.role)) if -2**63 <= fid < 2**63 else None
     if page is None or not page.fids:
         raise not_found(f"要素 {feature_id}", f"feature '{feature_id}'")
-    _log_disclosure(ctx, layer, [f.name for f in layer.fields], 1, request)
+    ctx.access_log.disclose(ctx.principal, layer, [f.name for f in layer.fields], 1, request)
     geometry = _output_geometries(page, out_crs)[0]
     base = f"{ctx.base_url}/collections/{layer.id}"
     links = [_link(f"{base}/items/{fid}", "self", GEOJSON, "本要素"),

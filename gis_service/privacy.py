@@ -68,6 +68,13 @@ class AccessLog:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(line)
 
+    def disclose(self, who, layer: LayerDef, fields: list[str], count: int, request: str) -> None:
+        """Log that `who` (a Principal or None) received `count` features with these fields, if any of them
+        is personal and shown unmasked (roles not entitled only ever see masked values: nothing to log)."""
+        shown = [f.name for f in layer.personal_fields if f.name in fields]
+        if shown and count and who is not None and layer.sees_personal(who.role):
+            self.record(who.name, who.role, layer, shown, count, request)
+
     def entries(self) -> list[dict]:
         if not self.path.exists():
             return []

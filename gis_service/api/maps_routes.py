@@ -59,9 +59,8 @@ def layer_page(request: Request, collection_id: str, svc: Services = Depends(ser
     layer = _visible_layer(svc, who, collection_id)
     factory = MapFactory(svc.catalog, svc.store, svc.settings)
     role = who.role if who else None
-    if layer.personal_fields and layer.sees_personal(role) and svc.store.count(layer) <= EMBED_LIMIT:
-        svc.access_log.record(who.name, role, layer, [f.name for f in layer.personal_fields],
-                              svc.store.count(layer), str(request.url))
+    if svc.store.count(layer) <= EMBED_LIMIT:  # embedded in the page; larger layers are logged per view
+        svc.access_log.disclose(who, layer, [f.name for f in layer.fields], svc.store.count(layer), str(request.url))
     return HTMLResponse(factory.layer_map(layer, role).get_root().render())
 
 
@@ -73,7 +72,5 @@ def view_features(request: Request, collection_id: str,
     box = ogc.parse_bbox(bbox, None)  # lon/lat: always a plain box
     role = who.role if who else None
     data = MapFactory(svc.catalog, svc.store, svc.settings).features_for_view(layer, box, role)
-    if layer.personal_fields and layer.sees_personal(role) and data["features"]:
-        svc.access_log.record(who.name, role, layer, [f.name for f in layer.personal_fields],
-                              len(data["features"]), str(request.url))
+    svc.access_log.disclose(who, layer, [f.name for f in layer.fields], len(data["features"]), str(request.url))
     return JSONResponse(data)

@@ -22,7 +22,7 @@ from .. import crs as crs_mod
 from ..catalog import Catalog, LayerDef
 from ..config import Settings
 from ..privacy import mask_properties
-from ..store import GeoPackageStore
+from ..store import FeatureQuery, GeoPackageStore
 
 LOCAL_JS = [("leaflet", "/static/leaflet/dist/leaflet.js"),
             ("markercluster", "/static/leaflet.markercluster/dist/leaflet.markercluster.js")]
@@ -64,11 +64,11 @@ def popup_html(layer: LayerDef, props: dict) -> str:
     return f'<div class="gis-popup"><b>{title}</b><table>{"".join(rows)}</table></div>'
 
 
-def display_features(layer: LayerDef, frame: gpd.GeoDataFrame, role: str | None, settings: Settings) -> dict:
-    """A GeoJSON FeatureCollection for the map: personal fields masked for the role, popups escaped."""
+def display_features(layer: LayerDef, frame: gpd.GeoDataFrame, mask: bool, settings: Settings) -> dict:
+    """A GeoJSON FeatureCollection for the map: personal fields masked when asked, popups escaped."""
     names = [f.name for f in layer.fields]
     rows = frame[names].astype(object).where(frame[names].notna(), None).to_dict("records")
-    if not layer.sees_personal(role):
+    if mask:
         rows = mask_properties(layer, rows)
     style = layer.style
     cat_field, categories = style.get("category_field"), style.get("categories", {})
@@ -220,7 +220,7 @@ class MapFactory:
         if self.store.count(layer) > EMBED_LIMIT:
             _DynamicLayer(layer).add_to(m)
             return
-        data = display_features(layer, self.store.read_frame(layer), role, self.settings)
+        data = display_features(layer, self.store.read_frame(layer), not layer.sees_personal(role), self.settings)
         folium.GeoJson(data, name=layer.title_zh, show=show, style_function=_style_function(layer),
                        marker=_marker(layer), on_each_feature=_ON_EACH_FEATURE).add_to(m)
 
@@ -233,16 +233,14 @@ class MapFactory:
         return m
 
     def features_for_view(self, layer: LayerDef, bbox, role: str | None, limit: int = 3000) -> dict:
-        """Display features inside a lon/lat box for the dynamic layer (same popups and masking as embedded)."""
-        from ..store import FeatureQuery
-
+        """Display features inside a lon/lat box for the dynamic layer (same popups as embedded; the store masks)."""
         if self.settings.basemap == "gaode":  # the browser's view is in GCJ-02 over a Gaode basemap
             lon, lat = crs_mod.gcj02_to_wgs84(np.array(bbox[0::2]), np.array(bbox[1::2]))
             bbox = (lon[0], lat[0], lon[1], lat[1])
-        page = self.store.query(layer, FeatureQuery(bbox=bbox, limit=limit))
+        page = self.store.query(layer, FeatureQuery(bbox=bbox, limit=limit, masked=layer.masked_fields(role)))
         frame = gpd.GeoDataFrame(page.properties, geometry=page.geometries, crs=crs_mod.STORAGE_CRS,
                                  index=page.fids) if page.fids else gpd.GeoDataFrame(
             {f.name: [] for f in layer.fields}, geometry=[], crs=crs_mod.STORAGE_CRS)
-        data = display_features(layer, frame, role, self.settings)
+        data = display_features(layer, frame, False, self.settings)
         data["truncated"] = page.number_matched > limit
         return data

@@ -229,3 +229,18 @@ def test_html_views_escape_and_link(server):
     assert "金门闸遗址" in page or "文安古城墙" in page
     assert 'offset=3&amp;f=html">' in page  # the whole link is escaped
     assert httpx.get(server.url + "/ogc?f=html").headers["content-type"].startswith("text/html")
+
+
+def test_map_view_features_mask_for_anonymous_and_log_for_rural(server, catalog, store):
+    from gis_service.store import FeatureQuery
+
+    c = store.query(catalog.get("plots"), FeatureQuery(limit=1)).geometries[0].centroid
+    box = f"{c.x - 0.002},{c.y - 0.002},{c.x + 0.002},{c.y + 0.002}"
+    anon = httpx.get(server.url + "/maps/api/plots/features", params={"bbox": box}).json()
+    assert anon["features"] and all("*" in f["properties"]["__popup"] for f in anon["features"])
+    rural = httpx.get(server.url + "/maps/api/plots/features", params={"bbox": box},
+                      headers={"X-API-Key": server.key("rural")}).json()
+    assert len(rural["features"]) == len(anon["features"])
+    entries = [json.loads(line) for line in (server.var_dir / "personal_data_access.log").read_text().splitlines()]
+    assert any(e["who"] == "test-rural" and "/maps/api/plots" in e["request"] for e in entries)
+    assert not any("/maps/api/plots" in e["request"] and e["who"] != "test-rural" for e in entries)

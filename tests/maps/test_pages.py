@@ -58,7 +58,7 @@ def test_popup_values_are_escaped(catalog):
     frame = gpd.GeoDataFrame({f.name: ["x"] for f in layer.fields}, geometry=[shapely.Point(116.7, 39.5)],
                              crs="EPSG:4490")
     frame["name"] = '<img src=x onerror="alert(1)">'
-    data = display_features(layer, frame, None, Settings())
+    data = display_features(layer, frame, True, Settings())
     props = data["features"][0]["properties"]
     assert "<img" not in props["__popup"] and "&lt;img" in props["__popup"]
     assert props["__label"] == "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"
@@ -68,8 +68,8 @@ def test_gaode_basemap_shifts_overlays_into_gcj02(catalog):
     layer = catalog.get("heritage_sites")
     frame = gpd.GeoDataFrame({f.name: ["x"] for f in layer.fields}, geometry=[shapely.Point(116.7, 39.5)],
                              crs="EPSG:4490")
-    plain = display_features(layer, frame, None, Settings())["features"][0]["geometry"]["coordinates"]
-    shifted = display_features(layer, frame, None, Settings(basemap="gaode"))["features"][0]["geometry"]["coordinates"]
+    plain = display_features(layer, frame, True, Settings())["features"][0]["geometry"]["coordinates"]
+    shifted = display_features(layer, frame, True, Settings(basemap="gaode"))["features"][0]["geometry"]["coordinates"]
     assert plain == [116.7, 39.5]
     assert 0.005 < shifted[0] - 116.7 < 0.007 and 0.0005 < shifted[1] - 39.5 < 0.0015
 
