@@ -6,8 +6,11 @@ special-cases a layer by name. A wrong definition stops start-up with the file a
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import tomllib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from .errors import DefinitionError
@@ -17,6 +20,11 @@ ROLES = ("planner", "flood", "environment", "rural", "admin")
 FIELD_TYPES = ("string", "integer", "real", "boolean", "date", "datetime")
 GEOMETRY_TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon", "Raster")
 PERSONAL_KINDS = ("name", "id_number", "phone")
+# Layer ids and field names are spliced into SQL (table and column names), so only plain identifiers pass.
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+RESERVED_FIELD_NAMES = ("fid", "geom", "geometry")  # the store's own columns
+GROUPS_FILE = "groups.toml"  # map-index groups, one per folder under layers/
+
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,32 @@ def _choice(value, allowed, path: Path, key: str):
     return value
 
 
+@lru_cache(maxsize=None)
+def _is_sql_keyword(name: str) -> bool:
+    """True when SQLite will not take the name unquoted (SELECT, ORDER, GROUP …); asks SQLite itself."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute(f'SELECT {name} FROM (SELECT 1 AS "{name}")')  # name already matched IDENTIFIER
+    except sqlite3.Error:
+        return True
+    finally:
+        conn.close()
+    return False
+
+
+def _identifier(value, path: Path, key: str) -> str:
+    """A name that becomes a table or column name: lower-case ASCII, no '__' (internal names), no SQL keyword."""
+    if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
+        raise DefinitionError(path, key, f"{value!r} 须为小写英文标识符（a-z、0-9、_，不以数字开头）",
+                              f"{value!r} must be a lower-case identifier matching ^[a-z_][a-z0-9_]*$")
+    if "__" in value:
+        raise DefinitionError(path, key, f"{value!r} 含双下划线（留作内部名称）",
+                              f"{value!r} contains '__' (reserved for internal names)")
+    if _is_sql_keyword(value):
+        raise DefinitionError(path, key, f"{value!r} 是 SQL 保留字", f"{value!r} is an SQL keyword")
+    return value
+
+
 def load_definition(path: Path) -> LayerDef:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -108,9 +142,7 @@ def load_definition(path: Path) -> LayerDef:
     for key in data:
         if key not in known:
             raise DefinitionError(path, key, "未知的键", "unknown key")
-    layer_id = _require(data, "id", path)
-    if not layer_id.isidentifier() or not layer_id.islower():
-        raise DefinitionError(path, "id", "须为小写英文标识符", "must be a lower-case snake_case identifier")
+    layer_id = _identifier(_require(data, "id", path), path, "id")
     if path.stem != layer_id:
         raise DefinitionError(path, "id", f"须与文件名 {path.stem} 一致", f"must equal the file name '{path.stem}'")
     geometry = _choice(_require(data, "geometry", path), GEOMETRY_TYPES, path, "geometry")
@@ -124,7 +156,10 @@ def load_definition(path: Path) -> LayerDef:
         key = f"fields[{i}]"
         if not isinstance(f, dict):
             raise DefinitionError(path, key, "须为表", "must be a table")
-        name = _require(f, "name", path)
+        name = _identifier(_require(f, "name", path), path, f"{key}.name")
+        if name in RESERVED_FIELD_NAMES:
+            raise DefinitionError(path, f"{key}.name", f"{name!r} 是存储保留的列名",
+                                  f"{name!r} is a column name the store reserves")
         ftype = _choice(f.get("type"), FIELD_TYPES, path, f"{key}.type")
         label = _require(f, "label", path)
         personal = f.get("personal")
@@ -170,11 +205,47 @@ def load_definition(path: Path) -> LayerDef:
     )
 
 
-class Catalog:
-    """All layer definitions under a layers/ directory, in a stable order (group, then id)."""
+@dataclass(frozen=True)
+class GroupDef:
+    """A map-index group: a folder under layers/ with its titles and place in the index."""
+    id: str
+    title_zh: str
+    title_en: str
+    order: int
 
-    def __init__(self, layers: list[LayerDef]):
+
+def load_groups(path: Path) -> dict[str, GroupDef]:
+    """Group id -> GroupDef from groups.toml, in display order (order, then id); a missing file has no groups."""
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise DefinitionError(path, "(syntax)", f"TOML 语法错误 {exc}", f"TOML syntax error: {exc}") from exc
+    groups = []
+    for group_id, entry in data.items():
+        _identifier(group_id, path, group_id)
+        if not isinstance(entry, dict):
+            raise DefinitionError(path, group_id, "须为表", "must be a table")
+        for key, kind in (("title_zh", str), ("title_en", str), ("order", int)):
+            value = entry.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool) or value == "":
+                raise DefinitionError(path, f"{group_id}.{key}", f"缺少或类型不是 {kind.__name__}",
+                                      f"missing or not of type {kind.__name__}")
+        unknown = set(entry) - {"title_zh", "title_en", "order"}
+        if unknown:
+            raise DefinitionError(path, f"{group_id}.{sorted(unknown)[0]}", "未知的键", "unknown key")
+        groups.append(GroupDef(group_id, entry["title_zh"], entry["title_en"], entry["order"]))
+    return {g.id: g for g in sorted(groups, key=lambda g: (g.order, g.id))}
+
+
+class Catalog:
+    """All layer definitions under a layers/ directory, in a stable order (group, then id), and their groups."""
+
+    def __init__(self, layers: list[LayerDef], groups: dict[str, GroupDef] | None = None):
         self._layers = {layer.id: layer for layer in layers}
+        self.groups = groups or {}  # group id -> GroupDef, in display order
+
 
     @classmethod
     def load(cls, root: Path) -> "Catalog":
@@ -186,7 +257,14 @@ class Catalog:
                 raise DefinitionError(path, "id", f"与 {seen[layer.id]} 重复", f"duplicates {seen[layer.id]}")
             seen[layer.id] = path
             layers.append(layer)
-        return cls(layers)
+        groups_path = Path(root) / GROUPS_FILE
+        groups = load_groups(groups_path)
+        for layer in layers:
+            if layer.group not in groups:
+                raise DefinitionError(groups_path, layer.group, f"图层文件夹 {layer.group}/ 没有分组条目",
+                                      f"layer folder '{layer.group}/' has no group entry")
+        return cls(layers, groups)
+
 
     def __iter__(self):
         return iter(self._layers.values())

@@ -5,6 +5,7 @@ Imports are inside the commands so that light commands (keys, --help) start with
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def cmd_build_layers(args) -> None:
     from .build import build_layers
 
     _, catalog, store = _services()
-    written = build_layers(catalog, store, plots=args.plots, force=args.force)
+    plots = {} if args.plots is None else {"plots": args.plots}  # else build_layers' default (demo.DEFAULT_PLOTS)
+    written = build_layers(catalog, store, force=args.force, **plots)
     print(f"已构建 {len(written)} 个图层 built {len(written)} layers" if written else "图层均已存在 all layers present")
 
 
@@ -91,11 +93,26 @@ def cmd_keys(args) -> None:
             print(f"{k['name']:<20} {k['role']:<12} {k['created_at']}  {'已吊销 revoked' if k['revoked'] else ''}")
 
 
+class _LazyChoices:
+    """argparse choices read from a heavy module only when argparse needs them: when that command's option is
+    parsed or its help printed; building the parser (so `keys` or `--help`) does not import GDAL/geopandas.
+    Give the option a metavar: without one argparse lists the choices while adding the option."""
+
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    def _values(self) -> list:
+        return list(getattr(importlib.import_module(self.module, __package__), self.name))
+
+    def __contains__(self, value) -> bool:
+        return value in self._values()
+
+    def __iter__(self):
+        return iter(self._values())
+
+
 def parser() -> argparse.ArgumentParser:
     from .catalog import ROLES
-    from .crs import COORD_SYSTEMS
-    from .demo import DEFAULT_PLOTS
-    from .export import FORMATS
 
     p = argparse.ArgumentParser(prog="gis-service", description="廊坊空间决策支持系统 Langfang spatial decision support")
     sub = p.add_subparsers(dest="command", required=True)
@@ -104,14 +121,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.set_defaults(func=cmd_serve)
     s = sub.add_parser("build-layers", help="构建缺失图层 build missing layers")
-    s.add_argument("--plots", type=int, default=DEFAULT_PLOTS, help=f"演示地块数 demo plots (default {DEFAULT_PLOTS})")
+    s.add_argument("--plots", type=int, help="演示地块数（默认见 demo.DEFAULT_PLOTS） demo plots (default: demo.DEFAULT_PLOTS)")
     s.add_argument("--force", action="store_true", help="重建全部图层 rebuild every layer")
     s.set_defaults(func=cmd_build_layers)
     s = sub.add_parser("layers", help="列出图层与要素数 list layers with feature counts")
     s.set_defaults(func=cmd_layers)
     s = sub.add_parser("export", help="导出图层 export a layer")
     s.add_argument("collection")
-    s.add_argument("--format", choices=list(FORMATS), default="gpkg")
+    s.add_argument("--format", choices=_LazyChoices(".export", "FORMATS"), default="gpkg", metavar="FORMAT",
+                   help="%(choices)s")
     s.add_argument("--crs", default="EPSG:4490", help="如 EPSG:4490、EPSG:4548、EPSG:4527、EPSG:4326")
     s.add_argument("--output", help="输出文件 output file")
     s.add_argument("--unmask", action="store_true", help="导出未脱敏的个人信息（记入访问日志） include personal data (logged)")
@@ -119,7 +137,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("import", help="以自有数据替换图层 replace a layer with your own data (atomic)")
     s.add_argument("collection")
     s.add_argument("file", help="GeoPackage、GeoJSON、Shapefile 等 GDAL 可读文件")
-    s.add_argument("--coord-sys", default=None, choices=list(COORD_SYSTEMS),
+    s.add_argument("--coord-sys", default=None, choices=_LazyChoices(".crs", "COORD_SYSTEMS"), metavar="COORD_SYS",
                    help="文件无坐标系信息或为 GCJ-02 时指定 source coordinate system when the file lacks one or is GCJ-02")
     s.set_defaults(func=cmd_import)
     s = sub.add_parser("keys", help="管理 API 密钥 manage API keys")

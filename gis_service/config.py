@@ -20,6 +20,7 @@ class Settings:
     port: int = 8000
     basemap: str = "none"  # offline by default: county boundaries are the base layer
     tianditu_key: str = field(default="", repr=False)  # server-side only, never sent to the browser
+    session_hours: float = 8.0  # lifetime of a map-page sign-in (GIS_SESSION_HOURS)
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -33,8 +34,11 @@ class Settings:
             port=int(env.get("GIS_PORT", cls.port)),
             basemap=env.get("GIS_BASEMAP", cls.basemap),
             tianditu_key=env.get("GIS_TIANDITU_KEY", ""),
+            session_hours=float(env.get("GIS_SESSION_HOURS", cls.session_hours)),
         )
         values.update(overrides)
         if values["basemap"] not in BASEMAPS:
             raise ValueError(f"GIS_BASEMAP must be one of {BASEMAPS}, not {values['basemap']!r}")
+        if not 0 < values["session_hours"] < float("inf"):
+            raise ValueError(f"GIS_SESSION_HOURS must be a positive number of hours, not {values['session_hours']!r}")
         return cls(**values)

@@ -1,5 +1,6 @@
 """Layer definitions: the shipped ones load; a wrong one stops start-up naming file and key."""
 
+import json
 
 import pytest
 
@@ -53,3 +54,80 @@ def test_restricted_layer_must_name_its_roles(tmp_path, catalog):
     with pytest.raises(DefinitionError) as err:
         load_definition(path)
     assert err.value.key == "roles"
+
+
+def _layer_root(tmp_path, catalog, groups_toml: str | None, folder: str = "admin", replace=("", "")):
+    """A layers/ directory with the counties definition in `folder` and the given groups.toml (None: no file)."""
+    (tmp_path / folder).mkdir()
+    path = tmp_path / folder / "counties.toml"
+    path.write_text(catalog.get("counties").path.read_text(encoding="utf-8").replace(*replace), encoding="utf-8")
+    if groups_toml is not None:
+        (tmp_path / "groups.toml").write_text(groups_toml, encoding="utf-8")
+    return path
+
+
+GROUPS = """
+[transport]
+title_zh = "交通"
+title_en = "Transport"
+order = 1
+
+[admin]
+title_zh = "行政区划"
+title_en = "Administrative divisions"
+order = 2
+"""
+
+
+def test_shipped_groups_cover_every_layer_folder_in_the_index_order(catalog):
+    assert list(catalog.groups) == ["admin", "canal", "risk_zones", "flood", "land", "transport"]
+    assert catalog.groups["risk_zones"].title_zh == "突发环境事件"
+    assert {layer.group for layer in catalog} <= set(catalog.groups)
+
+
+def test_groups_are_listed_in_the_order_the_file_gives(tmp_path, catalog):
+    _layer_root(tmp_path, catalog, GROUPS)
+    groups = Catalog.load(tmp_path).groups
+    assert [(g.id, g.title_zh, g.order) for g in groups.values()] == [("transport", "交通", 1), ("admin", "行政区划", 2)]
+
+
+@pytest.mark.parametrize("groups_toml", [GROUPS.replace("[admin]", "[canal]"), None])
+def test_layer_folder_without_group_entry_is_named(tmp_path, catalog, groups_toml):
+    _layer_root(tmp_path, catalog, groups_toml)
+    with pytest.raises(DefinitionError) as err:
+        Catalog.load(tmp_path)
+    assert err.value.key == "admin" and str(tmp_path / "groups.toml") in err.value.message_en
+
+
+@pytest.mark.parametrize("replace, key", [
+    (("order = 2", 'order = "2"'), "admin.order"),
+    (('title_zh = "行政区划"\n', ""), "admin.title_zh"),
+    (("order = 2", "order = 2\ncolour = 1"), "admin.colour"),
+    (("[admin]", "[Admin]"), "Admin"),
+    (("order = 2", "order = "), "(syntax)"),
+])
+def test_wrong_groups_file_names_file_and_key(tmp_path, catalog, replace, key):
+    _layer_root(tmp_path, catalog, GROUPS.replace(*replace))
+    with pytest.raises(DefinitionError) as err:
+        Catalog.load(tmp_path)
+    assert err.value.key == key and str(tmp_path / "groups.toml") in err.value.message_en
+
+
+@pytest.mark.parametrize("name", ["Name", 'na"me', "na'me", "name; DROP TABLE counties", "1st", "名称", "a b",
+                                  "fid", "geom", "geometry", "order", "select", "__popup", "name\n"])
+def test_field_name_must_be_a_plain_identifier(tmp_path, catalog, name):
+    path = _layer_root(tmp_path, catalog, GROUPS, replace=('name = "adcode"', f"name = {json.dumps(name)}"))
+    with pytest.raises(DefinitionError) as err:
+        Catalog.load(tmp_path)
+    assert err.value.key == "fields[0].name" and str(path) in err.value.message_en
+
+
+@pytest.mark.parametrize("layer_id", ["Counties", "counties__geojson", "c-o", "select"])
+def test_layer_id_must_be_a_plain_identifier(tmp_path, catalog, layer_id):
+    (tmp_path / "admin").mkdir()
+    path = tmp_path / "admin" / f"{layer_id}.toml"
+    path.write_text(catalog.get("counties").path.read_text(encoding="utf-8")
+                    .replace('id = "counties"', f'id = "{layer_id}"'), encoding="utf-8")
+    with pytest.raises(DefinitionError) as err:
+        load_definition(path)
+    assert err.value.key == "id"

@@ -22,6 +22,7 @@ def workspace(tmp_path, catalog):
     layers = tmp_path / "layers"
     (layers / "canal").mkdir(parents=True)
     (layers / "admin").mkdir()
+    shutil.copy(REPO_ROOT / "layers" / "groups.toml", layers)
     for layer_id in ("heritage_sites", "counties"):
         layer = catalog.get(layer_id)
         dest = layers / layer.group
@@ -69,3 +70,18 @@ def test_keys_add_prints_a_key_stored_only_as_hash(workspace, tmp_path):
     assert key.startswith("lf_")
     assert key.encode() not in (tmp_path / "var" / "keys.sqlite").read_bytes()
     assert "值班员" in run(["keys", "list"], env).stdout
+
+
+HEAVY = ("rasterio", "scipy", "geopandas", "pyogrio", "shapely", "pyproj", "pandas")
+
+
+@pytest.mark.parametrize("argv", [["keys", "list"], ["--help"], ["keys", "--help"]])
+def test_light_commands_import_no_gis_libraries(tmp_path, argv):
+    code = ("import contextlib, io, sys, gis_service.cli as c\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    c.main({argv!r})\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, GIS_VAR_DIR=str(tmp_path / "var")),
+                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

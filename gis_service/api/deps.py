@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Header, Request
+from fastapi import Header, Request, Response
 from pydantic import BaseModel, Field
 
 from ..auth import KeyStore, Principal
@@ -17,7 +17,8 @@ from ..errors import GisError
 from ..privacy import AccessLog
 from ..store import GeoPackageStore
 
-API_KEY_COOKIE = "gis_api_key"
+SESSION_COOKIE = "gis_session"  # a session token (see auth.KeyStore.create_session), never the key itself
+OLD_KEY_COOKIE = "gis_api_key"  # held the raw key before sessions existed: cleared, never read
 
 
 @dataclass
@@ -44,14 +45,45 @@ async def services(request: Request) -> Services:
 
 
 def caller(request: Request) -> Principal | None:
-    """The caller, from the X-API-Key header (or the key cookie set by the map pages); None = anonymous."""
-    key = request.headers.get("x-api-key") or request.cookies.get(API_KEY_COOKIE)
-    if not key:
-        return None
-    found = request.app.state.services.keys.lookup(key)
-    if found is None:
-        raise GisError("invalid_api_key", "API 密钥无效或已吊销", "the API key is invalid or revoked", 401)
+    """The caller, from the X-API-Key header or else the map pages' session cookie; None = anonymous.
+
+    A wrong key is a 401. A session cookie that names no live session (expired, signed out, key revoked,
+    unknown) is no error: the caller is anonymous and the request is marked (session_ended) so that the map
+    pages show the sign-in form with a notice and clear the cookie."""
+    keys = request.app.state.services.keys
+    key = request.headers.get("x-api-key")
+    if key:
+        found = keys.lookup(key)
+        if found is None:
+            raise GisError("invalid_api_key", "API 密钥无效或已吊销", "the API key is invalid or revoked", 401)
+        return found
+    cookies = request.cookies
+    token = cookies.get(SESSION_COOKIE)
+    found = keys.session(token) if token else None
+    if found is None and (token or OLD_KEY_COOKIE in cookies):
+        request.state.session_ended = True
     return found
+
+
+def session_ended(request: Request) -> bool:
+    """True when caller() found a session cookie that no longer names a live session."""
+    return getattr(request.state, "session_ended", False)
+
+
+def _cookie_flags(request: Request) -> dict:
+    # Behind a proxy uvicorn takes the scheme from X-Forwarded-Proto (trusted from FORWARDED_ALLOW_IPS only).
+    return dict(path="/", secure=request.url.scheme == "https", httponly=True, samesite="strict")
+
+
+def set_session_cookie(response: Response, request: Request, token: str, hours: float) -> None:
+    response.set_cookie(SESSION_COOKIE, token, max_age=max(1, round(hours * 3600)), **_cookie_flags(request))
+    if OLD_KEY_COOKIE in request.cookies:
+        response.delete_cookie(OLD_KEY_COOKIE, **_cookie_flags(request))
+
+
+def clear_session_cookies(response: Response, request: Request) -> None:
+    for name in (SESSION_COOKIE, OLD_KEY_COOKIE):
+        response.delete_cookie(name, **_cookie_flags(request))
 
 
 async def principal(request: Request,

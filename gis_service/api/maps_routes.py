@@ -9,14 +9,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from .. import ogc
 from ..auth import Principal
-from ..errors import GisError
 from ..maps.factory import EMBED_LIMIT, MapFactory
 from . import html_pages
-from .deps import API_KEY_COOKIE, ERROR_RESPONSES, Services, principal, services
+from .deps import (ERROR_RESPONSES, SESSION_COOKIE, Services, clear_session_cookies, principal, services,
+                   session_ended, set_session_cookie)
 
 router = APIRouter(prefix="/maps", tags=["地图 Maps"], responses=ERROR_RESPONSES)
-GROUP_TITLES = {"admin": "行政区划", "canal": "大运河", "risk_zones": "突发环境事件", "flood": "城区防汛",
-                "land": "农村承包地", "transport": "交通"}
+SESSION_ENDED = "会话已过期或已注销，请重新登录。"
+WRONG_KEY = "API 密钥无效或已吊销，请检查后重新登录。"
 
 
 def _visible_layer(svc: Services, who: Principal | None, collection_id: str):
@@ -27,35 +27,72 @@ def _visible_layer(svc: Services, who: Principal | None, collection_id: str):
 HTML = {200: {"content": {"text/html": {}}}}
 
 
-@router.get("/", responses=HTML, summary="地图首页 Map index")
-def index(svc: Services = Depends(services), who: Principal | None = Depends(principal)):
-    role = who.role if who else None
+def _identity(request: Request, who: Principal | None) -> str:
+    """Who the caller is, with the sign-in form (anonymous) or the sign-out button (signed in by session)."""
+    if who is None:
+        return ('<p>当前为匿名访问，仅显示公开图层。</p><form method="post" action="/maps/session">'
+                '<label>API 密钥 <input name="api_key" type="password" autocomplete="current-password"></label>'
+                ' <button type="submit">登录</button></form>')
+    sign_out = ('<form method="post" action="/maps/session/delete"><button type="submit">退出登录</button></form>'
+                if SESSION_COOKIE in request.cookies else "")
+    return f"<p>当前身份：{escape(who.name)}（{escape(who.role)}）</p>{sign_out}"
+
+
+def _index_page(request: Request, svc: Services, who: Principal | None, error: str = "", status: int = 200):
+    """The index: groups in the order of layers/groups.toml; a dead session is announced and its cookie cleared."""
+    visible = [l for l in svc.catalog.visible_to(who.role if who else None) if not l.is_raster]
     sections = []
-    for group, title in GROUP_TITLES.items():
-        layers = [l for l in svc.catalog.visible_to(role) if l.group == group and not l.is_raster]
-        if layers:
-            items = "".join(f'<li><a href="/maps/layers/{escape(l.id)}">{escape(l.title_zh)}</a>'
-                            f'{"（演示数据）" if l.demo and "演示" not in l.title_zh else ""}</li>' for l in layers)
-            sections.append(f"<h2>{escape(title)}</h2><ul>{items}</ul>")
-    who_html = (f"<p>当前身份：{escape(who.name)}（{escape(who.role)}）</p>" if who else
-                "<p>当前为匿名访问，仅显示公开图层。</p>")
-    login = ('<form method="post" action="/maps/session"><label>API 密钥 <input name="api_key" type="password"></label>'
-             ' <button type="submit">登录</button></form>')
-    return HTMLResponse(html_pages.page("廊坊空间决策支持系统 · 地图", who_html + login + "".join(sections)))
+    for group in svc.catalog.groups.values():
+        items = "".join(f'<li><a href="/maps/layers/{escape(l.id)}">{escape(l.title_zh)}</a>'
+                        f'{"（演示数据）" if l.demo and "演示" not in l.title_zh else ""}</li>'
+                        for l in visible if l.group == group.id)
+        if items:
+            sections.append(f"<h2>{escape(group.title_zh)}</h2><ul>{items}</ul>")
+    ended = who is None and session_ended(request)
+    notices = "".join(f'<p role="alert" style="color:#b00">{escape(text)}</p>'
+                      for text in (error, SESSION_ENDED if ended else "") if text)
+    response = HTMLResponse(html_pages.page("廊坊空间决策支持系统 · 地图",
+                                            notices + _identity(request, who) + "".join(sections)), status_code=status)
+    if ended:
+        clear_session_cookies(response, request)
+    return response
 
 
-@router.post("/session", responses={303: {"description": "登录成功，返回地图首页"}}, summary="以 API 密钥登录地图页面 Sign in to map pages")
-def session(api_key: str = Form(description="API 密钥"), svc: Services = Depends(services)):
-    if svc.keys.lookup(api_key) is None:
-        raise GisError("invalid_api_key", "API 密钥无效或已吊销", "the API key is invalid or revoked", 401)
+@router.get("/", responses=HTML, summary="地图首页 Map index")
+def index(request: Request, svc: Services = Depends(services), who: Principal | None = Depends(principal)):
+    return _index_page(request, svc, who)
+
+
+@router.post("/session", summary="以 API 密钥登录地图页面 Sign in to map pages",
+             responses={303: {"description": "登录成功，返回地图首页；会话 Cookie gis_session"},
+                        401: {"description": "密钥无效：重新显示登录页并提示", "content": {"text/html": {}}}})
+def sign_in(request: Request, api_key: str = Form("", description="API 密钥"), svc: Services = Depends(services)):
+    """Exchange the key for a server-side session (GIS_SESSION_HOURS); the cookie holds only the session token."""
+    token = svc.keys.create_session(api_key.strip(), svc.settings.session_hours) if api_key.strip() else None
+    if token is None:
+        return _index_page(request, svc, None, error=WRONG_KEY, status=401)
+    if SESSION_COOKIE in request.cookies:  # signing in again replaces the previous session
+        svc.keys.end_session(request.cookies[SESSION_COOKIE])
     response = RedirectResponse("/maps/", status_code=303)
-    response.set_cookie(API_KEY_COOKIE, api_key, httponly=True, samesite="strict")
+    set_session_cookie(response, request, token, svc.settings.session_hours)
+    return response
+
+
+@router.post("/session/delete", summary="退出登录 Sign out", responses={303: {"description": "已退出，返回地图首页"}})
+def sign_out(request: Request, svc: Services = Depends(services)):
+    """End the session on the server (every worker sees it at once) and clear the cookie."""
+    if SESSION_COOKIE in request.cookies:
+        svc.keys.end_session(request.cookies[SESSION_COOKIE])
+    response = RedirectResponse("/maps/", status_code=303)
+    clear_session_cookies(response, request)
     return response
 
 
 @router.get("/layers/{collection_id}", responses=HTML, summary="图层地图 Layer map")
 def layer_page(request: Request, collection_id: str, svc: Services = Depends(services),
                who: Principal | None = Depends(principal)):
+    if who is None and session_ended(request):  # the index says why and offers the sign-in form
+        return RedirectResponse("/maps/", status_code=303)
     layer = _visible_layer(svc, who, collection_id)
     factory = MapFactory(svc.catalog, svc.store, svc.settings)
     role = who.role if who else None
