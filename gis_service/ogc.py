@@ -2,7 +2,7 @@
 
 Parts honoured: 1 (core, GeoJSON, HTML, OpenAPI 3.0), 2 (crs, bbox-crs, Content-Crs; coordinates in the
 CRS's own axis order, so EPSG:4490 is lat/lon and EPSG:4548/4527 northing/easting, while CRS84 stays
-lon/lat) and 3 (filtering with CQL2 text, queryables, property equality parameters).
+lon/lat) and 3 (filtering with CQL2 text or JSON, queryables, property equality parameters).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters",
     "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
     "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
@@ -269,10 +270,7 @@ def build_query(ctx: Context, layer: LayerDef, params: dict[str, str]) -> tuple[
         _check_field(ctx, layer, name, name)
         q.equals[name] = _coerce_value(layer, name, value)
     if params.get("filter"):
-        lang = params.get("filter-lang", "cql2-text")
-        if lang != "cql2-text":
-            raise bad_parameter("filter-lang", "仅支持 cql2-text", "only cql2-text is supported")
-        q.cql = cql2.parse(params["filter"])
+        q.cql = cql2.parse(params["filter"], params.get("filter-lang", "cql2-text"))
         for name in sorted(cql2.properties(q.cql) - {"geom", "geometry"}):
             _check_field(ctx, layer, name, "filter")
         filter_crs = crs_mod.parse_ogc_crs(params.get("filter-crs"), "filter-crs")

@@ -82,8 +82,8 @@ ITEMS_PARAMETERS = [
     _param("properties", "只返回这些字段（逗号分隔）"),
     _param("sortby", "排序字段，如 +name,-adcode"),
     _param("crs", "输出坐标系 URI（CRS84、EPSG:4490、4548、4527）"),
-    _param("filter", "CQL2 文本过滤条件"),
-    _param("filter-lang", "过滤语言，仅 cql2-text", {"type": "string", "enum": ["cql2-text"]}),
+    _param("filter", "CQL2 过滤条件（按 filter-lang：CQL2 文本或 CQL2-JSON）"),
+    _param("filter-lang", "过滤语言 cql2-text（默认）或 cql2-json", {"type": "string", "enum": ["cql2-text", "cql2-json"]}),
     _param("filter-crs", "过滤条件中几何的坐标系 URI"),
     API_KEY_PARAMETER,
 ]

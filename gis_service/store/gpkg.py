@@ -414,25 +414,3 @@ def _coerce(layer: LayerDef, f, series: pd.Series) -> pd.Series:
         raise GisError("bad_field_value", f"图层 {layer.id} 字段 {f.name} 的值不是 {f.type} 类型",
                        f"layer {layer.id}: field '{f.name}' has values that are not {f.type} ({exc})", 422) from None
 
-
-def parse_datetime_interval(value: str, field_type: str) -> tuple[str | None, str | None]:
-    """OGC datetime: an instant or an interval 'a/b' with '..' for open ends; normalised to stored strings."""
-
-    def norm(part: str) -> str | None:
-        if part in ("..", ""):
-            return None
-        try:
-            parsed = dt.datetime.fromisoformat(part.replace("Z", "+00:00"))
-        except ValueError:
-            raise bad_parameter("datetime", f"无法解析时间 {part!r}", f"cannot parse time {part!r}") from None
-        if field_type == "date":
-            return parsed.date().isoformat()
-        return parsed.replace(tzinfo=None).isoformat(timespec="seconds")
-
-    if "/" in value:
-        start, end = value.split("/", 1)
-        return norm(start), norm(end)
-    instant = norm(value)
-    if instant is None:
-        raise bad_parameter("datetime", "须为时间点或区间", "must be an instant or an interval")
-    return instant, instant

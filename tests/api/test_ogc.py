@@ -104,6 +104,24 @@ def test_cql2_filter_and_property_equality(server):
     assert [f["properties"]["adcode"] for f in eq["features"]] == [131026]
 
 
+def test_cql2_json_filter_selects_like_pandas_and_a_hostile_filter_is_a_400(server, catalog, store):
+    frame = store.read_frame(catalog.get("villages"))
+    box = (116.3, 39.0, 116.6, 39.2)
+    want = sorted(frame.index[(frame.county == "霸州市") & frame.intersects(shapely.box(*box))].tolist())
+    tree = {"op": "and", "args": [{"op": "=", "args": [{"property": "county"}, "霸州市"]},
+                                  {"op": "s_intersects", "args": [{"property": "geom"}, {"bbox": list(box)}]}]}
+    r = get(server, "/ogc/collections/villages/items", filter=json.dumps(tree), limit=10000,
+            **{"filter-lang": "cql2-json"})
+    assert r.status_code == 200 and sorted(f["id"] for f in r.json()["features"]) == want and want
+    for text, lang in [("(" * 300 + "county = '霸州市'" + ")" * 300, "cql2-text"),
+                       (" OR ".join(f"county_adcode = {i}" for i in range(1100)), "cql2-text"),
+                       ('{"op":"not","args":[' * 400 + json.dumps(tree) + "]}" * 400, "cql2-json")]:
+        bad = get(server, "/ogc/collections/villages/items", filter=text, **{"filter-lang": lang})
+        body = bad.json()
+        assert bad.status_code == 400 and set(body) == {"code", "message"} and body["code"] == "bad_filter"
+        assert "filter 参数无效" in body["message"] and " / invalid filter" in body["message"]
+
+
 def test_roles_restricted_layers_and_personal_fields(server):
     anon = {c["id"] for c in get(server, "/ogc/collections").json()["collections"]}
     assert "contractor_households" not in anon and "risk_sources" not in anon and "plots" in anon
