@@ -64,6 +64,7 @@ def _build_demo(catalog: Catalog, store: GeoPackageStore, n_plots: int, bar) -> 
     bar.update()
     step("villages")
     out["villages"] = demo.villages(base, out["canal_channels"], rng)
+    out["townships"] = demo.townships(base, np.random.default_rng(demo.SEED))  # the seats villages were placed around
     bar.update()
     step("heritage_sites")
     out["heritage_sites"] = demo.heritage_sites(base, out["canal_channels"])

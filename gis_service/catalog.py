@@ -57,6 +57,9 @@ class LayerDef:
     source_crs: str = "EPSG:4326"
     demo: bool = False
     provenance: str = ""
+    basemap: bool = False  # drawn under every map (the offline base map); public vector layers only
+    basemap_order: int = 0  # base layers are drawn in this order (lower first, i.e. underneath)
+    label_min_zoom: int | None = None  # permanent labels (label_field) from this zoom level on; None: none
 
     @property
     def data_path(self) -> Path:
@@ -138,7 +141,8 @@ def load_definition(path: Path) -> LayerDef:
     except tomllib.TOMLDecodeError as exc:
         raise DefinitionError(path, "(syntax)", f"TOML 语法错误 {exc}", f"TOML syntax error: {exc}") from exc
     known = {"id", "title_zh", "title_en", "description_zh", "geometry", "access", "roles", "personal_roles",
-             "popup", "label_field", "time_field", "style", "source", "source_crs", "demo", "provenance", "fields"}
+             "popup", "label_field", "time_field", "style", "source", "source_crs", "demo", "provenance", "fields",
+             "basemap", "basemap_order", "label_min_zoom"}
     for key in data:
         if key not in known:
             raise DefinitionError(path, key, "未知的键", "unknown key")
@@ -182,6 +186,8 @@ def load_definition(path: Path) -> LayerDef:
     style = data.get("style", {})
     if not isinstance(style, dict):
         raise DefinitionError(path, "style", "须为表", "must be a table")
+    _check_style(style, path, names)
+    basemap, basemap_order, label_min_zoom = _basemap_keys(data, path, geometry, access)
     return LayerDef(
         id=layer_id,
         group=path.parent.name,
@@ -201,8 +207,45 @@ def load_definition(path: Path) -> LayerDef:
         source_crs=data.get("source_crs", "EPSG:4326"),
         demo=bool(data.get("demo", False)),
         provenance=data.get("provenance", ""),
+        basemap=basemap,
+        basemap_order=basemap_order,
+        label_min_zoom=label_min_zoom,
         path=path,
     )
+
+
+# Keys of a layer's style table, drawn by gis_service/maps/factory.py (Style; a test keeps the two equal).
+STYLE_KEYS = frozenset({"color", "weight", "fill", "fill_color", "fill_opacity", "radius", "dash_array",
+                        "category_field", "categories", "label_size"})
+
+
+def _check_style(style: dict, path: Path, names: list[str]) -> None:
+    for key in style:
+        if key not in STYLE_KEYS:
+            raise DefinitionError(path, f"style.{key}", "未知的样式键", f"unknown style key; known: {sorted(STYLE_KEYS)}")
+    if "category_field" in style and style["category_field"] not in names:
+        raise DefinitionError(path, "style.category_field", f"字段 {style['category_field']} 未定义",
+                              f"field '{style['category_field']}' is not defined")
+
+
+def _basemap_keys(data: dict, path: Path, geometry: str, access: str) -> tuple[bool, int, int | None]:
+    """basemap (bool), basemap_order (int), label_min_zoom (0–20, needs label_field)."""
+    basemap = data.get("basemap", False)
+    if not isinstance(basemap, bool):
+        raise DefinitionError(path, "basemap", "须为 true 或 false", "must be true or false")
+    if basemap and (access != "public" or geometry == "Raster"):
+        raise DefinitionError(path, "basemap", "底图图层须为公开的矢量图层（每个地图页面都会显示）",
+                              "a base-map layer must be a public vector layer (every map page shows it)")
+    order = data.get("basemap_order", 0)
+    if not isinstance(order, int) or isinstance(order, bool):
+        raise DefinitionError(path, "basemap_order", "须为整数", "must be an integer")
+    zoom = data.get("label_min_zoom")
+    if zoom is not None:
+        if not isinstance(zoom, int) or isinstance(zoom, bool) or not 0 <= zoom <= 20:
+            raise DefinitionError(path, "label_min_zoom", "须为 0–20 的整数", "must be an integer from 0 to 20")
+        if "label_field" not in data:
+            raise DefinitionError(path, "label_min_zoom", "须同时设置 label_field", "needs label_field")
+    return basemap, order, zoom
 
 
 @dataclass(frozen=True)

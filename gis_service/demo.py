@@ -20,6 +20,7 @@ import shapely
 from rasterio.features import rasterize
 from rasterio.transform import from_origin
 from scipy import ndimage
+from shapely.ops import nearest_points
 
 from .crs import METRIC_CRS, STORAGE_CRS, transform_xy
 
@@ -223,6 +224,29 @@ def villages(base: Base, channels: gpd.GeoDataFrame, rng, per_township: int = 26
     frame["name"] = np.where(frame["urban"], np.char.add(base_names, "社区"), np.char.add(base_names, "村"))
     frame["name"] = frame["name"] + np.where(frame.duplicated(["township_code", "name"]), frame["seq"].astype(str), "")
     return frame.drop(columns=["seq", "urban"]).assign(demo=True)
+
+
+def townships(base: Base, rng) -> gpd.GeoDataFrame:
+    """Approximate township (street office) seats: the generated centres villages are spread around.
+
+    No public township boundaries or seats exist here, so these are the centres ``villages`` used: pass a
+    generator freshly seeded with SEED (``villages`` is the first to draw from it) to get the same points.
+    Codes and names are the real 统计用区划代码; positions are generated (farthest-point spread inside the
+    county, the first 街道 at the county town). A centre outside its county's outline (the 开发区 anchor lies
+    about 0.5 km outside the public outline of 广阳区) is moved to the nearest point 200 m inside it."""
+    centres = _township_centres(base, rng)
+    county_geom = dict(zip(base.counties["adcode"], base.counties.geometry))
+    county_name = dict(zip(base.counties["adcode"], base.counties["name"]))
+    county_name.update({code: zone[0] for code, zone in FUNCTIONAL_ZONES.items()})
+    records, geoms = [], []
+    for t in centres.itertuples():
+        seat, county = shapely.Point(t.x, t.y), county_geom[t.host_adcode]
+        if not county.contains(seat):
+            seat = nearest_points(county.buffer(-200), seat)[0]
+        records.append(dict(code=t.code, name=t.name, county=county_name[t.county_adcode],
+                            county_adcode=int(t.county_adcode)))
+        geoms.append(seat)
+    return _frame(records, geoms)
 
 
 HERITAGE = [
