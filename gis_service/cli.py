@@ -93,6 +93,23 @@ def cmd_keys(args) -> None:
             print(f"{k['name']:<20} {k['role']:<12} {k['created_at']}  {'已吊销 revoked' if k['revoked'] else ''}")
 
 
+def cmd_maps(args) -> None:
+    from .maps.export import export_maps, map_names
+    from .privacy import AccessLog
+
+    settings, catalog, store = _services()
+    if bool(args.name) == bool(args.all):
+        raise GisError("bad_parameter", "请给出一个地图名称或 --all（二者取一）", "give one map name or --all", 400)
+    names = map_names(catalog, args.role) if args.all else [args.name]
+    cap = {} if args.max_features is None else {"feature_cap": args.max_features}
+    output = Path(args.output) if args.output else settings.maps_dir
+    access_log = AccessLog(settings.var_dir / "personal_data_access.log")
+    for done in export_maps(names, output, args.role, catalog=catalog, store=store, settings=settings,
+                            access_log=access_log, **cap):
+        clear = "；未脱敏个人信息已记入访问日志 personal data in clear, logged" if done.disclosed else ""
+        print(f"已导出 exported: {done.path}{clear}")
+
+
 class _LazyChoices:
     """argparse choices read from a heavy module only when argparse needs them: when that command's option is
     parsed or its help printed; building the parser (so `keys` or `--help`) does not import GDAL/geopandas.
@@ -145,6 +162,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--role", choices=ROLES)
     s.add_argument("--name")
     s.set_defaults(func=cmd_keys)
+    s = sub.add_parser("maps", help="离线地图 self-contained map files")
+    maps_sub = s.add_subparsers(dest="maps_command", required=True)
+    s = maps_sub.add_parser("export", help="导出可离线打开的 HTML 地图 export HTML maps that open with no server or internet")
+    s.add_argument("name", nargs="?", help="地图名称（图层集合 id） map name (a collection id)")
+    s.add_argument("--all", action="store_true", help="导出该角色可见的全部地图 every map the role may see")
+    s.add_argument("--output", help="输出目录（默认 maps/） output directory (default: maps/)")
+    s.add_argument("--role", choices=ROLES, help="按此角色脱敏（无则匿名，仅公开图层） mask for this role (default: anonymous)")
+    s.add_argument("--max-features", type=int,
+                   help="每个图层最多嵌入的要素数（默认见 maps.factory.EXPORT_FEATURE_CAP） features embedded per layer")
+    s.set_defaults(func=cmd_maps)
     return p
 
 

@@ -9,15 +9,15 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..auth import KeyStore
 from ..catalog import Catalog
 from ..config import Settings
-from ..errors import GisError
+from ..errors import GisError, not_found
+from ..maps import assets
 from ..privacy import AccessLog
 from ..store import GeoPackageStore
 from . import crs_routes, maps_routes, ogc_routes
@@ -38,7 +38,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ogc_routes.router)
     app.include_router(crs_routes.router)
     app.include_router(maps_routes.router)
-    app.mount("/static", StaticFiles(directory=settings.static_dir, check_dir=False), name="static")
+
+    @app.get("/static/{path:path}", include_in_schema=False)
+    def static(path: str, request: Request):
+        """Only the front-end files the pages use (gis_service/maps/assets.py), never the rest of node_modules."""
+        file = assets.lookup(settings.static_dir, path)
+        if file is None:
+            raise not_found(f"静态资源 {path}", f"static asset '{path}'")
+        headers = {"Cache-Control": assets.CACHE_CONTROL}
+        response = FileResponse(file, media_type=assets.media_type(file), stat_result=file.stat(), headers=headers)
+        if response.headers["etag"] in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers={**headers, "ETag": response.headers["etag"]})
+        return response
+
     _install_error_handlers(app)
     app.openapi = lambda: _openapi_30(app)
 

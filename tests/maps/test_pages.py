@@ -4,53 +4,62 @@ import geopandas as gpd
 import shapely
 
 from gis_service.config import Settings
-from gis_service.maps.factory import display_features
+from gis_service.maps.factory import Overlay, display_features
 from gis_service.store import FeatureQuery
 from tests.conftest import OUTPUT_DIR
+from tests.maps.browser import MAP_JS, browser_page, feature_count, label_texts, zoom_to
 
 
 def _browse(server, paths):
-    from playwright.sync_api import sync_playwright
-
     OUTPUT_DIR.mkdir(exist_ok=True)
     results = {}
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
-        page = browser.new_page(viewport={"width": 1200, "height": 800})
-        errors, offsite = [], []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-
-        def guard(route):
-            if route.request.url.startswith(server.url):
-                route.continue_()
-            else:
-                offsite.append(route.request.url)
-                route.abort()
-
-        page.route("**/*", guard)
+    with browser_page(allow=lambda url: url.startswith(server.url)) as (page, errors, offsite):
         for path in paths:
             page.goto(server.url + path, wait_until="networkidle")
             name = path.strip("/").replace("/", "_") or "index"
             page.screenshot(path=str(OUTPUT_DIR / f"{name}.png"))
-            results[path] = page.evaluate("""() => {
-                const maps = Object.keys(window).filter(k => k.startsWith('map_') && window[k] instanceof L.Map);
-                if (!maps.length) return null;
-                let n = 0; window[maps[0]].eachLayer(l => { if (l.feature) n += 1; });
+            results[path] = page.evaluate(f"""() => {{
+                const m = {MAP_JS};
+                if (!m) return null;
+                let n = 0; m.eachLayer(l => {{ if (l.feature) n += 1; }});
                 return n;
-            }""") if path != "/maps/" else page.content()
-        browser.close()
+            }}""") if path != "/maps/" else page.content()
     return results, errors, offsite
 
 
-def test_index_and_layer_pages_work_offline(server):
+def test_index_and_layer_pages_work_offline(server, catalog, store):
     results, errors, offsite = _browse(server, ["/maps/", "/maps/layers/counties", "/maps/layers/heritage_sites"])
     assert errors == [] and offsite == []
     assert "大运河" in results["/maps/"] and "/maps/layers/counties" in results["/maps/"]
-    assert results["/maps/layers/counties"] == 10  # the ten county polygons on the map
-    assert results["/maps/layers/heritage_sites"] == 10 + 10  # base counties + ten heritage sites
+    base = sum(store.count(layer) for layer in catalog if layer.basemap)  # counties, townships, rivers, rail …
+    assert base > 10 + 123
+    assert results["/maps/layers/counties"] == base  # the counties are part of the base map: drawn once
+    assert results["/maps/layers/heritage_sites"] == base + 10  # base map + ten heritage sites
     assert (OUTPUT_DIR / "maps_layers_counties.png").stat().st_size > 10_000
+
+
+def test_offline_base_map_shows_where_you_are(server, catalog, store):
+    """Without any online basemap a layer page shows county names, township names (zoomed in), the real
+    rivers, railways, HSR lines and stations — and nothing is requested from off the server."""
+    counties = set(store.read_frame(catalog.get("counties"))["name"])
+    townships = set(store.read_frame(catalog.get("townships"))["name"])
+    with browser_page(allow=lambda url: url.startswith(server.url)) as (page, errors, refused):
+        page.goto(server.url + "/maps/layers/heritage_sites", wait_until="networkidle")
+        assert set(label_texts(page, "counties")) == counties  # all ten, at the city-wide zoom
+        assert label_texts(page, "townships") == []  # 123 names would bury the city view
+        drawn = {layer_id: feature_count(page, layer_id) for layer_id in
+                 ("counties", "townships", "rivers", "railways", "hsr_lines", "hsr_stations", "heritage_sites")}
+        zoom_to(page, 11, 39.52, 116.70)  # the central city
+        shown = set(label_texts(page, "townships", in_view=True))
+        page.screenshot(path=str(OUTPUT_DIR / "maps_base_map_zoom11.png"))
+        legend = page.inner_text(".gis-legend")
+        control = page.inner_text(".leaflet-control-layers")
+    assert errors == [] and refused == []
+    assert drawn == {layer_id: store.count(catalog.get(layer_id)) for layer_id in drawn}
+    assert 3 <= len(shown) < len(townships) and shown <= townships  # the townships in view, by name
+    for layer_id in ("counties", "townships", "rivers", "railways", "hsr_lines", "hsr_stations"):
+        title = catalog.get(layer_id).title_zh
+        assert title in legend.split("底图", 1)[1] and title in control
 
 
 def test_popup_values_are_escaped(catalog):
@@ -58,7 +67,7 @@ def test_popup_values_are_escaped(catalog):
     frame = gpd.GeoDataFrame({f.name: ["x"] for f in layer.fields}, geometry=[shapely.Point(116.7, 39.5)],
                              crs="EPSG:4490")
     frame["name"] = '<img src=x onerror="alert(1)">'
-    data = display_features(layer, frame, True, Settings())
+    data = display_features(frame, Overlay.of_layer(layer, layer.title_zh), Settings())
     props = data["features"][0]["properties"]
     assert "<img" not in props["__popup"] and "&lt;img" in props["__popup"]
     assert props["__label"] == "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"
@@ -68,8 +77,9 @@ def test_gaode_basemap_shifts_overlays_into_gcj02(catalog):
     layer = catalog.get("heritage_sites")
     frame = gpd.GeoDataFrame({f.name: ["x"] for f in layer.fields}, geometry=[shapely.Point(116.7, 39.5)],
                              crs="EPSG:4490")
-    plain = display_features(layer, frame, True, Settings())["features"][0]["geometry"]["coordinates"]
-    shifted = display_features(layer, frame, True, Settings(basemap="gaode"))["features"][0]["geometry"]["coordinates"]
+    overlay = Overlay.of_layer(layer, layer.title_zh)
+    plain = display_features(frame, overlay, Settings())["features"][0]["geometry"]["coordinates"]
+    shifted = display_features(frame, overlay, Settings(basemap="gaode"))["features"][0]["geometry"]["coordinates"]
     assert plain == [116.7, 39.5]
     assert 0.005 < shifted[0] - 116.7 < 0.007 and 0.0005 < shifted[1] - 39.5 < 0.0015
 
