@@ -11,14 +11,14 @@ from tqdm import tqdm
 from .catalog import LayerDef
 from .config import Settings
 from .privacy import AccessLog, mask_properties
-from .store import GeoPackageStore
+from .store import Store
 
 FORMATS = {"gpkg": ("GPKG", ".gpkg", {}), "geojson": ("GeoJSON", ".geojson", {}),
            "shp": ("ESRI Shapefile", ".shp", {"ENCODING": "UTF-8"}), "csv": ("CSV", ".csv", {"GEOMETRY": "AS_WKT"}),
            "xlsx": (None, ".xlsx", {})}
 
 
-def export_layer(store: GeoPackageStore, layer: LayerDef, fmt: str, crs: str, output: Path | None = None,
+def export_layer(store: Store, layer: LayerDef, fmt: str, crs: str, output: Path | None = None,
                  unmask: bool = False) -> Path:
     driver, suffix, options = FORMATS[fmt]
     output = output or Settings.from_env().maps_dir.parent / "exports" / f"{layer.id}{suffix}"

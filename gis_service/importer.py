@@ -14,7 +14,7 @@ from tqdm import tqdm
 from . import crs as crs_mod
 from .catalog import LayerDef
 from .errors import GisError
-from .store import GeoPackageStore
+from .store import Store
 
 
 def read_for_import(layer: LayerDef, path: Path, coord_sys: str | None) -> gpd.GeoDataFrame:
@@ -47,10 +47,10 @@ def _check_inside(lon, lat) -> None:
                        "(axis order, zone prefix, GCJ-02)", 422)
 
 
-def import_layer(store: GeoPackageStore, layer: LayerDef, path: Path, coord_sys: str | None = None) -> int:
+def import_layer(store: Store, layer: LayerDef, path: Path, coord_sys: str | None = None) -> int:
     with tqdm(total=2, desc=f"导入 {layer.id}", unit="步") as bar:
         frame = read_for_import(layer, path, coord_sys)
         bar.update()
-        count = store.write(layer, frame)
+        count = store.write(layer, frame, origin="imported")
         bar.update()
     return count

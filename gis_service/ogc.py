@@ -20,7 +20,7 @@ from .auth import Principal
 from .catalog import Catalog, LayerDef
 from .errors import GisError, bad_parameter, not_found
 from .privacy import AccessLog
-from .store import FeatureQuery, GeoPackageStore, parse_datetime_interval
+from .store import FeatureQuery, Store, display_title, is_demo, parse_datetime_interval
 from .store import cql2
 
 DEFAULT_LIMIT = 100
@@ -56,7 +56,7 @@ class Context:
     """Who is asking and what the service has: passed to every OGC function."""
 
     catalog: Catalog
-    store: GeoPackageStore
+    store: Store
     access_log: AccessLog
     principal: Principal | None
     base_url: str  # e.g. http://127.0.0.1:8000/ogc
@@ -103,24 +103,25 @@ def conformance() -> dict:
 
 def _collection_doc(ctx: Context, layer: LayerDef) -> dict:
     b = f"{ctx.base_url}/collections/{layer.id}"
+    title = display_title(ctx.store, layer)
     doc = {
         "id": layer.id,
-        "title": layer.title_zh,
+        "title": title,
         "description": layer.description_zh or layer.title_en,
         "itemType": "feature",
         "crs": list(crs_mod.ogc_crs_table()),
         "storageCrs": "http://www.opengis.net/def/crs/EPSG/0/4490",
         "links": [
-            _link(b, "self", "application/json", layer.title_zh),
-            _link(f"{b}?f=html", "alternate", "text/html", layer.title_zh),
-            _link(f"{b}/items", "items", GEOJSON, f"{layer.title_zh} 要素"),
-            _link(f"{b}/items?f=html", "items", "text/html", f"{layer.title_zh} 要素（网页）"),
+            _link(b, "self", "application/json", title),
+            _link(f"{b}?f=html", "alternate", "text/html", title),
+            _link(f"{b}/items", "items", GEOJSON, f"{title} 要素"),
+            _link(f"{b}/items?f=html", "items", "text/html", f"{title} 要素（网页）"),
             _link(f"{b}/queryables", "http://www.opengis.net/def/rel/ogc/1.0/queryables", "application/schema+json",
                   "可查询字段 Queryables"),
         ],
         "title_en": layer.title_en,
         "access": layer.access,
-        "demo": layer.demo,
+        "demo": is_demo(ctx.store, layer),
     }
     extent = ctx.store.extent(layer) if ctx.store.exists(layer) else None
     if extent:

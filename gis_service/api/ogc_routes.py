@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from .. import ogc
@@ -95,9 +96,10 @@ ITEMS_PARAMETERS = [
 async def items(request: Request, collection_id: str = COLLECTION_ID):
     """The core reads every parameter (including property=value filters) from the query string.
 
-    The hot path: no FastAPI dependencies (resolving them costs more than the work they do here)."""
+    The hot path: no FastAPI dependencies (resolving them costs more than the work they do here). The
+    query runs in the thread pool, so a heavy filter never stalls the event loop and other requests."""
     ctx = _context(request, request.app.state.services, caller(request))
-    body, headers, summary = ogc.items(ctx, collection_id, _params(request), str(request.url))
+    body, headers, summary = await run_in_threadpool(ogc.items, ctx, collection_id, _params(request), str(request.url))
     if wants_html(request, request.query_params.get("f")):
         return HTMLResponse(html_pages.items(summary), headers=headers)
     return Response(body, media_type=ogc.GEOJSON, headers=headers)
@@ -109,7 +111,8 @@ async def feature(request: Request, collection_id: str = COLLECTION_ID,
                   feature_id: str = Path(description="要素标识"), f: str | None = FORMAT,
                   crs: str | None = Query(None, description="输出坐标系 URI"),
                   svc: Services = Depends(services), who: Principal | None = Depends(principal)):
-    body, headers = ogc.item(_context(request, svc, who), collection_id, feature_id, _params(request), str(request.url))
+    body, headers = await run_in_threadpool(ogc.item, _context(request, svc, who), collection_id, feature_id,
+                                            _params(request), str(request.url))
     if wants_html(request, f):
         return HTMLResponse(html_pages.feature(body), headers=headers)
     return Response(body, media_type=ogc.GEOJSON, headers=headers)

@@ -14,31 +14,31 @@ import json
 import os
 import sqlite3
 import threading
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import orjson
 import pandas as pd
 import pyogrio
 import shapely
 
 from ..catalog import LayerDef
 from ..crs import STORAGE_CRS
-from ..errors import GisError, bad_parameter
+from ..errors import GisError
 from ..privacy import mask_sql
 from . import cql2
+from .base import ORIGINS, FeaturePage, FeatureQuery
 
 GEOM_COLUMN = "geom"
 GEOJSON_DECIMALS = 7  # 1e-7° ≈ 1 cm: the stored GeoJSON geometries are rounded to this
 MMAP_BYTES = 2**31 - 2**16  # SQLite's default compile-time ceiling
 _ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
-_PREDICATES = {
-    "intersects": shapely.intersects, "within": shapely.within, "contains": shapely.contains,
-    "equals": shapely.equals, "touches": shapely.touches, "overlaps": shapely.overlaps,
-    "crosses": shapely.crosses,
+# "feature PRED literal", evaluated as literal PRED' feature: the prepared literal must be the first argument
+# of a shapely predicate for the preparation to be used (GEOS ignores a prepared second argument).
+_LITERAL_FIRST = {
+    "intersects": shapely.intersects, "within": shapely.contains, "contains": shapely.within,
+    "equals": shapely.equals, "touches": shapely.touches, "overlaps": shapely.overlaps, "crosses": shapely.crosses,
 }
 
 
@@ -51,48 +51,18 @@ def decode_geometries(blobs) -> np.ndarray:
     return shapely.from_wkb([gpkg_to_wkb(b) for b in blobs])
 
 
-@dataclass
-class FeatureQuery:
-    """What a client asked for, already validated against the layer definition (storage CRS lon/lat)."""
-
-    bbox: tuple[float, float, float, float] | None = None
-    intersects: object | None = None  # a shapely geometry, e.g. a projected bbox seen in lon/lat
-    equals: dict[str, object] = field(default_factory=dict)
-    cql: object | None = None  # a parsed CQL2 expression (store.cql2)
-    cql_to_storage: object | None = None  # callable converting filter-crs geometries to storage
-    datetime: tuple[str | None, str | None] | None = None
-    sortby: list[tuple[str, bool]] = field(default_factory=list)  # (field, ascending)
-    columns: list[str] | None = None  # None = every defined field
-    masked: dict[str, str] = field(default_factory=dict)  # personal field -> kind, masked inside SQLite
-    limit: int = 100
-    offset: int = 0
-
-
-@dataclass
-class FeaturePage:
-    fids: list[int]
-    geometry_blobs: list[bytes]  # GeoPackage geometry blobs (storage CRS)
-    geometry_json: list[str]  # GeoJSON geometries in lon/lat (CRS84 axis order), precomputed at write
-    properties_json: list[str]  # properties serialised by SQLite (personal fields already masked if asked)
-    number_matched: int
-
-    @property
-    def geometries(self) -> np.ndarray:
-        return decode_geometries(self.geometry_blobs) if self.geometry_blobs else np.empty(0, dtype=object)
-
-    @property
-    def properties(self) -> list[dict]:
-        return [orjson.loads(p) for p in self.properties_json]
-
-
 class _Connection:
-    """A read-only SQLite connection that reopens when the file is replaced."""
+    """A read-only SQLite connection to one layer file, reopened when the file is replaced.
+
+    One per thread: a reader keeps the connection (and so the old file's inode) it started with until its
+    query is done, while a writer renames a new file into place; the next query opens the new file."""
 
     def __init__(self, path: Path):
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._identity = None
         self.total: int | None = None
+        self.origin: str | None = None
 
     def get(self) -> sqlite3.Connection:
         try:
@@ -103,31 +73,50 @@ class _Connection:
         identity = (st.st_ino, st.st_mtime_ns, st.st_size)
         if identity != self._identity:
             if self._conn is not None:
-                self._conn.close()
-            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+                self._conn.close()  # this thread's own connection: no query of it is running
+            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
             self._conn.execute("PRAGMA case_sensitive_like = ON")  # CQL2 LIKE is case-sensitive
             # Memory-map the file: random R-tree/page reads become memory reads instead of syscalls; the
             # pages are the OS page cache, shared by every connection, not process memory.
             self._conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
             self._identity = identity
             self.total = None
+            self.origin = _read_origin(self._conn)
         return self._conn
 
 
 class GeoPackageStore:
+    """The embedded Store: one GeoPackage per layer beside its TOML definition."""
+
+    # Spatial filters test R-tree candidates in chunks of this many geometries, so memory stays bounded
+    # however large the filter geometry (a county outline over two million plots).
+    candidate_chunk = 20_000
+
     def __init__(self):
-        self._connections: dict[Path, _Connection] = {}
-        self._lock = threading.Lock()
+        self._local = threading.local()
 
     def _conn(self, layer: LayerDef) -> _Connection:
+        handles = self._local.__dict__.setdefault("handles", {})
         path = layer.data_path
-        with self._lock:
-            if path not in self._connections:
-                self._connections[path] = _Connection(path)
-            return self._connections[path]
+        if path not in handles:
+            handles[path] = _Connection(path)
+        return handles[path]
 
     def exists(self, layer: LayerDef) -> bool:
         return layer.data_path.exists()
+
+    def version(self, layer: LayerDef) -> str:
+        st = os.stat(layer.data_path)
+        return f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+
+    def origin(self, layer: LayerDef) -> str | None:
+        if not self.exists(layer):
+            return None
+        if layer.is_raster:  # rasters are not imported (yet): the definition says what wrote them
+            return "demo" if layer.demo else "source"
+        handle = self._conn(layer)
+        handle.get()
+        return handle.origin
 
     # --- reading -------------------------------------------------------------------------------------
     def count(self, layer: LayerDef) -> int:
@@ -246,25 +235,30 @@ class GeoPackageStore:
     def _rtree(self, layer: LayerDef) -> str:
         return f'"rtree_{layer.id}_{GEOM_COLUMN}"'
 
+    def _candidates(self, conn, layer: LayerDef, bounds, extra_where: str = "", extra_params=()):
+        """(fids, geometries) of R-tree candidates intersecting bounds, yielded in bounded chunks."""
+        x0, y0, x1, y1 = bounds
+        cursor = conn.execute(
+            f"SELECT t.fid, t.{GEOM_COLUMN} FROM {self._rtree(layer)} r JOIN \"{layer.id}\" t ON t.fid = r.id "
+            f"WHERE r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ? {extra_where}",
+            (x1, x0, y1, y0, *extra_params))
+        while rows := cursor.fetchmany(self.candidate_chunk):
+            yield [r[0] for r in rows], decode_geometries([r[1] for r in rows])
+
     def _bbox_clause(self, conn, layer: LayerDef, bbox) -> tuple[str, list]:
         """Exact bbox intersection: R-tree candidates minus those straddling the edge that do not touch it.
 
         Candidates whose envelope lies wholly inside the box certainly intersect it; only the few that
         straddle the edge need an exact test, so this stays cheap for small and huge boxes alike."""
         x0, y0, x1, y1 = bbox
-        rtree = self._rtree(layer)
-        straddling = conn.execute(
-            f"SELECT t.fid, t.{GEOM_COLUMN} FROM {rtree} r JOIN \"{layer.id}\" t ON t.fid = r.id "
-            "WHERE r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ? "
-            "AND NOT (r.minx >= ? AND r.maxx <= ? AND r.miny >= ? AND r.maxy <= ?)",
-            (x1, x0, y1, y0, x0, x1, y0, y1),
-        ).fetchall()
+        box = shapely.box(x0, y0, x1, y1)
+        shapely.prepare(box)
         excluded: list[int] = []
-        if straddling:
-            geoms = decode_geometries([r[1] for r in straddling])
-            hit = shapely.intersects(geoms, shapely.box(x0, y0, x1, y1))
-            excluded = [r[0] for r, h in zip(straddling, hit) if not h]
-        sql = f"fid IN (SELECT id FROM {rtree} WHERE minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ?)"
+        straddling = "AND NOT (r.minx >= ? AND r.maxx <= ? AND r.miny >= ? AND r.maxy <= ?)"
+        for fids, geoms in self._candidates(conn, layer, bbox, straddling, (x0, x1, y0, y1)):
+            hit = shapely.intersects(box, geoms)
+            excluded += [fid for fid, h in zip(fids, hit) if not h]
+        sql = f"fid IN (SELECT id FROM {self._rtree(layer)} WHERE minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ?)"
         params: list = [x1, x0, y1, y0]
         if excluded:
             sql += " AND fid NOT IN (SELECT value FROM json_each(?))"
@@ -272,26 +266,22 @@ class GeoPackageStore:
         return sql, params
 
     def _spatial_clause(self, conn, layer: LayerDef, predicate: str, geom, params: list) -> str:
-        """fid set matching a spatial predicate against a geometry, as a SQL clause (its parameter appended)."""
+        """fid set matching 'feature PRED geom', as a SQL clause (its parameter appended to params)."""
         negate = predicate == "disjoint"
-        test = _PREDICATES["intersects" if negate else predicate]
-        x0, y0, x1, y1 = geom.bounds
-        rows = conn.execute(
-            f"SELECT t.fid, t.{GEOM_COLUMN} FROM {self._rtree(layer)} r JOIN \"{layer.id}\" t ON t.fid = r.id "
-            "WHERE r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ?",
-            (x1, x0, y1, y0),
-        ).fetchall()
+        test = _LITERAL_FIRST["intersects" if negate else predicate]
+        shapely.prepare(geom)
         matched: list[int] = []
-        if rows:
-            shapely.prepare(geom)
-            hits = test(decode_geometries([r[1] for r in rows]), geom)
-            matched = [r[0] for r, h in zip(rows, hits) if h]
+        for fids, geoms in self._candidates(conn, layer, geom.bounds):
+            hits = test(geom, geoms)
+            matched += [fid for fid, h in zip(fids, hits) if h]
         params.append(json.dumps(matched))
         return f"(fid {'NOT IN' if negate else 'IN'} (SELECT value FROM json_each(?)))"
 
     # --- writing -------------------------------------------------------------------------------------
-    def write(self, layer: LayerDef, frame: gpd.GeoDataFrame) -> int:
+    def write(self, layer: LayerDef, frame: gpd.GeoDataFrame, origin: str) -> int:
         """Validate a frame against the layer definition and replace the layer's data atomically."""
+        if origin not in ORIGINS:
+            raise ValueError(f"origin must be one of {ORIGINS}")
         clean = conform(layer, frame)
         path = layer.data_path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,11 +292,34 @@ class GeoPackageStore:
                                     geometry_type=layer.geometry,
                                     layer_options={"SPATIAL_INDEX": "YES", "GEOMETRY_NAME": GEOM_COLUMN})
             _write_geojson_table(tmp, layer, clean.geometry.values)
+            _write_origin(tmp, origin)
             os.replace(tmp, path)
         finally:
             if tmp.exists():
                 tmp.unlink()
         return len(clean)
+
+
+_ORIGIN_TABLE = "gis_layer_origin"
+
+
+def _write_origin(path: Path, origin: str) -> None:
+    """Record who wrote the data (a plain table GDAL ignores), so a rebuild never overwrites an import."""
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            conn.execute(f"CREATE TABLE {_ORIGIN_TABLE} (origin TEXT NOT NULL, written_at TEXT NOT NULL)")
+            conn.execute(f"INSERT INTO {_ORIGIN_TABLE} VALUES (?, ?)",
+                         (origin, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")))
+    finally:
+        conn.close()
+
+
+def _read_origin(conn: sqlite3.Connection) -> str:
+    try:
+        return conn.execute(f"SELECT origin FROM {_ORIGIN_TABLE}").fetchone()[0]
+    except sqlite3.OperationalError:  # written before origins were recorded, or by another tool
+        return "imported"
 
 
 def _geojson_table(layer: LayerDef) -> str:
@@ -360,7 +373,7 @@ def _qualified(order: str) -> str:
 def _page(rows: list, matched: int) -> FeaturePage:
     """Rows start with fid, geometry blob, GeoJSON geometry, properties JSON (any further columns are ignored)."""
     fids, blobs, geometry, props = (list(c) for c in list(zip(*rows))[:4]) if rows else ([], [], [], [])
-    return FeaturePage(fids, blobs, geometry, props, matched)
+    return FeaturePage(fids, [gpkg_to_wkb(b) for b in blobs], geometry, props, matched)
 
 
 _DTYPES = {"string": "object", "integer": "Int64", "real": "float64", "boolean": "boolean"}
@@ -413,4 +426,3 @@ def _coerce(layer: LayerDef, f, series: pd.Series) -> pd.Series:
     except (ValueError, TypeError) as exc:
         raise GisError("bad_field_value", f"图层 {layer.id} 字段 {f.name} 的值不是 {f.type} 类型",
                        f"layer {layer.id}: field '{f.name}' has values that are not {f.type} ({exc})", 422) from None
-
