@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from . import demo
 from .catalog import Catalog, LayerDef
-from .store import GeoPackageStore
+from .store import Store
 
 
 def read_source(layer: LayerDef) -> gpd.GeoDataFrame:
@@ -24,10 +24,15 @@ def missing(catalog: Catalog) -> list[LayerDef]:
     return [layer for layer in catalog if not layer.data_path.exists()]
 
 
-def build_layers(catalog: Catalog, store: GeoPackageStore, plots: int = demo.DEFAULT_PLOTS,
-                 force: bool = False, progress: bool = True) -> list[str]:
-    """Build what is missing (or everything with force); returns the ids written."""
-    todo = {layer.id for layer in (catalog if force else missing(catalog))}
+def build_layers(catalog: Catalog, store: Store, plots: int = demo.DEFAULT_PLOTS,
+                 regenerate_demo: bool = False, progress: bool = True) -> list[str]:
+    """Write the layers that have no data yet; returns the ids written.
+
+    Never overwrites data a user imported, nor a real (non-demo) layer that exists. regenerate_demo
+    (the confirmed ``build-layers --regenerate-demo``) also rewrites layers whose data the generator wrote."""
+    todo = {layer.id for layer in missing(catalog)}
+    if regenerate_demo:
+        todo |= {layer.id for layer in catalog if layer.demo and store.origin(layer) == "demo"}
     if not todo:
         return []
     real = [layer for layer in catalog if layer.source and layer.id in todo]
@@ -37,11 +42,11 @@ def build_layers(catalog: Catalog, store: GeoPackageStore, plots: int = demo.DEF
     written = []
     for layer in real:
         bar.set_postfix_str(layer.id)
-        store.write(layer, read_source(layer))
+        store.write(layer, read_source(layer), origin="source")
         written.append(layer.id)
         bar.update()
     if needs_demo:
-        written += _build_demo(catalog, store, plots, bar)
+        written += _build_demo(catalog, store, plots, bar, todo)
     bar.close()
     return written
 
@@ -50,9 +55,9 @@ DEMO_STEPS = ("canal_channels", "villages", "heritage_sites", "land_use", "plots
               "flood", "dem")
 
 
-def _build_demo(catalog: Catalog, store: GeoPackageStore, n_plots: int, bar) -> list[str]:
-    layers_dir = catalog.get("counties").path.parent.parent
-    base = demo.load_base(layers_dir)
+def _build_demo(catalog: Catalog, store: Store, n_plots: int, bar, todo: set[str]) -> list[str]:
+    """Generate the demo layers together (they depend on each other) and write only those in todo."""
+    base = demo.load_base(catalog.root)
     rng = np.random.default_rng(demo.SEED)
     out: dict[str, gpd.GeoDataFrame] = {}
 
@@ -101,14 +106,14 @@ def _build_demo(catalog: Catalog, store: GeoPackageStore, n_plots: int, bar) -> 
     written = []
     for layer_id, frame in out.items():
         layer = catalog.get(layer_id)
-        if layer is None:  # a user removed the definition: nothing to write
+        if layer is None or layer_id not in todo:  # definition removed, or data present: leave it
             continue
         bar.set_postfix_str(f"写入 {layer_id}")
-        store.write(layer, frame)
+        store.write(layer, frame, origin="demo")
         written.append(layer_id)
     step("dem")
     dem_layer = catalog.get("dem")
-    if dem_layer is not None:
+    if dem_layer is not None and "dem" in todo:
         demo.dem(base, out["underpasses"], dem_layer.data_path, rng)
         written.append("dem")
     bar.update()

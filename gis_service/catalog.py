@@ -26,7 +26,6 @@ RESERVED_FIELD_NAMES = ("fid", "geom", "geometry")  # the store's own columns
 GROUPS_FILE = "groups.toml"  # map-index groups, one per folder under layers/
 
 
-
 @dataclass(frozen=True)
 class FieldDef:
     name: str
@@ -285,10 +284,10 @@ def load_groups(path: Path) -> dict[str, GroupDef]:
 class Catalog:
     """All layer definitions under a layers/ directory, in a stable order (group, then id), and their groups."""
 
-    def __init__(self, layers: list[LayerDef], groups: dict[str, GroupDef] | None = None):
+    def __init__(self, layers: list[LayerDef], groups: dict[str, GroupDef] | None = None, root: Path | None = None):
         self._layers = {layer.id: layer for layer in layers}
         self.groups = groups or {}  # group id -> GroupDef, in display order
-
+        self.root = root  # the layers/ directory the definitions came from
 
     @classmethod
     def load(cls, root: Path) -> "Catalog":
@@ -306,8 +305,7 @@ class Catalog:
             if layer.group not in groups:
                 raise DefinitionError(groups_path, layer.group, f"图层文件夹 {layer.group}/ 没有分组条目",
                                       f"layer folder '{layer.group}/' has no group entry")
-        return cls(layers, groups)
-
+        return cls(layers, groups, Path(root))
 
     def __iter__(self):
         return iter(self._layers.values())

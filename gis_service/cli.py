@@ -15,10 +15,10 @@ from .errors import GisError
 def _services():
     from .catalog import Catalog
     from .config import Settings
-    from .store import GeoPackageStore
+    from .store import open_store
 
     settings = Settings.from_env()
-    return settings, Catalog.load(settings.layers_dir), GeoPackageStore()
+    return settings, Catalog.load(settings.layers_dir), open_store(settings)
 
 
 def _vector_layer(catalog, layer_id: str):
@@ -29,33 +29,52 @@ def _vector_layer(catalog, layer_id: str):
 
 
 def cmd_serve(args) -> None:
+    import os
+
     import uvicorn
 
     from .api.app import create_app
     from .build import build_layers
     from .config import Settings
 
-    settings = Settings.from_env(**{k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
-    app = create_app(settings)  # validates every layer definition before anything else happens
+    chosen = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v is not None}
+    settings = Settings.from_env(**chosen)
+    app = create_app(settings)  # validates every layer definition and rule file before anything else happens
     build_layers(app.state.services.catalog, app.state.services.store)
     print(f"地图首页 Map index: http://{settings.host}:{settings.port}/maps/", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    if settings.workers == 1:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        return
+    # Worker processes import the app themselves; the settings reach them through the environment. They
+    # share the layer files (read-only), the key and session database and the record store on disk.
+    os.environ.update(GIS_HOST=settings.host, GIS_PORT=str(settings.port), GIS_WORKERS=str(settings.workers))
+    uvicorn.run("gis_service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_level="warning")
 
 
 def cmd_build_layers(args) -> None:
     from .build import build_layers
 
     _, catalog, store = _services()
+    if args.regenerate_demo and not args.yes:
+        answer = input("将用新生成的演示数据覆盖现有演示图层（导入的数据不受影响），继续？[y/N] "
+                       "Regenerate every demo layer (imported data is never touched)? ")
+        if answer.strip().lower() not in ("y", "yes", "是"):
+            print("已取消 cancelled")
+            return
     plots = {} if args.plots is None else {"plots": args.plots}  # else build_layers' default (demo.DEFAULT_PLOTS)
-    written = build_layers(catalog, store, force=args.force, **plots)
+    written = build_layers(catalog, store, regenerate_demo=args.regenerate_demo, **plots)
     print(f"已构建 {len(written)} 个图层 built {len(written)} layers" if written else "图层均已存在 all layers present")
 
 
 def cmd_layers(args) -> None:
+    from .store import display_title
+
     _, catalog, store = _services()
     for layer in catalog:
         count = "栅格" if layer.is_raster else (store.count(layer) if store.exists(layer) else "未构建")
-        print(f"{layer.group:<11} {layer.id:<24} {layer.access:<10} {count!s:>9}  {layer.title_zh}{'（演示）' if layer.demo else ''}")
+        origin = store.origin(layer) or "—"
+        print(f"{layer.group:<11} {layer.id:<24} {layer.access:<10} {origin:<8} {count!s:>9}  {display_title(store, layer)}")
 
 
 def cmd_export(args) -> None:
@@ -136,10 +155,13 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="启动服务 serve the API and maps")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=int, help="工作进程数 worker processes (default 1, or GIS_WORKERS)")
     s.set_defaults(func=cmd_serve)
     s = sub.add_parser("build-layers", help="构建缺失图层 build missing layers")
     s.add_argument("--plots", type=int, help="演示地块数（默认见 demo.DEFAULT_PLOTS） demo plots (default: demo.DEFAULT_PLOTS)")
-    s.add_argument("--force", action="store_true", help="重建全部图层 rebuild every layer")
+    s.add_argument("--regenerate-demo", action="store_true",
+                   help="重新生成全部演示图层（需确认；导入的数据和真实图层不受影响） regenerate demo layers (asks first)")
+    s.add_argument("--yes", action="store_true", help="不再询问 do not ask for confirmation")
     s.set_defaults(func=cmd_build_layers)
     s = sub.add_parser("layers", help="列出图层与要素数 list layers with feature counts")
     s.set_defaults(func=cmd_layers)
