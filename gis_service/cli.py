@@ -113,18 +113,33 @@ def cmd_keys(args) -> None:
 
 
 def cmd_maps(args) -> None:
+    from .domains import contexts, discover, map_builder
     from .maps.export import export_maps, map_names
     from .privacy import AccessLog
+    from .rules import RuleBook
+    from .store import open_record_store
 
     settings, catalog, store = _services()
     if bool(args.name) == bool(args.all):
         raise GisError("bad_parameter", "请给出一个地图名称或 --all（二者取一）", "give one map name or --all", 400)
-    names = map_names(catalog, args.role) if args.all else [args.name]
+    domains = discover()
+    pages = [p.export_name(d.name) for d in domains for p in d.pages]
+    names = pages + map_names(catalog, args.role) if args.all else [args.name]
     cap = {} if args.max_features is None else {"feature_cap": args.max_features}
     output = Path(args.output) if args.output else settings.maps_dir
     access_log = AccessLog(settings.var_dir / "personal_data_access.log")
-    for done in export_maps(names, output, args.role, catalog=catalog, store=store, settings=settings,
-                            access_log=access_log, **cap):
+    domain_contexts = contexts(domains, settings=settings, catalog=catalog, store=store,
+                               records=open_record_store(settings),
+                               rules=RuleBook.load(override_path=settings.rules_override), access_log=access_log)
+    for name in names:
+        try:
+            [done] = export_maps([name], output, args.role, catalog=catalog, store=store, settings=settings,
+                                 access_log=access_log, builder=map_builder(domains, domain_contexts), **cap)
+        except GisError as exc:
+            if not (args.all and exc.status == 503):  # --all skips pages whose layers are not built here
+                raise
+            print(f"跳过 skipped {name}: {exc.message}")
+            continue
         clear = "；未脱敏个人信息已记入访问日志 personal data in clear, logged" if done.disclosed else ""
         print(f"已导出 exported: {done.path}{clear}")
 

@@ -20,6 +20,7 @@ class Settings:
     port: int = 8000
     basemap: str = "none"  # offline by default: county boundaries are the base layer
     tianditu_key: str = field(default="", repr=False)  # server-side only, never sent to the browser
+    workers: int = 1  # uvicorn worker processes (GIS_WORKERS); they share the store, keys and sessions
     session_hours: float = 8.0  # lifetime of a map-page sign-in (GIS_SESSION_HOURS)
 
     @classmethod
@@ -34,6 +35,7 @@ class Settings:
             port=int(env.get("GIS_PORT", cls.port)),
             basemap=env.get("GIS_BASEMAP", cls.basemap),
             tianditu_key=env.get("GIS_TIANDITU_KEY", ""),
+            workers=int(env.get("GIS_WORKERS", cls.workers)),
             session_hours=float(env.get("GIS_SESSION_HOURS", cls.session_hours)),
         )
         values.update(overrides)
@@ -41,4 +43,11 @@ class Settings:
             raise ValueError(f"GIS_BASEMAP must be one of {BASEMAPS}, not {values['basemap']!r}")
         if not 0 < values["session_hours"] < float("inf"):
             raise ValueError(f"GIS_SESSION_HOURS must be a positive number of hours, not {values['session_hours']!r}")
+        if values["workers"] < 1:
+            raise ValueError(f"GIS_WORKERS must be at least 1, not {values['workers']!r}")
         return cls(**values)
+
+    @property
+    def rules_override(self) -> Path:
+        """The bureau's local rule values (see gis_service/rules/__init__.py)."""
+        return self.var_dir / "rules.local.toml"

@@ -262,3 +262,10 @@ def parse_ogc_crs(uri: str | None, param: str = "crs") -> OgcCrs:
             400,
         )
     return table[value]
+
+
+def require_metric(**frames) -> None:
+    """Analysis functions measure in metres: refuse frames that are not in EPSG:4548 (a programming error)."""
+    for name, frame in frames.items():
+        if frame.crs is None or frame.crs.to_epsg() != 4548:
+            raise ValueError(f"{name} must be in {METRIC_CRS} (metres), not {frame.crs}")

@@ -41,3 +41,17 @@ def not_found(what_zh: str, what_en: str) -> GisError:
 
 def bad_parameter(name: str, problem_zh: str, problem_en: str) -> GisError:
     return GisError("bad_parameter", f"参数 {name} 无效：{problem_zh}", f"invalid parameter '{name}': {problem_en}", 400)
+
+
+class RuleFileError(GisError):
+    """A rule file (or the local override file) is wrong; start-up stops and names the file and key."""
+
+    def __init__(self, path, key: str, problem_zh: str, problem_en: str):
+        super().__init__(
+            "bad_rule_file",
+            f"规则文件 {path} 的 {key} 有误：{problem_zh}",
+            f"rule file {path}, key '{key}': {problem_en}",
+            status=500,
+        )
+        self.path = path
+        self.key = key

@@ -17,10 +17,12 @@ from ..auth import KeyStore
 from ..catalog import Catalog
 from ..config import Settings
 from ..errors import GisError, not_found
+from ..domains import contexts, discover
 from ..maps import assets
 from ..privacy import AccessLog
-from ..store import GeoPackageStore
-from . import crs_routes, maps_routes, ogc_routes
+from ..rules import RuleBook
+from ..store import open_record_store, open_store
+from . import crs_routes, domain_routes, maps_routes, ogc_routes
 from .deps import Services
 
 log = logging.getLogger("gis_service")
@@ -33,11 +35,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="廊坊空间决策支持系统 API", version=__version__, openapi_url="/ogc/openapi",
                   docs_url="/ogc/docs", redoc_url=None,
                   description="廊坊市空间决策支持服务：OGC API – Features、坐标转换与地图。")
-    app.state.services = Services(settings, catalog, GeoPackageStore(), KeyStore(settings.var_dir / "keys.sqlite"),
-                                  AccessLog(settings.var_dir / "personal_data_access.log"))
+    rules = RuleBook.load(override_path=settings.rules_override)  # a wrong rule file stops start-up here
+    domains = discover()
+    svc = Services(settings, catalog, open_store(settings), KeyStore(settings.var_dir / "keys.sqlite"),
+                   AccessLog(settings.var_dir / "personal_data_access.log"), rules, open_record_store(settings),
+                   domains)
+    app.state.services = svc
     app.include_router(ogc_routes.router)
     app.include_router(crs_routes.router)
+    app.include_router(domain_routes.rules_router)
     app.include_router(maps_routes.router)
+    domain_routes.mount_domains(app, contexts(domains, settings=settings, catalog=catalog, store=svc.store,
+                                              records=svc.records, rules=rules, access_log=svc.access_log), domains)
 
     @app.get("/static/{path:path}", include_in_schema=False)
     def static(path: str, request: Request):

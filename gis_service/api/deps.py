@@ -15,7 +15,8 @@ from ..catalog import Catalog
 from ..config import Settings
 from ..errors import GisError
 from ..privacy import AccessLog
-from ..store import GeoPackageStore
+from ..rules import RuleBook
+from ..store import RecordStore, Store
 
 SESSION_COOKIE = "gis_session"  # a session token (see auth.KeyStore.create_session), never the key itself
 OLD_KEY_COOKIE = "gis_api_key"  # held the raw key before sessions existed: cleared, never read
@@ -25,9 +26,12 @@ OLD_KEY_COOKIE = "gis_api_key"  # held the raw key before sessions existed: clea
 class Services:
     settings: Settings
     catalog: Catalog
-    store: GeoPackageStore
+    store: Store
     keys: KeyStore
     access_log: AccessLog
+    rules: RuleBook
+    records: RecordStore
+    domains: list  # gis_service.domains.Domain, in name order
 
 
 class ErrorBody(BaseModel):

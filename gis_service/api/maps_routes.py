@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from .. import ogc
 from ..auth import Principal
 from ..maps.factory import EMBED_LIMIT, MapFactory
+from ..store import display_title
 from . import html_pages
 from .deps import (ERROR_RESPONSES, SESSION_COOKIE, Services, clear_session_cookies, principal, services,
                    session_ended, set_session_cookie)
@@ -41,10 +42,12 @@ def _identity(request: Request, who: Principal | None) -> str:
 def _index_page(request: Request, svc: Services, who: Principal | None, error: str = "", status: int = 200):
     """The index: groups in the order of layers/groups.toml; a dead session is announced and its cookie cleared."""
     visible = [l for l in svc.catalog.visible_to(who.role if who else None) if not l.is_raster]
-    sections = []
+    pages = "".join(f'<li><a href="/maps/{escape(d.name)}{"/" + escape(p.name) if p.name else ""}">'
+                    f"{escape(p.title_zh)}</a>：{escape(p.description_zh)}</li>" for d in svc.domains for p in d.pages)
+    sections = [f'<h2>专题地图与分析</h2><ul>{pages}<li><a href="/maps/rules">现行规则及出处</a>：每个判定依据的阈值、'
+                "文件条款与本系统设定</li></ul>"]
     for group in svc.catalog.groups.values():
-        items = "".join(f'<li><a href="/maps/layers/{escape(l.id)}">{escape(l.title_zh)}</a>'
-                        f'{"（演示数据）" if l.demo and "演示" not in l.title_zh else ""}</li>'
+        items = "".join(f'<li><a href="/maps/layers/{escape(l.id)}">{escape(display_title(svc.store, l))}</a></li>'
                         for l in visible if l.group == group.id)
         if items:
             sections.append(f"<h2>{escape(group.title_zh)}</h2><ul>{items}</ul>")

@@ -1,0 +1,138 @@
+"""Domain modules: how canal, environment, flood, land (and the admin example) plug into the platform.
+
+A domain is a package ``gis_service/<name>/`` with a ``domain.py`` that defines ``DOMAIN = Domain(...)``:
+pure analysis functions in metres, a router factory, its map pages and its rules file
+``gis_service/rules/<name>.toml``. The application discovers every such package here, mounts its router
+under ``/api/<name>``, its pages under ``/maps/<name>`` and lists them on the map index; adding a domain
+touches no other module (the pattern of TiTiler's router factories: the platform injects what a domain
+needs through one ``DomainContext``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import geopandas as gpd
+
+from .catalog import Catalog, LayerDef
+from .config import Settings
+from .crs import METRIC_CRS
+from .errors import GisError
+from .privacy import AccessLog
+from .rules import DomainRules
+from .store import RecordStore, Store
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# Path segments the platform already uses under /maps and /api: no domain may take them.
+RESERVED_NAMES = {"api", "layers", "session", "rules", "static", "crs", "ogc"}
+
+
+@dataclass(frozen=True)
+class MapPage:
+    """A map a domain offers: served at /maps/<domain>[/<name>], exportable as '<domain>[/<name>]'."""
+
+    name: str  # "" for the domain's main page
+    title_zh: str
+    build: Callable  # (DomainContext, MapFactory, Principal | None) -> folium.Map
+    description_zh: str = ""
+
+    def export_name(self, domain: str) -> str:
+        return f"{domain}/{self.name}" if self.name else domain
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    title_zh: str
+    title_en: str
+    router: Callable  # (DomainContext) -> fastapi.APIRouter
+    pages: tuple[MapPage, ...] = ()
+
+    def page(self, name: str) -> MapPage | None:
+        return next((p for p in self.pages if p.name == name), None)
+
+
+@dataclass
+class DomainContext:
+    """Everything a domain may use from the platform; a domain imports no other domain."""
+
+    settings: Settings
+    catalog: Catalog
+    store: Store
+    records: RecordStore
+    rules: DomainRules
+    access_log: AccessLog
+    _frames: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def layer(self, layer_id: str) -> LayerDef:
+        layer = self.catalog.get(layer_id)
+        if layer is None or not self.store.exists(layer):
+            raise GisError("layer_not_available", f"图层 {layer_id} 未定义或尚未构建",
+                           f"layer '{layer_id}' is not defined or not built", 503)
+        return layer
+
+    def frame(self, layer_id: str, crs: str = METRIC_CRS) -> gpd.GeoDataFrame:
+        """A whole layer in `crs` (metres by default), cached until its data is replaced.
+
+        Clear values: a domain that returns personal fields masks them with LayerDef.masked_fields."""
+        layer = self.layer(layer_id)
+        key = (layer_id, crs)
+        version = self.store.version(layer)
+        with self._lock:
+            cached = self._frames.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        frame = self.store.read_frame(layer).to_crs(crs)
+        with self._lock:
+            self._frames[key] = (version, frame)
+        return frame
+
+
+def discover(package_dir: Path = PACKAGE_DIR) -> list[Domain]:
+    """Every package under gis_service/ with a domain.py, in name order."""
+    domains = []
+    for path in sorted(package_dir.glob("*/domain.py")):
+        name = path.parent.name
+        module = importlib.import_module(f"{__package__}.{name}.domain")
+        domain = getattr(module, "DOMAIN", None)
+        if not isinstance(domain, Domain) or domain.name != name:
+            raise RuntimeError(f"{path}: must define DOMAIN = Domain(name={name!r}, ...)")
+        if name in RESERVED_NAMES:
+            raise RuntimeError(f"{path}: the name {name!r} is used by the platform")
+        domains.append(domain)
+    return domains
+
+
+def contexts(domains: list[Domain], *, settings: Settings, catalog: Catalog, store: Store, records: RecordStore,
+             rules, access_log: AccessLog) -> dict[str, DomainContext]:
+    """One DomainContext per domain, each with its own rules (rules: a RuleBook)."""
+    return {d.name: DomainContext(settings, catalog, store, records, rules.domain(d.name), access_log)
+            for d in domains}
+
+
+def find_page(domains: list[Domain], name: str) -> tuple[Domain, MapPage] | None:
+    """The domain page called '<domain>' or '<domain>/<page>', if any."""
+    domain_name, _, page_name = name.partition("/")
+    domain = next((d for d in domains if d.name == domain_name), None)
+    page = domain.page(page_name) if domain else None
+    return (domain, page) if page else None
+
+
+def map_builder(domains: list[Domain], domain_contexts: dict[str, DomainContext]):
+    """A builder for the map exporter: domain pages by '<domain>[/<page>]', else a collection's layer map."""
+    from .auth import Principal
+    from .maps.export import build_map
+
+    def build(factory, name: str, role: str | None):
+        found = find_page(domains, name)
+        if found is None:
+            return build_map(factory, name, role)
+        domain, page = found
+        return page.build(domain_contexts[domain.name], factory, Principal("cli", role) if role else None)
+
+    return build
