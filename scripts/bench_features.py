@@ -1,7 +1,8 @@
 """Benchmark: items queries on 2 000 000 plots, random bboxes of about 50 features, 8 concurrent connections.
 
-Load comes from wrk (Debian package, installed if missing). Our server (one uvicorn worker) and pygeoapi (one uvicorn worker, OGR provider over the same GeoPackage, so it
-uses the GeoPackage R-tree) are measured in the same run with the same request sequence. pygeoapi is installed
+Load comes from wrk (Debian package, installed if missing). Our server (with one and with two uvicorn workers) and
+pygeoapi (one uvicorn worker, OGR provider over the same GeoPackage, so it uses the GeoPackage R-tree) are
+measured in the same run with the same request sequence. pygeoapi is installed
 by this script into its own virtualenv (var/bench/pygeoapi-venv) with the GDAL Python bindings its OGR provider
 needs (Debian libgdal-dev). Prints one table and the ratio. Not part of the test suite.
 
@@ -108,17 +109,20 @@ def load(base: str, paths: list[str], seconds: float) -> dict:
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (the uvicorn workers)."""
+    total = 0.0
     with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+        total += next((int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:")), 0.0)
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in (children.read_text().split() if children.exists() else []):
+        total += rss_mb(int(child))
+    return total
 
 
-def run_ours(layers: Path, boxes, seconds) -> dict:
+def run_ours(layers: Path, boxes, seconds, workers: int) -> dict:
     port = 8765
     env = dict(os.environ, GIS_LAYERS_DIR=str(layers), GIS_VAR_DIR=str(WORK / "var"), GIS_PORT=str(port))
-    proc = subprocess.Popen([sys.executable, "-m", "gis_service.cli", "serve"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "gis_service.cli", "serve", "--workers", str(workers)], env=env,
                             stdout=open(WORK / "gis_service.log", "w"), stderr=subprocess.STDOUT)
     try:
         t0 = time.time()
@@ -223,19 +227,23 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     layers = build_layers(args.plots)
     boxes = bboxes(layers / "land" / "plots.gpkg", 2000)
-    ours = run_ours(layers, boxes, args.seconds)
-    print(f"gis_service: {ours}", flush=True)
+    ours = {}
+    for workers in (1, 2):
+        ours[workers] = run_ours(layers, boxes, args.seconds, workers)
+        print(f"gis_service ×{workers}: {ours[workers]}", flush=True)
     peer = None if args.skip_pygeoapi else run_pygeoapi(layers, boxes, args.seconds)
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     print(f"\nmachine: {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.python_implementation()} {platform.python_version()}")
-    print(f"plots: {args.plots:,}; {CONNECTIONS} connections; {args.seconds:.0f} s per server; one worker each\n")
-    print(f"{'server':<12}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'features':>10}{'errors':>8}{'RSS MB':>9}")
-    for name, r in (("gis_service", ours), ("pygeoapi", peer)):
+    print(f"plots: {args.plots:,}; {CONNECTIONS} connections; {args.seconds:.0f} s per server\n")
+    print(f"{'server':<16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'features':>10}{'errors':>8}{'RSS MB':>9}")
+    rows = [(f"gis_service ×{w}", r) for w, r in ours.items()] + [("pygeoapi ×1", peer)]
+    for name, r in rows:
         if r:
-            print(f"{name:<12}{r['rps']:>9.1f}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['features']:>10.0f}{r['errors']:>8}{r['rss_mb']:>9.0f}")
-    print(f"\ngis_service start-up (layers built): {ours['startup_s']:.1f} s")
+            print(f"{name:<16}{r['rps']:>9.1f}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['features']:>10.0f}{r['errors']:>8}{r['rss_mb']:>9.0f}")
+    print(f"\ngis_service start-up (layers built): {ours[1]['startup_s']:.1f} s (1 worker), {ours[2]['startup_s']:.1f} s (2)")
     if peer:
-        print(f"ratio gis_service / pygeoapi: {ours['rps'] / peer['rps']:.1f}× requests/s")
+        for w, r in ours.items():
+            print(f"ratio gis_service ×{w} / pygeoapi: {r['rps'] / peer['rps']:.1f}× requests/s")
 
 
 if __name__ == "__main__":
