@@ -21,18 +21,28 @@ class GisError(Exception):
         return {"code": self.code, "message": self.message}
 
 
-class DefinitionError(GisError):
-    """A layer definition file is wrong; start-up stops and names the file and key."""
+class _FileKeyError(GisError):
+    """A configuration file is wrong; start-up stops and names the file and key."""
+
+    code, what_zh, what_en = "bad_file", "文件", "file"
 
     def __init__(self, path, key: str, problem_zh: str, problem_en: str):
-        super().__init__(
-            "bad_layer_definition",
-            f"图层定义文件 {path} 的 {key} 有误：{problem_zh}",
-            f"layer definition {path}, key '{key}': {problem_en}",
-            status=500,
-        )
+        super().__init__(self.code, f"{self.what_zh} {path} 的 {key} 有误：{problem_zh}",
+                         f"{self.what_en} {path}, key '{key}': {problem_en}", status=500)
         self.path = path
         self.key = key
+
+
+class DefinitionError(_FileKeyError):
+    """A layer definition file (or layers/groups.toml) is wrong."""
+
+    code, what_zh, what_en = "bad_layer_definition", "图层定义文件", "layer definition"
+
+
+class RuleFileError(_FileKeyError):
+    """A rule file (or the local override file) is wrong."""
+
+    code, what_zh, what_en = "bad_rule_file", "规则文件", "rule file"
 
 
 def not_found(what_zh: str, what_en: str) -> GisError:
@@ -42,16 +52,3 @@ def not_found(what_zh: str, what_en: str) -> GisError:
 def bad_parameter(name: str, problem_zh: str, problem_en: str) -> GisError:
     return GisError("bad_parameter", f"参数 {name} 无效：{problem_zh}", f"invalid parameter '{name}': {problem_en}", 400)
 
-
-class RuleFileError(GisError):
-    """A rule file (or the local override file) is wrong; start-up stops and names the file and key."""
-
-    def __init__(self, path, key: str, problem_zh: str, problem_en: str):
-        super().__init__(
-            "bad_rule_file",
-            f"规则文件 {path} 的 {key} 有误：{problem_zh}",
-            f"rule file {path}, key '{key}': {problem_en}",
-            status=500,
-        )
-        self.path = path
-        self.key = key

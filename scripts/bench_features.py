@@ -108,14 +108,16 @@ def load(base: str, paths: list[str], seconds: float) -> dict:
             "features": float(np.median(counts)), "errors": int(errors.group(1)) if errors else 0}
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children (the uvicorn workers)."""
-    total = 0.0
-    with open(f"/proc/{pid}/status") as fh:
-        total += next((int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:")), 0.0)
+def memory_mb(pid: int, field: str) -> float:
+    """Resident (Rss) or proportional (Pss) memory of a process and its children (the uvicorn workers).
+
+    Rss counts every mapping of the memory-mapped layer files in full, once per SQLite connection; Pss
+    shares each page among the processes that map it, so it is the better figure for what a server costs."""
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        total = next((int(line.split()[1]) / 1024 for line in fh if line.startswith(f"{field}:")), 0.0)
     children = Path(f"/proc/{pid}/task/{pid}/children")
     for child in (children.read_text().split() if children.exists() else []):
-        total += rss_mb(int(child))
+        total += memory_mb(int(child), field)
     return total
 
 
@@ -130,7 +132,8 @@ def run_ours(layers: Path, boxes, seconds, workers: int) -> dict:
         startup = time.time() - t0
         result = load(f"http://127.0.0.1:{port}", [f"/ogc/collections/plots/items?bbox={b}&limit=100" for b in boxes],
                       seconds)
-        result["rss_mb"] = rss_mb(proc.pid)
+        result["rss_mb"] = memory_mb(proc.pid, "Rss")
+        result["pss_mb"] = memory_mb(proc.pid, "Pss")
         result["startup_s"] = startup
         return result
     finally:
@@ -211,7 +214,8 @@ def run_pygeoapi(layers: Path, boxes, seconds) -> dict:
         wait_for(f"http://127.0.0.1:{port}/conformance", proc)
         result = load(f"http://127.0.0.1:{port}",
                       [f"/collections/plots/items?bbox={b}&limit=100&f=json" for b in boxes], seconds)
-        result["rss_mb"] = rss_mb(proc.pid)
+        result["rss_mb"] = memory_mb(proc.pid, "Rss")
+        result["pss_mb"] = memory_mb(proc.pid, "Pss")
         return result
     finally:
         proc.terminate()
@@ -235,11 +239,12 @@ def main() -> None:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     print(f"\nmachine: {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.python_implementation()} {platform.python_version()}")
     print(f"plots: {args.plots:,}; {CONNECTIONS} connections; {args.seconds:.0f} s per server\n")
-    print(f"{'server':<16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'features':>10}{'errors':>8}{'RSS MB':>9}")
+    print(f"{'server':<16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'features':>10}{'errors':>8}{'RSS MB':>9}{'PSS MB':>9}")
     rows = [(f"gis_service ×{w}", r) for w, r in ours.items()] + [("pygeoapi ×1", peer)]
     for name, r in rows:
         if r:
-            print(f"{name:<16}{r['rps']:>9.1f}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['features']:>10.0f}{r['errors']:>8}{r['rss_mb']:>9.0f}")
+            print(f"{name:<16}{r['rps']:>9.1f}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['features']:>10.0f}{r['errors']:>8}"
+                  f"{r['rss_mb']:>9.0f}{r['pss_mb']:>9.0f}")
     print(f"\ngis_service start-up (layers built): {ours[1]['startup_s']:.1f} s (1 worker), {ours[2]['startup_s']:.1f} s (2)")
     if peer:
         for w, r in ours.items():

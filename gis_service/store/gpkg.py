@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import threading
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -51,38 +52,67 @@ def decode_geometries(blobs) -> np.ndarray:
     return shapely.from_wkb([gpkg_to_wkb(b) for b in blobs])
 
 
-class _Connection:
-    """A read-only SQLite connection to one layer file, reopened when the file is replaced.
+class _LayerFile:
+    """Pooled read-only SQLite connections to one layer file, reopened when the file is replaced.
 
-    One per thread: a reader keeps the connection (and so the old file's inode) it started with until its
-    query is done, while a writer renames a new file into place; the next query opens the new file."""
+    A reader checks a connection out for its whole query, so it finishes on the file it started with (the
+    replaced file's inode stays readable) while the next query opens the new one. The pool keeps at most as
+    many connections as queries ran at once, not one per thread of the server's thread pool: each
+    connection memory-maps the file."""
+
+    max_idle = 8
 
     def __init__(self, path: Path):
         self.path = path
-        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
         self._identity = None
-        self.total: int | None = None
+        self._idle: list[sqlite3.Connection] = []
+        self.total: int | None = None  # cached per file version
         self.origin: str | None = None
 
-    def get(self) -> sqlite3.Connection:
+    @contextmanager
+    def reader(self):
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            raise GisError("layer_not_built", f"图层数据文件不存在：{self.path.name}，请先运行 gis-service build-layers",
-                           f"layer data {self.path.name} is missing; run 'gis-service build-layers'", 503) from None
+            raise _not_built(self.path) from None
         identity = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if identity != self._identity:
-            if self._conn is not None:
-                self._conn.close()  # this thread's own connection: no query of it is running
-            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-            self._conn.execute("PRAGMA case_sensitive_like = ON")  # CQL2 LIKE is case-sensitive
-            # Memory-map the file: random R-tree/page reads become memory reads instead of syscalls; the
-            # pages are the OS page cache, shared by every connection, not process memory.
-            self._conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
-            self._identity = identity
-            self.total = None
-            self.origin = _read_origin(self._conn)
-        return self._conn
+        stale: list[sqlite3.Connection] = []
+        with self._lock:
+            if identity != self._identity:  # replaced: idle connections read the old file
+                stale, self._idle = self._idle, []
+                self._identity, self.total, self.origin = identity, None, None
+            conn = self._idle.pop() if self._idle else None
+        for old in stale:
+            old.close()
+        if conn is None:
+            conn = _open_reader(self.path)
+        try:
+            if self.origin is None:
+                self.origin = _read_origin(conn)
+            yield conn
+        finally:
+            with self._lock:
+                keep = identity == self._identity and len(self._idle) < self.max_idle
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
+
+
+def _not_built(path: Path) -> GisError:
+    return GisError("layer_not_built", f"图层数据文件不存在：{path.name}，请先运行 gis-service build-layers",
+                    f"layer data {path.name} is missing; run 'gis-service build-layers'", 503)
+
+
+def _open_reader(path: Path) -> sqlite3.Connection:
+    # Checked out by one thread at a time, possibly a different one each time.
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    conn.execute("PRAGMA case_sensitive_like = ON")  # CQL2 LIKE is case-sensitive
+    # Memory-map the file: random R-tree/page reads become memory reads instead of syscalls; the pages are
+    # the OS page cache, shared by every connection, not process memory.
+    conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+    return conn
 
 
 class GeoPackageStore:
@@ -93,14 +123,15 @@ class GeoPackageStore:
     candidate_chunk = 20_000
 
     def __init__(self):
-        self._local = threading.local()
+        self._files: dict[Path, _LayerFile] = {}
+        self._lock = threading.Lock()
 
-    def _conn(self, layer: LayerDef) -> _Connection:
-        handles = self._local.__dict__.setdefault("handles", {})
+    def _file(self, layer: LayerDef) -> _LayerFile:
         path = layer.data_path
-        if path not in handles:
-            handles[path] = _Connection(path)
-        return handles[path]
+        with self._lock:
+            if path not in self._files:
+                self._files[path] = _LayerFile(path)
+            return self._files[path]
 
     def exists(self, layer: LayerDef) -> bool:
         return layer.data_path.exists()
@@ -114,30 +145,33 @@ class GeoPackageStore:
             return None
         if layer.is_raster:  # rasters are not imported (yet): the definition says what wrote them
             return "demo" if layer.demo else "source"
-        handle = self._conn(layer)
-        handle.get()
-        return handle.origin
+        file = self._file(layer)
+        with file.reader():
+            return file.origin
 
     # --- reading -------------------------------------------------------------------------------------
     def count(self, layer: LayerDef) -> int:
-        handle = self._conn(layer)
-        conn = handle.get()
-        if handle.total is None:
-            handle.total = conn.execute(f'SELECT count(*) FROM "{layer.id}"').fetchone()[0]
-        return handle.total
+        file = self._file(layer)
+        with file.reader() as conn:
+            return self._total(file, conn, layer)
+
+    def _total(self, file: _LayerFile, conn, layer: LayerDef) -> int:
+        if file.total is None:
+            file.total = conn.execute(f'SELECT count(*) FROM "{layer.id}"').fetchone()[0]
+        return file.total
 
     def extent(self, layer: LayerDef) -> tuple[float, float, float, float] | None:
-        conn = self._conn(layer).get()
-        row = conn.execute(
-            f'SELECT min(minx), min(miny), max(maxx), max(maxy) FROM "rtree_{layer.id}_{GEOM_COLUMN}"'
-        ).fetchone()
+        with self._file(layer).reader() as conn:
+            row = conn.execute(
+                f'SELECT min(minx), min(miny), max(maxx), max(maxy) FROM "rtree_{layer.id}_{GEOM_COLUMN}"'
+            ).fetchone()
         return None if row[0] is None else tuple(float(v) for v in row)
 
     def time_extent(self, layer: LayerDef) -> tuple[str, str] | None:
         if not layer.time_field:
             return None
-        conn = self._conn(layer).get()
-        row = conn.execute(f'SELECT min("{layer.time_field}"), max("{layer.time_field}") FROM "{layer.id}"').fetchone()
+        with self._file(layer).reader() as conn:
+            row = conn.execute(f'SELECT min("{layer.time_field}"), max("{layer.time_field}") FROM "{layer.id}"').fetchone()
         return None if row[0] is None else (str(row[0]), str(row[1]))
 
     # Up to this many R-tree candidates, a plain bbox page is answered from one fetch of all candidates
@@ -145,7 +179,11 @@ class GeoPackageStore:
     small_bbox_candidates = 2000
 
     def query(self, layer: LayerDef, q: FeatureQuery) -> FeaturePage:
-        conn = self._conn(layer).get()
+        file = self._file(layer)
+        with file.reader() as conn:
+            return self._query(file, conn, layer, q)
+
+    def _query(self, file: _LayerFile, conn, layer: LayerDef, q: FeatureQuery) -> FeaturePage:
         columns = q.columns if q.columns is not None else [f.name for f in layer.fields]
         if q.bbox is not None and not (q.equals or q.cql is not None or q.datetime or q.sortby or q.intersects):
             page = self._small_bbox_page(conn, layer, q, columns)
@@ -161,7 +199,7 @@ class GeoPackageStore:
         if where == "1" and not q.offset and len(rows) < q.limit:
             matched = len(rows)
         elif where == "1":
-            matched = self.count(layer)
+            matched = self._total(file, conn, layer)
         else:
             matched = conn.execute(f'SELECT count(*) FROM "{layer.id}" WHERE {where}', params).fetchone()[0]
         return _page(rows, matched)
@@ -185,14 +223,15 @@ class GeoPackageStore:
 
     def get(self, layer: LayerDef, fid: int, masked: dict[str, str] | None = None) -> FeaturePage:
         """One feature as a page of zero or one."""
-        conn = self._conn(layer).get()
-        rows = conn.execute(f'SELECT {_select(layer, [f.name for f in layer.fields], masked or {})} '
-                            f'FROM "{layer.id}" t {_join_geojson(layer)} WHERE t.fid = ?', (fid,)).fetchall()
+        with self._file(layer).reader() as conn:
+            rows = conn.execute(f'SELECT {_select(layer, [f.name for f in layer.fields], masked or {})} '
+                                f'FROM "{layer.id}" t {_join_geojson(layer)} WHERE t.fid = ?', (fid,)).fetchall()
         return _page(rows, len(rows))
 
     def read_frame(self, layer: LayerDef) -> gpd.GeoDataFrame:
         """The whole layer as a GeoDataFrame indexed by fid (for exports, maps and analyses)."""
-        self._conn(layer).get()  # raises the friendly error when the layer is not built
+        if not self.exists(layer):
+            raise _not_built(layer.data_path)
         frame = pyogrio.read_dataframe(layer.data_path, layer=layer.id, fid_as_index=True)
         return frame.set_crs(STORAGE_CRS, allow_override=True)
 

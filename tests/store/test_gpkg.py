@@ -5,6 +5,7 @@ import shutil
 import pytest
 import shapely
 
+from gis_service import crs
 from gis_service.catalog import Catalog
 from gis_service.errors import GisError
 from gis_service.store import FeatureQuery, GeoPackageStore
@@ -68,12 +69,17 @@ def test_unknown_property_in_filter_is_a_400(catalog, store):
     assert err.value.status == 400
 
 
+def _private_copy(tmp_path, src):
+    """The definition of a layer in a layers directory of its own (no data yet)."""
+    (tmp_path / src.group).mkdir()
+    shutil.copy(src.path, tmp_path / src.group)
+    shutil.copy(src.path.parent.parent / "groups.toml", tmp_path)
+    return Catalog.load(tmp_path).get(src.id)
+
+
 def test_failed_write_leaves_previous_data_intact(tmp_path, catalog):
     src = catalog.get("heritage_sites")
-    (tmp_path / "canal").mkdir()
-    (tmp_path / "canal" / "heritage_sites.toml").write_text(src.path.read_text(encoding="utf-8"), encoding="utf-8")
-    shutil.copy(src.path.parent.parent / "groups.toml", tmp_path)
-    layer = Catalog.load(tmp_path).get("heritage_sites")
+    layer = _private_copy(tmp_path, src)
     store = GeoPackageStore()
     good = GeoPackageStore().read_frame(src)
     assert store.write(layer, good, origin="imported") == 10
@@ -158,7 +164,9 @@ def test_spatial_filters_in_small_chunks_match_shapely(catalog, predicate, expec
     store.candidate_chunk = 97  # many chunks, including a partial last one
     frame = store.read_frame(layer)
     c = frame.geometry.iloc[0].centroid
-    area = shapely.Point(c.x, c.y).buffer(0.01, 8)  # a 16-gon in lon/lat: only its WKT matters here
+    e, n = crs.transform_xy([c.x], [c.y], crs.STORAGE_CRS, crs.METRIC_CRS)
+    circle = shapely.Point(e[0], n[0]).buffer(1500, 8)  # 1.5 km around a plot, in metres
+    area = crs.transform_geometry(circle, crs.METRIC_CRS, crs.STORAGE_CRS)
     page = store.query(layer, FeatureQuery(cql=cql2.parse(f"{predicate}(geom, {area.wkt})"), limit=10_000))
     want = sorted(frame.index[expected(frame.geometry, area)].tolist())
     assert page.fids == want[:10_000] and page.number_matched == len(want) > 0
@@ -169,10 +177,7 @@ def test_readers_finish_on_the_old_file_or_start_on_the_new_one(tmp_path, catalo
     import threading
 
     src = catalog.get("heritage_sites")
-    (tmp_path / "canal").mkdir()
-    (tmp_path / "canal" / "heritage_sites.toml").write_text(src.path.read_text(encoding="utf-8"), encoding="utf-8")
-    shutil.copy(src.path.parent.parent / "groups.toml", tmp_path)
-    layer = Catalog.load(tmp_path).get("heritage_sites")
+    layer = _private_copy(tmp_path, src)
     store = GeoPackageStore()
     full = store.read_frame(src)
     store.write(layer, full, origin="imported")
