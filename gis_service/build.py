@@ -21,7 +21,8 @@ def read_source(layer: LayerDef) -> gpd.GeoDataFrame:
 
 
 def missing(catalog: Catalog) -> list[LayerDef]:
-    return [layer for layer in catalog if not layer.data_path.exists()]
+    """Layers build-layers must write: no data yet (derived layers are their domain's to write)."""
+    return [layer for layer in catalog if not layer.derived and not layer.data_path.exists()]
 
 
 def build_layers(catalog: Catalog, store: Store, plots: int = demo.DEFAULT_PLOTS,

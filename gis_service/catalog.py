@@ -55,6 +55,7 @@ class LayerDef:
     source: str | None = None  # real data file (relative to the TOML) imported by build-layers
     source_crs: str = "EPSG:4326"
     demo: bool = False
+    derived: bool = False  # computed by a domain from other layers and its rules (written at start-up or on edit)
     provenance: str = ""
     basemap: bool = False  # drawn under every map (the offline base map); public vector layers only
     basemap_order: int = 0  # base layers are drawn in this order (lower first, i.e. underneath)
@@ -141,7 +142,7 @@ def load_definition(path: Path) -> LayerDef:
         raise DefinitionError(path, "(syntax)", f"TOML 语法错误 {exc}", f"TOML syntax error: {exc}") from exc
     known = {"id", "title_zh", "title_en", "description_zh", "geometry", "access", "roles", "personal_roles",
              "popup", "label_field", "time_field", "style", "source", "source_crs", "demo", "provenance", "fields",
-             "basemap", "basemap_order", "label_min_zoom"}
+             "basemap", "basemap_order", "label_min_zoom", "derived"}
     for key in data:
         if key not in known:
             raise DefinitionError(path, key, "未知的键", "unknown key")
@@ -187,6 +188,11 @@ def load_definition(path: Path) -> LayerDef:
         raise DefinitionError(path, "style", "须为表", "must be a table")
     _check_style(style, path, names)
     basemap, basemap_order, label_min_zoom = _basemap_keys(data, path, geometry, access)
+    derived = data.get("derived", False)
+    if not isinstance(derived, bool):
+        raise DefinitionError(path, "derived", "须为 true 或 false", "must be true or false")
+    if derived and (data.get("source") or data.get("demo")):
+        raise DefinitionError(path, "derived", "派生图层不能同时有 source 或 demo", "a derived layer has no source and is not demo")
     return LayerDef(
         id=layer_id,
         group=path.parent.name,
@@ -205,6 +211,7 @@ def load_definition(path: Path) -> LayerDef:
         source=data.get("source"),
         source_crs=data.get("source_crs", "EPSG:4326"),
         demo=bool(data.get("demo", False)),
+        derived=derived,
         provenance=data.get("provenance", ""),
         basemap=basemap,
         basemap_order=basemap_order,

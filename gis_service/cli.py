@@ -36,11 +36,14 @@ def cmd_serve(args) -> None:
     from .api.app import create_app
     from .build import build_layers
     from .config import Settings
+    from .domains import refresh_derived
 
     chosen = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v is not None}
     settings = Settings.from_env(**chosen)
     app = create_app(settings)  # validates every layer definition and rule file before anything else happens
-    build_layers(app.state.services.catalog, app.state.services.store)
+    svc = app.state.services
+    build_layers(svc.catalog, svc.store)
+    refresh_derived(svc.domains, svc.domain_contexts)  # once, here: the workers only read
     print(f"地图首页 Map index: http://{settings.host}:{settings.port}/maps/", flush=True)
     if settings.workers == 1:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

@@ -51,6 +51,9 @@ class Domain:
     title_en: str
     router: Callable  # (DomainContext) -> fastapi.APIRouter
     pages: tuple[MapPage, ...] = ()
+    # (DomainContext) -> {layer id: GeoDataFrame}: the domain's derived layers (zones …), recomputed and
+    # published by refresh_derived at start-up so that they are OGC collections and map layers like any other.
+    derive: Callable | None = None
 
     def page(self, name: str) -> MapPage | None:
         return next((p for p in self.pages if p.name == name), None)
@@ -68,6 +71,13 @@ class DomainContext:
     access_log: AccessLog
     _frames: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def publish(self, layer_id: str, frame: gpd.GeoDataFrame) -> int:
+        """Replace a derived layer (atomically) with a frame computed by the domain."""
+        layer = self.catalog.get(layer_id)
+        if layer is None or not layer.derived:
+            raise ValueError(f"{layer_id} is not a derived layer (set derived = true in its TOML)")
+        return self.store.write(layer, frame, origin="derived")
 
     def layer(self, layer_id: str) -> LayerDef:
         layer = self.catalog.get(layer_id)
@@ -136,3 +146,16 @@ def map_builder(domains: list[Domain], domain_contexts: dict[str, DomainContext]
         return page.build(domain_contexts[domain.name], factory, Principal("cli", role) if role else None)
 
     return build
+
+
+def refresh_derived(domains: list[Domain], domain_contexts: dict[str, DomainContext]) -> list[str]:
+    """Recompute and publish every domain's derived layers (rules or inputs may have changed); ids written."""
+    written = []
+    for domain in domains:
+        if domain.derive is None:
+            continue
+        ctx = domain_contexts[domain.name]
+        for layer_id, frame in domain.derive(ctx).items():
+            ctx.publish(layer_id, frame)
+            written.append(layer_id)
+    return written

@@ -37,16 +37,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="廊坊市空间决策支持服务：OGC API – Features、坐标转换与地图。")
     rules = RuleBook.load(override_path=settings.rules_override)  # a wrong rule file stops start-up here
     domains = discover()
-    svc = Services(settings, catalog, open_store(settings), KeyStore(settings.var_dir / "keys.sqlite"),
-                   AccessLog(settings.var_dir / "personal_data_access.log"), rules, open_record_store(settings),
-                   domains)
+    store, records = open_store(settings), open_record_store(settings)
+    access_log = AccessLog(settings.var_dir / "personal_data_access.log")
+    domain_contexts = contexts(domains, settings=settings, catalog=catalog, store=store, records=records,
+                               rules=rules, access_log=access_log)
+    svc = Services(settings, catalog, store, KeyStore(settings.var_dir / "keys.sqlite"), access_log, rules, records,
+                   domains, domain_contexts)
     app.state.services = svc
     app.include_router(ogc_routes.router)
     app.include_router(crs_routes.router)
     app.include_router(domain_routes.rules_router)
     app.include_router(maps_routes.router)
-    domain_routes.mount_domains(app, contexts(domains, settings=settings, catalog=catalog, store=svc.store,
-                                              records=svc.records, rules=rules, access_log=svc.access_log), domains)
+    domain_routes.mount_domains(app, domain_contexts, domains)
 
     @app.get("/static/{path:path}", include_in_schema=False)
     def static(path: str, request: Request):

@@ -32,6 +32,7 @@ class Services:
     rules: RuleBook
     records: RecordStore
     domains: list  # gis_service.domains.Domain, in name order
+    domain_contexts: dict  # domain name -> gis_service.domains.DomainContext
 
 
 class ErrorBody(BaseModel):

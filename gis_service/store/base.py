@@ -17,8 +17,9 @@ import shapely
 
 from ..catalog import LayerDef
 
-# Who wrote a layer's data. build-layers writes only missing layers and never touches "imported" ones.
-ORIGINS = ("source", "demo", "imported")
+# Who wrote a layer's data. build-layers writes only missing layers and never touches "imported" ones;
+# "derived" layers are written by their domain (from other layers and its rules), never by build-layers.
+ORIGINS = ("source", "demo", "imported", "derived")
 
 
 @dataclass
