@@ -221,14 +221,29 @@ def load_definition(path: Path) -> LayerDef:
 
 
 # Keys of a layer's style table, drawn by gis_service/maps/factory.py (Style; a test keeps the two equal).
-STYLE_KEYS = frozenset({"color", "weight", "fill", "fill_color", "fill_opacity", "radius", "dash_array",
-                        "category_field", "categories", "label_size"})
+_NUMBER = (int, float)
+# Style key -> the TOML types it takes (every map page draws base layers: a wrong value must stop start-up).
+STYLE_TYPES = {"color": str, "weight": _NUMBER, "fill": bool, "fill_color": str, "fill_opacity": _NUMBER,
+               "radius": _NUMBER, "dash_array": str, "category_field": str, "categories": dict, "label_size": int}
+STYLE_KEYS = frozenset(STYLE_TYPES)
+_COLOR = re.compile(r"^(#[0-9a-fA-F]{3,8}|[a-z]+)$")
+_DASH = re.compile(r"^\d+(\.\d+)?([ ,]+\d+(\.\d+)?)*$")
 
 
 def _check_style(style: dict, path: Path, names: list[str]) -> None:
-    for key in style:
+    for key, value in style.items():
         if key not in STYLE_KEYS:
             raise DefinitionError(path, f"style.{key}", "未知的样式键", f"unknown style key; known: {sorted(STYLE_KEYS)}")
+        kinds = STYLE_TYPES[key]
+        if not isinstance(value, kinds) or isinstance(value, bool) and kinds is not bool:
+            raise DefinitionError(path, f"style.{key}", "取值类型不对", f"wrong type {type(value).__name__}")
+    colors = [style[k] for k in ("color", "fill_color") if k in style] + list(style.get("categories", {}).values())
+    for color in colors:
+        if not isinstance(color, str) or not _COLOR.match(color):
+            raise DefinitionError(path, "style", f"颜色 {color!r} 无效（#rrggbb 或颜色名）",
+                                  f"invalid colour {color!r} (#rrggbb or a colour name)")
+    if "dash_array" in style and not _DASH.match(style["dash_array"]):
+        raise DefinitionError(path, "style.dash_array", "须为数字序列，如 \"8 4\"", 'must be numbers, e.g. "8 4"')
     if "category_field" in style and style["category_field"] not in names:
         raise DefinitionError(path, "style.category_field", f"字段 {style['category_field']} 未定义",
                               f"field '{style['category_field']}' is not defined")

@@ -116,6 +116,8 @@ def cmd_keys(args) -> None:
 
 
 def cmd_maps(args) -> None:
+    import getpass
+
     from .domains import contexts, discover, map_builder
     from .maps.export import export_maps, map_names
     from .privacy import AccessLog
@@ -137,7 +139,8 @@ def cmd_maps(args) -> None:
     for name in names:
         try:
             [done] = export_maps([name], output, args.role, catalog=catalog, store=store, settings=settings,
-                                 access_log=access_log, builder=map_builder(domains, domain_contexts), **cap)
+                                 access_log=access_log, builder=map_builder(domains, domain_contexts),
+                                 operator=f"cli:{getpass.getuser()}", **cap)
         except GisError as exc:
             if not (args.all and exc.status == 503):  # --all skips pages whose layers are not built here
                 raise

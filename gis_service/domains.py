@@ -21,12 +21,16 @@ import geopandas as gpd
 from .catalog import Catalog, LayerDef
 from .config import Settings
 from .crs import METRIC_CRS
-from .errors import GisError
+from .auth import Principal
+from .errors import GisError, not_found
 from .privacy import AccessLog
 from .rules import DomainRules
 from .store import RecordStore, Store
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+# Who reads layers when a domain computes its derived layers at start-up (no caller): those layers carry
+# their own access class in their TOML, which the OGC API and the maps enforce.
+SYSTEM = Principal("system", "admin")
 # Path segments the platform already uses under /maps and /api: no domain may take them.
 RESERVED_NAMES = {"api", "layers", "session", "rules", "static", "crs", "ogc"}
 
@@ -79,18 +83,22 @@ class DomainContext:
             raise ValueError(f"{layer_id} is not a derived layer (set derived = true in its TOML)")
         return self.store.write(layer, frame, origin="derived")
 
-    def layer(self, layer_id: str) -> LayerDef:
+    def layer(self, layer_id: str, who: Principal | None = None) -> LayerDef:
+        """A built layer `who` may see (anonymous by default); 404 as in the OGC API otherwise."""
         layer = self.catalog.get(layer_id)
+        if layer is not None and not layer.can_see_layer(who.role if who else None):
+            raise not_found(f"图层 {layer_id}", f"layer '{layer_id}'")
         if layer is None or not self.store.exists(layer):
             raise GisError("layer_not_available", f"图层 {layer_id} 未定义或尚未构建",
                            f"layer '{layer_id}' is not defined or not built", 503)
         return layer
 
-    def frame(self, layer_id: str, crs: str = METRIC_CRS) -> gpd.GeoDataFrame:
-        """A whole layer in `crs` (metres by default), cached until its data is replaced.
+    def frame(self, layer_id: str, crs: str = METRIC_CRS, who: Principal | None = None) -> gpd.GeoDataFrame:
+        """A whole layer `who` may see, in `crs` (metres by default), cached until its data is replaced.
 
-        Clear values: a domain that returns personal fields masks them with LayerDef.masked_fields."""
-        layer = self.layer(layer_id)
+        Clear values: a domain that returns personal fields masks them with LayerDef.masked_fields(role).
+        Derived layers computed at start-up read as SYSTEM."""
+        layer = self.layer(layer_id, who)
         key = (layer_id, crs)
         version = self.store.version(layer)
         with self._lock:
@@ -155,7 +163,7 @@ def refresh_derived(domains: list[Domain], domain_contexts: dict[str, DomainCont
         if domain.derive is None:
             continue
         ctx = domain_contexts[domain.name]
-        for layer_id, frame in domain.derive(ctx).items():
+        for layer_id, frame in domain.derive(ctx).items():  # derive reads with who=SYSTEM where it must
             ctx.publish(layer_id, frame)
             written.append(layer_id)
     return written

@@ -199,8 +199,13 @@ def parse_bbox(value: str, bbox_crs: str | None):
         if not (-180 <= x0 <= 180 and -180 <= x1 <= 180 and -90 <= y0 <= 90 and -90 <= y1 <= 90):
             raise bad_parameter("bbox", "经纬度超出范围", "longitude/latitude out of range")
         return (x0, y0, x1, y1)
-    ring = shapely.segmentize(shapely.box(x0, y0, x1, y1), max((x1 - x0), (y1 - y0)) / 50 or 1.0)
     with np.errstate(all="ignore"):
+        if x0 == x1 or y0 == y1:  # a point or a line: its corners, transformed, bound it
+            lon, lat = crs_mod.transform_xy([x0, x1], [y0, y1], target.pyproj_id, crs_mod.STORAGE_CRS)
+            if not np.isfinite([*lon, *lat]).all():
+                raise bad_parameter("bbox", "无法转换到 CGCS2000", "cannot be transformed to CGCS2000")
+            return (float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max()))
+        ring = shapely.segmentize(shapely.box(x0, y0, x1, y1), max((x1 - x0), (y1 - y0)) / 50)
         shape = crs_mod.transform_geometry(ring, target.pyproj_id, crs_mod.STORAGE_CRS)
     if not np.isfinite(shapely.get_coordinates(shape)).all() or not shape.is_valid:
         raise bad_parameter("bbox", "无法转换到 CGCS2000", "cannot be transformed to CGCS2000")

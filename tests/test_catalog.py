@@ -35,6 +35,10 @@ def test_access_classes_of_the_demo(catalog):
     (('type = "integer"', 'type = "int64"'), "fields[0].type"),
     (('popup = ["name", "adcode"]', 'popup = ["name", "nosuch"]'), "popup"),
     (('id = "counties"', 'id = "county"'), "id"),
+    (("weight = 2", 'weight = "2px"'), "style.weight"),
+    (("label_size = 15", 'label_size = "14px"'), "style.label_size"),
+    (('color = "#555555"', 'color = "red;background:url(x)"'), "style"),
+    (("weight = 2", "weight = true"), "style.weight"),
 ])
 def test_wrong_definition_names_file_and_key(tmp_path, catalog, replace, key):
     src = catalog.get("counties").path

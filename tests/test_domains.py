@@ -58,3 +58,24 @@ def test_derived_layers_are_published_by_their_domain_not_by_build_layers(tmp_pa
     assert frame.to_crs("EPSG:4548").area.iloc[0] == pytest.approx(500 * 1000, rel=1e-6)
     with pytest.raises(ValueError):
         ctxs["admin"].publish("counties", frame)
+
+
+def test_domains_and_maps_read_only_layers_the_caller_may_see(catalog, store):
+    from gis_service.auth import Principal
+    from gis_service.errors import GisError
+    from gis_service.maps.factory import MapFactory
+
+    ctx = contexts([next(d for d in discover() if d.name == "admin")], settings=Settings.from_env(),
+                   catalog=catalog, store=store, records=None, rules=RuleBook.load(),
+                   access_log=AccessLog("/dev/null"))["admin"]
+    internal = catalog.get("risk_sources")
+    assert internal.access == "internal"
+    with pytest.raises(GisError) as err:
+        ctx.frame("risk_sources")  # anonymous unless told otherwise
+    assert err.value.status == 404
+    assert len(ctx.frame("risk_sources", who=Principal("t", "environment"))) == store.count(internal)
+    factory = MapFactory(catalog, store, Settings.from_env())
+    m = factory.new_map("t")
+    with pytest.raises(GisError) as err:
+        factory.add_layer(m, internal, None)
+    assert err.value.status == 404

@@ -60,6 +60,9 @@ def test_every_shipped_rule_names_its_source():
     (STATED.replace("value = 30\n", ""), "rule[0].value"),
     (STATED + "colour = 1\n", "rule[0].colour"),
     (STATED + STATED, "rule[1].id"),
+    (STATED.replace("value = 30", "value = nan"), "rule[0].value"),
+    (STATED.replace("value = 30", "value = 30\nmin = 0\nmax = 20"), "rule[0].value"),
+    (STATED.replace("value = 30", "value = 30\nmin = '0'"), "rule[0].min"),
     ("[[rule]\nid = 1", "(syntax)"),
 ])
 def test_a_wrong_rule_file_names_file_and_key(tmp_path, text, key):
@@ -85,9 +88,11 @@ def test_overrides_apply_and_are_reported(tmp_path):
     ("[flood]\nclosure_depth_cm = true\n", "flood.closure_depth_cm"),
     ("[flood]\nno_such_rule = 1\n", "flood.no_such_rule"),
     ("[canal]\nx = 1\n", "canal"),
+    ("[flood]\nclosure_depth_cm = nan\n", "flood.closure_depth_cm"),
+    ("[flood]\nclosure_depth_cm = -5\n", "flood.closure_depth_cm"),
 ])
 def test_a_wrong_override_names_file_and_key(tmp_path, text, key):
-    rules = write(tmp_path, STATED)
+    rules = write(tmp_path, STATED.replace("value = 30", "value = 30\nmin = 0"))
     override = tmp_path / "rules.local.toml"
     override.write_text(text, encoding="utf-8")
     with pytest.raises(RuleFileError) as err:

@@ -51,7 +51,7 @@ class _WhereOnClick(MacroElement):
 def where_map(ctx: DomainContext, factory: MapFactory, who: Principal | None) -> folium.Map:
     title = "位置查询：点击地图查看所在县区、乡镇与最近村庄" if not factory.standalone else "村庄与乡镇位置（离线文件不支持点击查询）"
     m = factory.new_map(f"{title} — 廊坊空间决策支持系统")
-    factory.add_layer(m, ctx.layer(VILLAGES), who.role if who else None, show=True)
+    factory.add_layer(m, ctx.layer(VILLAGES, who), who.role if who else None, show=True)
     if not factory.standalone:  # the lookup needs the server; an exported file has none
         # Over a Gaode basemap the browser's coordinates are GCJ-02; the API converts them explicitly.
         _WhereOnClick("gcj02" if ctx.settings.basemap == "gaode" else "wgs84").add_to(m)

@@ -1,7 +1,7 @@
 """Shared request dependencies: the service container, the caller's role, the response format.
 
-Dependencies are ``async`` although they do not await: FastAPI runs sync dependencies in a thread pool,
-which costs more than the work they do."""
+``services`` is ``async`` although it does not await (FastAPI runs sync dependencies in the thread pool,
+which costs more than returning an attribute); ``principal`` is sync because it may read SQLite."""
 
 from __future__ import annotations
 
@@ -91,10 +91,11 @@ def clear_session_cookies(response: Response, request: Request) -> None:
         response.delete_cookie(name, **_cookie_flags(request))
 
 
-async def principal(request: Request,
-                    x_api_key: str | None = Header(None, alias="X-API-Key", description="API 密钥（可选）")
-                    ) -> Principal | None:
-    """Dependency form of caller(); the parameter documents the header in OpenAPI."""
+def principal(request: Request,
+              x_api_key: str | None = Header(None, alias="X-API-Key", description="API 密钥（可选）")
+              ) -> Principal | None:
+    """Dependency form of caller(); the parameter documents the header in OpenAPI. Synchronous on purpose:
+    a key or session the cache has not seen is read from SQLite, so FastAPI runs it in the thread pool."""
     return caller(request)
 
 

@@ -96,10 +96,15 @@ ITEMS_PARAMETERS = [
 async def items(request: Request, collection_id: str = COLLECTION_ID):
     """The core reads every parameter (including property=value filters) from the query string.
 
-    The hot path: no FastAPI dependencies (resolving them costs more than the work they do here). The
-    query runs in the thread pool, so a heavy filter never stalls the event loop and other requests."""
+    The hot path: no FastAPI dependencies (resolving them costs more than the work they do here). All of it
+    (the caller's key or session, the query, an HTML page) runs in one trip to the thread pool, so neither a
+    heavy filter nor a key-file read stalls the event loop and other requests."""
+    return await run_in_threadpool(_items, request, collection_id)
+
+
+def _items(request: Request, collection_id: str) -> Response:
     ctx = _context(request, request.app.state.services, caller(request))
-    body, headers, summary = await run_in_threadpool(ogc.items, ctx, collection_id, _params(request), str(request.url))
+    body, headers, summary = ogc.items(ctx, collection_id, _params(request), str(request.url))
     if wants_html(request, request.query_params.get("f")):
         return HTMLResponse(html_pages.items(summary), headers=headers)
     return Response(body, media_type=ogc.GEOJSON, headers=headers)
@@ -111,8 +116,11 @@ async def feature(request: Request, collection_id: str = COLLECTION_ID,
                   feature_id: str = Path(description="要素标识"), f: str | None = FORMAT,
                   crs: str | None = Query(None, description="输出坐标系 URI"),
                   svc: Services = Depends(services), who: Principal | None = Depends(principal)):
-    body, headers = await run_in_threadpool(ogc.item, _context(request, svc, who), collection_id, feature_id,
-                                            _params(request), str(request.url))
+    return await run_in_threadpool(_feature, request, _context(request, svc, who), collection_id, feature_id, f)
+
+
+def _feature(request: Request, ctx: ogc.Context, collection_id: str, feature_id: str, f: str | None) -> Response:
+    body, headers = ogc.item(ctx, collection_id, feature_id, _params(request), str(request.url))
     if wants_html(request, f):
         return HTMLResponse(html_pages.feature(body), headers=headers)
     return Response(body, media_type=ogc.GEOJSON, headers=headers)

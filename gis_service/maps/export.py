@@ -37,11 +37,9 @@ _ANY_LOAD = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=", 
 
 
 def build_map(factory: MapFactory, name: str, role: str | None) -> folium.Map:
-    """The map called `name` as `role` sees it. Today every name is a collection id (its layer map).
-
-    Hook for domain map pages (gis_service/domains.py, ``MapPage`` exportable as '<domain>[/<page>]'): resolve
-    such a name here to the page's builder and call it with this (standalone) factory; everything after this
-    function — inlining, masking, the access log, file names — is the same for any folium.Map."""
+    """The layer map of the collection `name` as `role` sees it. Domain pages ('<domain>[/<page>]') are
+    resolved by ``gis_service.domains.map_builder``, which falls back to this; everything after the builder
+    — inlining, masking, the access log, file names — is the same for any folium.Map."""
     layer = factory.catalog.get(name)
     if layer is None or layer.is_raster or not layer.can_see_layer(role):
         raise GisError("map_not_found", f"没有可导出的地图 {name}（或角色 {role or '匿名'} 无权查看）",
@@ -50,7 +48,7 @@ def build_map(factory: MapFactory, name: str, role: str | None) -> folium.Map:
 
 
 def map_names(catalog: Catalog, role: str | None) -> list[str]:
-    """Every map `role` may export (--all): the vector collections it can see (domain pages: see build_map)."""
+    """The collection maps `role` may export (--all adds the domain pages: see gis_service/cli.py)."""
     return [layer.id for layer in catalog.visible_to(role) if not layer.is_raster]
 
 

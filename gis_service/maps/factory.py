@@ -35,6 +35,7 @@ from shapely.ops import polylabel
 from .. import crs as crs_mod
 from ..catalog import Catalog, LayerDef
 from ..config import Settings
+from ..errors import not_found
 from ..privacy import mask_value
 from ..store import FeatureQuery, Store, display_title
 from . import assets
@@ -344,12 +345,9 @@ var {{ this.get_name() }} = L.featureGroup();
 
 
 def _kind_of(data: dict) -> str:
-    types = {f["geometry"]["type"] for f in data["features"]}
-    if types and all(t.endswith("Point") for t in types):
-        return "point"
-    if types and all(t.endswith("LineString") for t in types):
-        return "line"
-    return "area"
+    """The kind of a FeatureCollection: point or line when every feature is one, else area."""
+    kinds = {_geometry_kind(f["geometry"]["type"]) for f in data["features"]}
+    return kinds.pop() if len(kinds) == 1 else "area"
 
 
 def _geometry_kind(geometry_type: str) -> str:
@@ -455,7 +453,10 @@ class MapFactory:
 
     # layers -----------------------------------------------------------------------------------------------
     def add_layer(self, m: folium.Map, layer: LayerDef, role: str | None, show: bool = True) -> None:
-        """A catalog layer as `role` may see it (personal fields masked in the store unless entitled)."""
+        """A catalog layer as `role` may see it (personal fields masked in the store unless entitled); a layer
+        the role may not see is a 404, as in the OGC API."""
+        if not layer.can_see_layer(role):
+            raise not_found(f"图层 {layer.id}", f"layer '{layer.id}'")
         self._add_catalog_layer(m, layer, role, show, base=False)
 
     def add_frame(self, m: folium.Map, frame: gpd.GeoDataFrame, title: str, style: Style | Mapping | None = None,

@@ -15,6 +15,7 @@ Override file format — one table per domain, rule id = new value::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +24,8 @@ from ..errors import RuleFileError
 
 RULES_DIR = Path(__file__).resolve().parent
 BASES = ("stated", "setting")
-_RULE_KEYS = {"id", "title_zh", "title_en", "value", "unit", "basis", "document", "clause", "line", "reason"}
+_RULE_KEYS = {"id", "title_zh", "title_en", "value", "unit", "basis", "document", "clause", "line", "reason",
+              "min", "max"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Rule:
     clause: str | None  # section within the document
     line: int | None  # seed line, as cited in ../shared/docs/requirements.md
     reason: str | None  # why a setting has its default (required for settings)
+    bounds: tuple[float | None, float | None] = (None, None)  # allowed range of a numeric value (inclusive)
     default: object = None  # the value in the rule file, before any local override
     overridden: bool = False
     path: Path = field(default=None, compare=False)
@@ -60,7 +63,8 @@ class Rule:
         return {"key": self.key, "domain": self.domain, "id": self.id, "title_zh": self.title_zh,
                 "title_en": self.title_en, "value": self.value, "unit": self.unit, "basis": self.basis,
                 "document": self.document, "clause": self.clause, "line": self.line, "reason": self.reason,
-                "default": self.default, "overridden": self.overridden, "citation": self.citation()}
+                "min": self.bounds[0], "max": self.bounds[1], "default": self.default, "overridden": self.overridden,
+                "citation": self.citation()}
 
 
 class DomainRules:
@@ -127,8 +131,9 @@ def _load_file(path: Path) -> dict[str, Rule]:
                     return None
                 raise RuleFileError(path, f"{where}.{key}", "缺少必填项", "missing required key")
             value = entry[key]
-            if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
-                raise RuleFileError(path, f"{where}.{key}", f"类型应为 {kind.__name__}", f"must be of type {kind.__name__}")
+            if not isinstance(value, kind) or isinstance(value, bool) and kind is not str:
+                name = "number" if isinstance(kind, tuple) else kind.__name__
+                raise RuleFileError(path, f"{where}.{key}", f"类型应为 {name}", f"must be of type {name}")
             return value
 
         extra = set(entry) - _RULE_KEYS
@@ -150,12 +155,32 @@ def _load_file(path: Path) -> dict[str, Rule]:
             need("line", int)
         else:
             need("reason")
+        bounds = tuple(need(k, (int, float), optional=True) for k in ("min", "max"))
+        _check_value(entry["value"], bounds, path, f"{where}.value")
         rules[rule_id] = Rule(
             domain=path.stem, id=rule_id, title_zh=need("title_zh"), title_en=need("title_en"), value=entry["value"],
             unit=need("unit", optional=True), basis=basis, document=need("document", optional=True),
             clause=need("clause", optional=True), line=need("line", int, optional=True),
-            reason=need("reason", optional=True), default=entry["value"], path=path)
+            reason=need("reason", optional=True), bounds=bounds, default=entry["value"], path=path)
     return rules
+
+
+def _check_value(value, bounds, path: Path, key: str) -> None:
+    """Numbers anywhere in a value are finite (TOML allows nan and inf); a numeric value lies within bounds."""
+    numbers = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack += list(item.values())
+        elif isinstance(item, list):
+            stack += item
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise RuleFileError(path, key, "数值须为有限数", "numbers must be finite")
+    low, high = bounds
+    for number in numbers:
+        if low is not None and number < low or high is not None and number > high:
+            raise RuleFileError(path, key, f"须在 {low}–{high} 之间", f"must lie between {low} and {high}")
 
 
 def _same_kind(a, b) -> bool:
@@ -185,4 +210,5 @@ def _apply_overrides(domains: dict[str, dict[str, Rule]], path: Path) -> None:
             if not _same_kind(rule.default, value):
                 raise RuleFileError(path, f"{domain}.{rule_id}", f"取值类型须与原值 {rule.default!r} 一致",
                                     f"must be of the same kind as the default {rule.default!r}")
+            _check_value(value, rule.bounds, path, f"{domain}.{rule_id}")
             domains[domain][rule_id] = replace(rule, value=value, overridden=value != rule.default)

@@ -44,6 +44,8 @@ MAX_CHARS = 1_000_000  # ≈ 45 000 WKT vertices; the city boundary, the largest
 MAX_NESTING = 24  # open parentheses + pending NOTs; WKT needs 3 (MULTIPOLYGON), real filters a few more
 MAX_LOGICAL = 200  # AND/OR/NOT keywords; many alternatives of one property belong in IN (…)
 MAX_SIGNS = 2  # "--5" is a number, "----5" a parser stress test
+MAX_OPERATORS = 200  # + - * / % ^ div: arithmetic is refused anyway, but a long chain crashes the parser
+MAX_SPATIAL = 4  # S_* predicates: each tests every R-tree candidate of its geometry exactly
 MAX_DEPTH = 100  # JSON levels of the parsed tree: about 50 nested operators
 MAX_NODES = 10_000  # operators and literals (each IN item is one), geometry literals count once
 
@@ -56,7 +58,7 @@ _ARITHMETIC = {"+", "-", "*", "/", "%", "^", "div"}
 # One token of the lexical scan: a string, a quoted name, a word (names may hold '.' and ':'), a number
 # beginning with a digit, a number beginning with '.', a parenthesis, a run of signs.
 _SCAN = re.compile(r"""'(?:[^']|'')*'?|"[^"]*"?|(?P<word>[^\W\d][\w.:]*)|\d[\d.]*(?:[eE][+-]?\d+)?|(?P<dot>\.\d)
-                       |(?P<open>\()|(?P<close>\))|(?P<signs>[-+](?:\s*[-+])*)""", re.VERBOSE)
+                       |(?P<open>\()|(?P<close>\))|(?P<signs>[-+](?:\s*[-+])*)|(?P<op>[*/%^])""", re.VERBOSE)
 
 
 def _bad(zh: str, en: str) -> GisError:
@@ -93,7 +95,7 @@ def _prepare_text(text: str) -> str:
 
     The parser's stack holds one frame per open parenthesis and per NOT still waiting for its operand
     (``NOT NOT a``, ``NOT (NOT (…))``): their sum is the nesting capped at ``MAX_NESTING``."""
-    nesting = pending = logical = 0  # pending: NOTs since the last operand
+    nesting = pending = logical = operators = spatial = 0  # pending: NOTs since the last operand
     opened: list[int] = []  # `pending` when each open parenthesis was entered
     out: list[str] = []
     last = 0
@@ -116,7 +118,15 @@ def _prepare_text(text: str) -> str:
                 nesting += 1
         elif kind == "signs" and sum(c in "+-" for c in token) > MAX_SIGNS:
             raise _bad(f"连续的正负号“{token}”", f"a run of signs {token!r}")
+        elif kind in ("signs", "op") or kind == "word" and token.upper() == "DIV":
+            operators += 1
+            if operators > MAX_OPERATORS:
+                raise _too_big(f"运算符超过 {MAX_OPERATORS} 个", f"more than {MAX_OPERATORS} arithmetic operators")
         else:
+            if kind == "word" and token.upper().startswith("S_"):
+                spatial += 1
+                if spatial > MAX_SPATIAL:
+                    raise _too_big(f"空间谓词超过 {MAX_SPATIAL} 个", f"more than {MAX_SPATIAL} spatial predicates")
             if kind == "dot":
                 out += [text[last:m.start()], "0"]
                 last = m.start()
@@ -141,7 +151,9 @@ def _measure(tree) -> None:
     """The caps on the parsed tree, walked without recursion (a CQL2-JSON tree may come straight from a
     client): depth counts JSON levels (an operator and its argument list are two), AND/OR/NOT are counted
     as their keywords would be in text."""
-    nodes = logical = 0
+    if tree is None or isinstance(tree, (int, float, str, list)):  # a filter is an expression or a boolean
+        raise _bad("须为布尔表达式", "must be a boolean expression")
+    nodes = logical = spatial = 0
     stack = [(tree, 1)]
     while stack:
         node, depth = stack.pop()
@@ -156,6 +168,9 @@ def _measure(tree) -> None:
                 logical += max(len(args) - 1, 1)
                 if logical > MAX_LOGICAL:
                     raise _too_big(f"AND/OR/NOT 超过 {MAX_LOGICAL} 个", f"more than {MAX_LOGICAL} AND/OR/NOT")
+            spatial += op in _SPATIAL
+            if spatial > MAX_SPATIAL:
+                raise _too_big(f"空间谓词超过 {MAX_SPATIAL} 个", f"more than {MAX_SPATIAL} spatial predicates")
         stack.extend((child, depth + 1) for child in _children(node))
 
 
@@ -331,7 +346,9 @@ class Translator:
             for value in values:
                 self._check(subject, value)
             ftype = self._type(subject)
-            left = self._sql(subject, None)
+            # A literal subject (DATE(…) IN (a_date_field)) is converted for the fields it is compared with.
+            item_types = {self._type(v) for v in values} - {None}
+            left = self._sql(subject, item_types.pop() if ftype is None and len(item_types) == 1 else None)
             return f"({left} IN ({', '.join(self._sql(v, ftype) for v in values)}))"
         if op == "between":
             subject, low, high = (_operand(x) for x in _args(tree, 3))

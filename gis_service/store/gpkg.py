@@ -62,8 +62,9 @@ class _LayerFile:
 
     max_idle = 8
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, layer: LayerDef):
+        self.layer = layer
+        self.path = layer.data_path
         self._lock = threading.Lock()
         self._identity = None
         self._idle: list[sqlite3.Connection] = []
@@ -89,7 +90,7 @@ class _LayerFile:
             conn = _open_reader(self.path)
         try:
             if self.origin is None:
-                self.origin = _read_origin(conn)
+                self.origin = _read_origin(conn, self.layer)
             yield conn
         finally:
             with self._lock:
@@ -121,6 +122,7 @@ class GeoPackageStore:
     # Spatial filters test R-tree candidates in chunks of this many geometries, so memory stays bounded
     # however large the filter geometry (a county outline over two million plots).
     candidate_chunk = 20_000
+    spatial_candidate_budget = 1_000_000  # about 4 s of exact tests on this machine
 
     def __init__(self):
         self._files: dict[Path, _LayerFile] = {}
@@ -130,7 +132,7 @@ class GeoPackageStore:
         path = layer.data_path
         with self._lock:
             if path not in self._files:
-                self._files[path] = _LayerFile(path)
+                self._files[path] = _LayerFile(layer)
             return self._files[path]
 
     def exists(self, layer: LayerDef) -> bool:
@@ -239,12 +241,13 @@ class GeoPackageStore:
     def _where(self, conn, layer: LayerDef, q: FeatureQuery) -> tuple[str, list]:
         clauses: list[str] = []
         params: list = []
+        budget = [self.spatial_candidate_budget]  # exact tests left for this query's spatial predicates
         if q.bbox is not None:
             sql, p = self._bbox_clause(conn, layer, q.bbox)
             clauses.append(sql)
             params += p
         if q.intersects is not None:
-            clauses.append(self._spatial_clause(conn, layer, "intersects", q.intersects, params))
+            clauses.append(self._spatial_clause(conn, layer, "intersects", q.intersects, params, budget))
         for name, value in q.equals.items():
             clauses.append(f'"{name}" = ?')
             params.append(value)
@@ -264,7 +267,7 @@ class GeoPackageStore:
             translator = cql2.Translator(
                 {f.name: f.type for f in layer.fields},
                 {GEOM_COLUMN, "geometry"},
-                lambda predicate, geom: self._spatial_clause(conn, layer, predicate, geom, translator.params),
+                lambda predicate, geom: self._spatial_clause(conn, layer, predicate, geom, translator.params, budget),
                 q.cql_to_storage or (lambda g: g),
             )
             clauses.append(translator.translate(q.cql))
@@ -304,8 +307,20 @@ class GeoPackageStore:
             params.append(json.dumps(excluded))
         return sql, params
 
-    def _spatial_clause(self, conn, layer: LayerDef, predicate: str, geom, params: list) -> str:
-        """fid set matching 'feature PRED geom', as a SQL clause (its parameter appended to params)."""
+    def _spatial_clause(self, conn, layer: LayerDef, predicate: str, geom, params: list, budget: list[int]) -> str:
+        """fid set matching 'feature PRED geom', as a SQL clause (its parameter appended to params).
+
+        Every R-tree candidate is tested exactly; a query may test at most spatial_candidate_budget of them
+        in all (a 400 beyond), so that no single request can occupy a core for minutes."""
+        x0, y0, x1, y1 = geom.bounds
+        candidates = conn.execute(f"SELECT count(*) FROM {self._rtree(layer)} WHERE minx <= ? AND maxx >= ? "
+                                  "AND miny <= ? AND maxy >= ?", (x1, x0, y1, y0)).fetchone()[0]
+        budget[0] -= candidates
+        if budget[0] < 0:
+            raise GisError("filter_too_broad",
+                           f"空间过滤涉及的要素过多（超过 {self.spatial_candidate_budget:,} 个候选），请缩小范围或加 bbox",
+                           f"the spatial filter covers too many features (over {self.spatial_candidate_budget:,} "
+                           "candidates); narrow it or add a bbox", 400)
         negate = predicate == "disjoint"
         test = _LITERAL_FIRST["intersects" if negate else predicate]
         shapely.prepare(geom)
@@ -354,11 +369,16 @@ def _write_origin(path: Path, origin: str) -> None:
         conn.close()
 
 
-def _read_origin(conn: sqlite3.Connection) -> str:
+def _read_origin(conn: sqlite3.Connection, layer: LayerDef) -> str:
     try:
         return conn.execute(f"SELECT origin FROM {_ORIGIN_TABLE}").fetchone()[0]
     except sqlite3.OperationalError:  # written before origins were recorded, or by another tool
-        return "imported"
+        pass
+    # A demo layer whose every feature says demo is the generator's; anything else counts as a user's.
+    if layer.demo and layer.field("demo") and not conn.execute(
+            f'SELECT 1 FROM "{layer.id}" WHERE NOT coalesce("demo", 0) LIMIT 1').fetchone():
+        return "demo"
+    return "imported"
 
 
 def _geojson_table(layer: LayerDef) -> str:

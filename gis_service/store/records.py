@@ -178,6 +178,8 @@ class SQLiteRecordStore:
         return conn
 
     def ensure(self, table: Table) -> None:
+        if self._connection().in_transaction:  # a rollback of the caller's transaction would undo it
+            raise RuntimeError("ensure() runs in a transaction of its own, not inside another")
         with self._lock:
             if table in self._ensured:
                 return
@@ -208,10 +210,11 @@ class SQLiteRecordStore:
         conn.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks between processes
         try:
             yield SQLiteRecords(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # the body failed, or COMMIT itself did (disk full, I/O error)
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
 
 def _sql_columns(column: Column) -> list[tuple[str, str]]:

@@ -262,3 +262,16 @@ def test_map_view_features_mask_for_anonymous_and_log_for_rural(server, catalog,
     entries = [json.loads(line) for line in (server.var_dir / "personal_data_access.log").read_text().splitlines()]
     assert any(e["who"] == "test-rural" and "/maps/api/plots" in e["request"] for e in entries)
     assert not any("/maps/api/plots" in e["request"] and e["who"] != "test-rural" for e in entries)
+
+
+def test_a_zero_width_projected_bbox_is_a_point_not_a_500(server):
+    # A point box in EPSG:4548 (northing, easting) at a county town, and one far outside Langfang.
+    e, n = crs.from_storage_xy(116.69, 39.50, "epsg:4548")
+    inside = get(server, "/ogc/collections/counties/items", bbox=f"{n[0]},{e[0]},{n[0]},{e[0]}",
+                 **{"bbox-crs": EPSG + "4548"})
+    source = json.loads((server_root() / "layers/admin/langfang_counties_wgs84.geojson").read_text(encoding="utf-8"))
+    want = [f["properties"]["name"] for f in source["features"]
+            if shapely.geometry.shape(f["geometry"]).contains(shapely.Point(116.69, 39.50))]
+    assert inside.status_code == 200 and [f["properties"]["name"] for f in inside.json()["features"]] == want
+    nowhere = get(server, "/ogc/collections/counties/items", bbox="1,1,1,1", **{"bbox-crs": EPSG + "4548"})
+    assert nowhere.status_code == 200 and nowhere.json()["numberMatched"] == 0

@@ -200,3 +200,18 @@ def test_readers_finish_on_the_old_file_or_start_on_the_new_one(tmp_path, catalo
     for t in readers:
         t.join()
     assert errors == [] and counts <= {4, 10} and len(counts) == 2
+
+
+def test_a_layer_file_without_an_origin_record_is_demo_only_if_every_feature_says_so(tmp_path, catalog):
+    """Files built before origins were recorded: generated data must not pass for a user's import."""
+    import sqlite3
+
+    src = catalog.get("heritage_sites")
+    layer = _private_copy(tmp_path, src)
+    frame = GeoPackageStore().read_frame(src)
+    for all_demo in (True, False):
+        frame["demo"] = [all_demo] + [True] * (len(frame) - 1)
+        GeoPackageStore().write(layer, frame, origin="demo")
+        with sqlite3.connect(layer.data_path) as conn:
+            conn.execute("DROP TABLE gis_layer_origin")
+        assert GeoPackageStore().origin(layer) == ("demo" if all_demo else "imported")

@@ -2,6 +2,7 @@
 geometries round-trip and are found by box, and several processes can write at once."""
 
 import multiprocessing
+import sqlite3
 
 import pytest
 import shapely
@@ -109,3 +110,26 @@ def test_invalid_table_definitions_are_refused():
         Table("t", (Column("a", "money"),))
     with pytest.raises(ValueError):
         Table("t", (Column("a", "text"),), unique=(("b",),))
+
+
+def test_a_failed_commit_rolls_back_and_the_next_transaction_commits(records, tmp_path):
+    conn = records._connection()  # a deferred constraint fails at COMMIT, not at the insert
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE child (p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
+    with pytest.raises(sqlite3.IntegrityError):
+        with records.transaction() as tx:
+            tx.insert(REPORTS, {"report_id": "lost"})
+            conn.execute("INSERT INTO child VALUES (42)")
+    assert not conn.in_transaction
+    with records.transaction() as tx:
+        tx.insert(REPORTS, {"report_id": "after"})
+    other = SQLiteRecordStore(tmp_path / "records.sqlite")
+    with other.transaction() as tx:
+        assert [r["report_id"] for r in tx.find(REPORTS)] == ["after"]
+
+
+def test_ensure_refuses_to_run_inside_a_transaction(records):
+    with records.transaction():
+        with pytest.raises(RuntimeError):
+            records.ensure(Table("late", (Column("a", "text"),)))
