@@ -37,6 +37,7 @@ PACKAGES: tuple[Package, ...] = (
             images=("dist/images/marker-icon.png", "dist/images/marker-icon-2x.png", "dist/images/marker-shadow.png")),
     Package("leaflet.markercluster", js=("dist/leaflet.markercluster.js",),
             css=("dist/MarkerCluster.css", "dist/MarkerCluster.Default.css")),
+    Package("leaflet-draw", js=("dist/leaflet.draw.js",), css=("dist/leaflet.draw.css",)),
 )
 
 # url(...) in CSS: quoted or not. data:, fragment (#default#VML) and absolute URLs are not files here.
