@@ -1,0 +1,441 @@
+"""Between the routes and the analysis: which layers and rules each analysis takes, input checks, and the
+structures built once per data version (zones, their STR-tree, baselines), so that a siting check only
+queries prepared geometry. Every threshold comes from ctx.rules (gis_service/rules/canal.toml)."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import geopandas as gpd
+import numpy as np
+import orjson
+import pandas as pd
+import shapely
+import shapely.geometry
+
+from .. import crs
+from ..domains import DomainContext
+from ..errors import GisError, RuleFileError, bad_parameter
+from . import analysis
+from .analysis import Baseline, PreparedZones, SitingRules, ZoneSpec
+
+CHANNELS, BOUNDARIES, CORRIDORS = "canal_channels", "river_boundaries", "green_corridors"
+VILLAGES, HERITAGE, CITY, COUNTIES = "villages", "heritage_sites", "city_boundary", "counties"
+NEIGHBOURS = "neighbor_counties"
+LAND_USE, PLOTS, ZONES = "land_use", "plots", "canal_zones"
+PLOT_FIELDS = ["dkbm", "village_code", "county_adcode", "is_basic_farmland"]  # never a personal field
+GEOMETRY_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon"}
+OTHER_SECTORS = {"other", "其他"}
+# Village list columns with their Chinese headers (CSV and Excel).
+VILLAGE_HEADERS = {
+    "name": "村名", "code": "村级区划代码（12位）", "township": "乡镇（街道）", "county": "县区", "river": "河流",
+    "bank_zh": "岸别（顺流向）", "distance_m": "距河道距离（米）", "baseline": "量算基线",
+    "position_source": "位置来源", "position_uncertainty_m": "位置不确定度（米）", "borderline": "可能在界线另一侧",
+    "remediation_items": "整治内容", "responsible_units": "责任单位", "deadline": "完成时限", "demo": "点位为演示数据"}
+BASELINE_ZH = {"centreline": "河道中心线", "river_boundary": "河道管理范围线"}
+
+
+def _rounded(coords: np.ndarray) -> np.ndarray:
+    return np.round(coords, 7)  # 1e-7° ≈ 1 cm, as the store's pre-serialised GeoJSON
+
+
+def to_lonlat(geoms) -> np.ndarray:
+    """EPSG:4548 geometries in lon/lat (CGCS2000), rounded to about 1 cm."""
+    return shapely.transform(crs.transform_geometry(geoms, crs.METRIC_CRS, crs.STORAGE_CRS), _rounded)
+
+
+def feature_collection(frame: gpd.GeoDataFrame, **members) -> dict:
+    """A GeoJSON FeatureCollection (lon/lat) from a metric frame; extra members added at the top level."""
+    props = orjson.loads(pd.DataFrame(frame.drop(columns=frame.geometry.name)).to_json(orient="records",
+                                                                                         force_ascii=False))
+    geoms = to_lonlat(frame.geometry.values)
+    features = [{"type": "Feature", "properties": p, "geometry": orjson.loads(shapely.to_geojson(g))}
+                for p, g in zip(props, geoms)]
+    return {"type": "FeatureCollection", "features": features, **members}
+
+
+class CanalService:
+    """The canal analyses over the live layers and rules of one DomainContext."""
+
+    def __init__(self, ctx: DomainContext):
+        self.ctx = ctx
+        self._cache: dict[str, tuple] = {}
+        self._lock = threading.RLock()
+
+    # --- layers, rules, caching ------------------------------------------------------------------------
+    def has(self, layer_id: str) -> bool:
+        layer = self.ctx.catalog.get(layer_id)
+        return layer is not None and self.ctx.store.exists(layer)
+
+    def _version(self, layer_ids) -> tuple:
+        return tuple(self.ctx.store.version(self.ctx.catalog.get(i)) if self.has(i) else None for i in layer_ids)
+
+    def _cached(self, name: str, layer_ids, build):
+        """build() once per version of the layers it reads (ctx.frame is cached the same way)."""
+        version = self._version(layer_ids)
+        with self._lock:
+            hit = self._cache.get(name)
+            if hit is not None and hit[0] == version:
+                return hit[1]
+            value = build()
+            self._cache[name] = (version, value)
+            return value
+
+    def rule(self, rule_id: str):
+        return self.ctx.rules.rule(rule_id)
+
+    def value(self, rule_id: str):
+        return self.ctx.rules.value(rule_id)
+
+    def rules_applied(self, *ids: str) -> list[dict]:
+        return [self.rule(i).as_dict() for i in ids]
+
+    def demo_caveats(self, *layer_ids: str) -> list[str]:
+        out = []
+        for layer_id in layer_ids:
+            layer = self.ctx.catalog.get(layer_id)
+            if layer is not None and self.has(layer_id) and layer.demo and self.ctx.store.origin(layer) != "imported":
+                out.append(f"{layer.title_zh}为演示数据，结果仅供示意")
+        return out
+
+    # --- baselines and zones ---------------------------------------------------------------------------
+    def baselines(self) -> list[Baseline]:
+        return self._cached("baselines", (CHANNELS, BOUNDARIES), self._build_baselines)
+
+    def _build_baselines(self) -> list[Baseline]:
+        use_boundary = self.value("measurement_baseline") == "river_boundary" and self.has(BOUNDARIES)
+        boundaries = self.ctx.frame(BOUNDARIES) if use_boundary else None
+        return analysis.baselines(self.ctx.frame(CHANNELS), list(self.value("canal_rivers")), boundaries)
+
+    def zone_set(self) -> analysis.ZoneSet:
+        return self._cached("zones", (CHANNELS, BOUNDARIES, CITY, COUNTIES, NEIGHBOURS), self._build_zones)
+
+    def _build_zones(self) -> analysis.ZoneSet:
+        neighbours = self.ctx.frame(NEIGHBOURS) if self.has(NEIGHBOURS) else None
+        result = analysis.zones(self.baselines(), zone_specs(self.ctx.rules), self.ctx.frame(CITY),
+                                self.ctx.frame(COUNTIES), neighbours)
+        have = {b.river for b in self.baselines()}
+        result.caveats += [f"河道图层中没有{r}，未生成其分区" for r in self.value("canal_rivers") if r not in have]
+        return result
+
+    def prepared(self) -> PreparedZones:
+        return self._cached("prepared", (CHANNELS, BOUNDARIES, CITY, COUNTIES, NEIGHBOURS),
+                            lambda: PreparedZones.build(self.zone_set().frame, self.baselines()))
+
+    def derived_layers(self) -> dict[str, gpd.GeoDataFrame]:
+        """The zones as the OGC collection canal_zones (published at start-up)."""
+        return {ZONES: self.zone_set().frame}
+
+    def zones_geojson(self, river: str | None, kind: str | None, county: str | None) -> dict:
+        zs = self.zone_set()
+        frame = zs.frame
+        for name, value, column in (("river", river, "river"), ("kind", kind, "kind"), ("county", county, "county")):
+            if value is not None:
+                frame = frame[frame[column] == self._one_of(name, value, self._choices(column))]
+        clipped = [c for c in zs.clipped
+                   if (river is None or c["river"] == river) and (kind is None or c["kind"] == kind)]
+        return feature_collection(
+            frame, clipped_outside_city=clipped, baseline=self._baseline_notes(),
+            rules_applied=self.rules_applied("village_remediation_distance_m", "green_corridor_min_width_m",
+                                             "core_monitoring_zone_width_m", "measurement_baseline"),
+            caveats=zs.caveats + self.demo_caveats(CHANNELS, BOUNDARIES))
+
+    def _choices(self, column: str) -> list[str]:
+        if column == "kind":
+            return list(analysis.KIND_ZH)
+        if column == "river":
+            return list(self.value("canal_rivers"))
+        if column == "bank":
+            return ["left", "right"]
+        return list(self.ctx.frame(COUNTIES)["name"])
+
+    @staticmethod
+    def _one_of(name: str, value: str, choices: list[str]) -> str:
+        if value not in choices:
+            raise bad_parameter(name, f"须为 {'、'.join(choices)} 之一", f"must be one of {', '.join(choices)}")
+        return value
+
+    def _baseline_notes(self) -> list[dict]:
+        return [{"river": b.river, "baseline": b.method, "baseline_zh": BASELINE_ZH[b.method]}
+                for b in self.baselines()]
+
+    # --- villages --------------------------------------------------------------------------------------
+    def village_list(self, within_m: float | None, river: str | None, county: str | None) -> dict:
+        limit = self.rule("village_remediation_distance_m")
+        within = float(limit.value if within_m is None else within_m)
+        most = self.value("villages_within_max_m")
+        if not 0 < within <= most:
+            raise bad_parameter("within_m", f"须大于0且不超过 {most} 米", f"must be > 0 and at most {most} m")
+        if river is not None:
+            self._one_of("river", river, self._choices("river"))
+        baselines = [b for b in self.baselines() if river is None or b.river == river]
+        rows = analysis.villages_within(baselines, self.ctx.frame(VILLAGES), within)
+        if county is not None:
+            rows = rows[rows["county"] == self._one_of("county", county, self._choices("county"))]
+        rows = pd.DataFrame(rows.drop(columns="geometry"))
+        rows["bank_zh"] = rows["bank"].map(analysis.BANK_ZH)
+        rows["remediation_items"] = [list(self.value("village_remediation_items"))] * len(rows)
+        rows["responsible_units"] = [list(self.value("village_remediation_units"))] * len(rows)
+        rows["deadline"] = self.value("village_remediation_deadline")
+        rows["generated_position"] = rows["position_source"].eq("generated")
+        caveats = self.demo_caveats(CHANNELS)
+        generated = int(rows.drop_duplicates("code")["generated_position"].sum())
+        if generated:
+            caveats.append(f"{generated} 个村庄的点位为生成数据（position_source = generated，非实际位置），"
+                           "其距离与岸别仅供示意；村名与代码为统计用区划代码")
+        if within != limit.value:
+            caveats.append(f"查询距离 {within:g} 米不同于文件规定的 {limit.value:g} 米；整治内容、单位和时限按文件规定列出")
+        if rows["borderline"].any():
+            caveats.append(f"{int(rows['borderline'].sum())} 个村庄的位置不确定度可能使其落在距离界线另一侧（borderline）")
+        return {
+            "within_m": within, "count": int(rows["code"].nunique()),
+            "by_county": _counts(rows, "county"), "by_river": _counts(rows, "river"),
+            "villages": orjson.loads(rows.to_json(orient="records", force_ascii=False)),
+            "baseline": self._baseline_notes(),
+            "rules_applied": self.rules_applied("village_remediation_distance_m", "village_remediation_items",
+                                                "village_remediation_units", "village_remediation_deadline",
+                                                "canal_rivers", "measurement_baseline"),
+            "caveats": caveats}
+
+    @staticmethod
+    def village_table(result: dict) -> pd.DataFrame:
+        """The village list with Chinese headers, lists joined with 、 (for CSV and Excel)."""
+        rows = pd.DataFrame(result["villages"], columns=list(VILLAGE_HEADERS))
+        for col in ("remediation_items", "responsible_units"):
+            rows[col] = rows[col].map(lambda v: "、".join(v) if isinstance(v, list) else v)
+        rows["baseline"] = rows["baseline"].map(BASELINE_ZH)
+        for col in ("borderline", "demo"):
+            rows[col] = rows[col].map({True: "是", False: "否"})
+        return rows.rename(columns=VILLAGE_HEADERS)
+
+    # --- green corridor --------------------------------------------------------------------------------
+    def _green_baselines(self) -> list[Baseline]:
+        rivers = set(self.value("green_corridor_rivers"))
+        return [b for b in self.baselines() if b.river in rivers]
+
+    def stations(self) -> gpd.GeoDataFrame:
+        def build():
+            self.ctx.layer(CORRIDORS)  # 503 with the layer named when it is not built yet
+            return analysis.corridor_widths(
+                self._green_baselines(), self.ctx.frame(CORRIDORS), self.ctx.frame(COUNTIES),
+                float(self.value("green_belt_station_spacing_m")), float(self.value("green_belt_probe_length_m")),
+                float(self.value("green_corridor_min_width_m")))
+        return self._cached("stations", (CHANNELS, BOUNDARIES, CORRIDORS, COUNTIES), build)
+
+    def shortfalls(self, river: str | None, bank: str | None, county: str | None) -> dict:
+        for name, value, choices in (("river", river, list(self.value("green_corridor_rivers"))),
+                                     ("bank", bank, self._choices("bank")), ("county", county, None)):
+            if value is not None:
+                self._one_of(name, value, choices or self._choices(name))
+        stations = self.stations()
+        result = analysis.shortfalls(stations, self._green_baselines(), float(self.value("green_corridor_min_width_m")))
+        wanted = {"river": river, "bank": bank, "county": county}
+        sections, summary = _where(result.sections, wanted), _where(result.summary, wanted)
+        totals = {"shortfall_length_m": round(float(summary["shortfall_length_m"].sum()), 1),
+                  "missing_area_m2": round(float(summary["missing_area_m2"].sum()), 1)}
+        totals["missing_area_mu"] = round(totals["missing_area_m2"] / analysis.M2_PER_MU, 2)
+        caveats = self.demo_caveats(CORRIDORS, CHANNELS) + [
+            "文件要求在“宜绿化地段”建设；本系统没有宜绿化地段图层，按全部河段均宜绿化计",
+            f"{result.stations_outside} 个量测点的绿廊一侧不在廊坊市内（界河对岸），未计入"]
+        return {
+            "method": {"spacing_m": self.value("green_belt_station_spacing_m"),
+                       "probe_length_m": self.value("green_belt_probe_length_m"),
+                       "description_zh": "沿河道每隔固定间距作垂直于河道的射线，量测该岸绿廊多边形在射线上的长度；"
+                                         "无绿廊处宽度为0；每个量测点代表一个间距的河段；县区按所需绿廊带中点所在县区"},
+            "min_width_m": self.value("green_corridor_min_width_m"),
+            "totals": totals,
+            "summary": orjson.loads(summary.to_json(orient="records", force_ascii=False)),
+            "sections": feature_collection(sections),
+            "deadline": self.value("green_corridor_deadline"),
+            "responsible_units": self.value("green_corridor_units"),
+            "rules_applied": self.rules_applied("green_corridor_min_width_m", "green_corridor_rivers",
+                                                "green_belt_station_spacing_m", "green_belt_probe_length_m",
+                                                "green_corridor_units", "green_corridor_deadline"),
+            "caveats": caveats}
+
+    # --- farmland conflicts ----------------------------------------------------------------------------
+    def conflicts(self, source: str, county: str | None, limit: int | None) -> dict:
+        if county is not None:
+            self._one_of("county", county, self._choices("county"))
+        result, corridor_layer = self._cached(f"conflicts:{source}", (CHANNELS, BOUNDARIES, CITY, COUNTIES, CORRIDORS,
+                                                                       LAND_USE, PLOTS, VILLAGES),
+                                              lambda: self._build_conflicts(source))
+        pick = (lambda f: f[f["county"] == county]) if county else (lambda f: f)
+        plots = pick(result.plots)
+        return {
+            "corridor_source": source, "corridor_layer": corridor_layer,
+            "corridor_area": analysis.area_units(result.corridor_area_m2),
+            "by_county": _records(pick(result.counties)), "land_use": _records(pick(result.land_use)),
+            "by_village": _records(pick(result.villages)), "plots_total": len(plots),
+            "plots": _records(plots if limit is None else plots.head(limit)),
+            "rules_applied": self.rules_applied("no_afforestation_on_cultivated_land", "no_trees_on_basic_farmland"),
+            "caveats": self.demo_caveats(corridor_layer, LAND_USE, PLOTS) + [
+                "冲突面积为绿廊与耕地、永久基本农田、承包地块的叠加面积；是否“违规占用”须按用地审批核实"]}
+
+    def _build_conflicts(self, source: str):
+        if source == "corridors":
+            self.ctx.layer(CORRIDORS)
+            corridor, layer = self.ctx.frame(CORRIDORS), CORRIDORS
+        else:
+            zones = self.zone_set().frame
+            corridor, layer = zones[zones["kind"] == "green_belt"], ZONES
+        plots = self.ctx.frame(PLOTS)[PLOT_FIELDS + ["geometry"]]
+        villages = self.ctx.frame(VILLAGES)
+        counties = self.ctx.frame(COUNTIES)
+        result = analysis.farmland_conflicts(
+            corridor, self.ctx.frame(LAND_USE), plots, list(self.value("no_afforestation_on_cultivated_land")),
+            list(self.value("no_trees_on_basic_farmland")), dict(zip(counties["adcode"].astype(int), counties["name"])),
+            dict(zip(villages["code"], villages["name"])))
+        return result, layer
+
+    # --- siting check ----------------------------------------------------------------------------------
+    def sector(self, value: str | None) -> dict | None:
+        """The negative-list entry for a sector id or Chinese title; {"sector": "other"} for one not listed."""
+        if value is None or value.strip() == "":
+            return None
+        entries = self.value("negative_list")
+        found = next((e for e in entries if value.strip() in (e["sector"], e["title_zh"])), None)
+        if found is not None:
+            return found
+        if value.strip() in OTHER_SECTORS:
+            return {"sector": "other"}
+        choices = [e["sector"] for e in entries] + ["other"]
+        raise GisError("unknown_sector", f"未知的行业 {value!r}，可选：{'、'.join(choices)}（不在负面清单上的填 other）",
+                       f"unknown sector {value!r}; choose one of {', '.join(choices)} (other: not on the list)", 422)
+
+    def project_geometry(self, geojson: dict, coord_sys: str | None) -> tuple[shapely.Geometry, shapely.Geometry]:
+        """(lon/lat, metres) of a proposed project; 422 with what is wrong for anything unusable."""
+        if not isinstance(geojson, dict) or geojson.get("type") not in GEOMETRY_TYPES:
+            raise _bad_geometry("unsupported_geometry", "几何类型须为点、线、面或其多部件形式（GeoJSON geometry）",
+                                "geometry must be a GeoJSON Point, LineString, Polygon or Multi* geometry")
+        try:
+            geom = shapely.geometry.shape(geojson)
+        except Exception as exc:  # shapely raises several kinds for malformed coordinates
+            raise _bad_geometry("malformed_geometry", f"GeoJSON 坐标格式错误：{exc}",
+                                f"malformed GeoJSON coordinates: {exc}") from None
+        if geom.is_empty:
+            raise _bad_geometry("empty_geometry", "几何为空", "the geometry is empty")
+        most = self.value("check_max_vertices")
+        if shapely.get_num_coordinates(geom) > most:
+            raise _bad_geometry("too_many_vertices", f"几何顶点超过 {most} 个",
+                                f"the geometry has more than {most} vertices")
+        lonlat = crs.geometry_to_storage(geom, coord_sys)  # 422 with the likely mistake outside Langfang
+        metric = crs.transform_geometry(lonlat, crs.STORAGE_CRS, crs.METRIC_CRS)
+        if not shapely.is_valid(metric):
+            why = shapely.is_valid_reason(metric)
+            raise _bad_geometry("invalid_geometry", f"几何无效（自相交或环不闭合等）：{why}",
+                                f"invalid geometry (self-intersection, unclosed ring …): {why}")
+        return lonlat, metric
+
+    def check(self, geojson: dict, coord_sys: str | None, sector: str | None) -> dict:
+        entry = self.sector(sector)
+        lonlat, metric = self.project_geometry(geojson, coord_sys)
+        verdict = analysis.check_siting(metric, self.prepared(), self.ctx.frame(HERITAGE), siting_rules(self.ctx.rules),
+                                        entry)
+        return {"verdict": verdict.verdict, "verdict_zh": verdict.verdict_zh, "reasons": verdict.reasons,
+                "zones": verdict.zones, "heritage": verdict.heritage, "negative_list": verdict.negative_list,
+                "nearest_zone_edge_m": verdict.nearest_zone_edge_m,
+                "geometry": orjson.loads(shapely.to_geojson(shapely.transform(lonlat, _rounded))),
+                "sector": entry["sector"] if entry else None,
+                "caveats": verdict.caveats + self.demo_caveats(CHANNELS, HERITAGE)}
+
+    def negative_list(self) -> dict:
+        return {"sectors": self.value("negative_list"), "rules_applied": self.rules_applied("negative_list")}
+
+
+def zone_specs(rules) -> list[ZoneSpec]:
+    """The three zone kinds with their widths and rivers, from the canal rules (a DomainRules)."""
+    rivers = tuple(rules.value("canal_rivers"))
+    return [ZoneSpec("village_remediation", float(rules.value("village_remediation_distance_m")), rivers,
+                     rules.rule("village_remediation_distance_m").key),
+            ZoneSpec("green_belt", float(rules.value("green_corridor_min_width_m")),
+                     tuple(rules.value("green_corridor_rivers")), rules.rule("green_corridor_min_width_m").key),
+            ZoneSpec("core_monitoring", float(rules.value("core_monitoring_zone_width_m")), rivers,
+                     rules.rule("core_monitoring_zone_width_m").key)]
+
+
+def siting_rules(rules) -> SitingRules:
+    """What a siting verdict needs from the canal rules (a DomainRules): values and citations."""
+    ids = ("village_remediation_distance_m", "green_corridor_min_width_m", "core_monitoring_zone_width_m",
+           "heritage_ranges", "negative_list", "siting_verdicts")
+    return SitingRules(rules.value("siting_verdicts"), rules.value("heritage_ranges"), rules.value("negative_list"),
+                       {i: (rules.rule(i).key, rules.rule(i).citation()) for i in ids})
+
+
+def check_rules(rules) -> None:
+    """The structured rules hold together (else start-up stops naming the file and key): every heritage class
+    has 0 ≤ protection_m ≤ construction_control_m and the table a fallback class, every verdict and action is
+    a known verdict, every negative-list entry names its sector, title and source."""
+    def fail(rule_id: str, zh: str, en: str):
+        rule = rules.rule(rule_id)
+        raise RuleFileError(rule.path, f"{rule_id}.value", zh, en)
+
+    ranges = rules.value("heritage_ranges")
+    if analysis.OTHER_HERITAGE_CLASS not in ranges:
+        fail("heritage_ranges", f"须有“{analysis.OTHER_HERITAGE_CLASS}”一类（未列级别时使用）",
+             f"needs the fallback class '{analysis.OTHER_HERITAGE_CLASS}'")
+    for name, r in ranges.items():
+        if not (isinstance(r, dict) and 0 <= r.get("protection_m", -1) <= r.get("construction_control_m", -1)):
+            fail("heritage_ranges", f"{name}：须 0 ≤ protection_m ≤ construction_control_m",
+                 f"{name}: needs 0 <= protection_m <= construction_control_m")
+    verdicts = rules.value("siting_verdicts")
+    needed = {"heritage_protection", "heritage_construction_control", "village_remediation", "green_belt",
+              "core_monitoring_sector_unknown", "core_monitoring_sector_not_listed", "outside_every_zone"}
+    if set(verdicts) != needed or not set(verdicts.values()) <= set(analysis.VERDICT_RANK):
+        fail("siting_verdicts", f"须恰好有 {sorted(needed)}，取值为 {list(analysis.VERDICT_RANK)}",
+             f"needs exactly {sorted(needed)}, each one of {list(analysis.VERDICT_RANK)}")
+    for entry in rules.value("negative_list"):
+        if not (isinstance(entry, dict) and {"sector", "title_zh", "source"} <= set(entry)
+                and entry.get("action") in analysis.VERDICT_RANK):
+            fail("negative_list", "每项须有 sector、title_zh、source 与 action（prohibited|needs_review）",
+                 "each entry needs sector, title_zh, source and an action (prohibited|needs_review)")
+
+
+_SERVICES: dict[int, CanalService] = {}
+_SERVICES_LOCK = threading.Lock()
+
+
+def service_for(ctx: DomainContext) -> CanalService:
+    """The one CanalService of a context, shared by the routes, the map pages and derive (one set of caches)."""
+    with _SERVICES_LOCK:
+        found = _SERVICES.get(id(ctx))
+        if found is None or found.ctx is not ctx:
+            check_rules(ctx.rules)
+            found = _SERVICES[id(ctx)] = CanalService(ctx)
+        return found
+
+
+def _bad_geometry(code: str, zh: str, en: str) -> GisError:
+    return GisError(code, zh, en, 422)
+
+
+def _where(frame: pd.DataFrame, equals: dict) -> pd.DataFrame:
+    """Rows whose columns equal the given values (None: any)."""
+    mask = np.ones(len(frame), dtype=bool)
+    for column, value in equals.items():
+        if value is not None:
+            mask &= (frame[column] == value).to_numpy()
+    return frame[mask]
+
+
+def _counts(rows: pd.DataFrame, column: str) -> dict:
+    """Distinct villages per value of column."""
+    if not len(rows):
+        return {}
+    return {str(k): int(v) for k, v in rows.groupby(column)["code"].nunique().items()}
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return orjson.loads(frame.to_json(orient="records", force_ascii=False))
+
+
+def csv_bytes(table: pd.DataFrame) -> bytes:
+    """UTF-8 with a byte-order mark, so that Excel opens the Chinese headers correctly."""
+    return table.to_csv(index=False).encode("utf-8-sig")
+
+
+def xlsx_bytes(table: pd.DataFrame, sheet: str) -> bytes:
+    buffer = io.BytesIO()
+    table.to_excel(buffer, index=False, sheet_name=sheet[:31])
+    return buffer.getvalue()
