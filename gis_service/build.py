@@ -52,8 +52,8 @@ def build_layers(catalog: Catalog, store: Store, plots: int = demo.DEFAULT_PLOTS
     return written
 
 
-DEMO_STEPS = ("canal_channels", "villages", "heritage_sites", "land_use", "plots", "risk", "receptors",
-              "flood", "dem")
+DEMO_STEPS = ("canal_channels", "villages", "heritage_sites", "green_corridors", "land_use", "plots", "risk",
+              "receptors", "flood", "dem")
 
 
 def _build_demo(catalog: Catalog, store: Store, n_plots: int, bar, todo: set[str]) -> list[str]:
@@ -69,11 +69,16 @@ def _build_demo(catalog: Catalog, store: Store, n_plots: int, bar, todo: set[str
     out["canal_channels"] = demo.canal_channels(base)
     bar.update()
     step("villages")
-    out["villages"] = demo.villages(base, out["canal_channels"], rng)
+    out["villages"] = demo.villages(base, rng)
     out["townships"] = demo.townships(base, np.random.default_rng(demo.SEED))  # the seats villages were placed around
     bar.update()
     step("heritage_sites")
     out["heritage_sites"] = demo.heritage_sites(base, out["canal_channels"])
+    bar.update()
+    step("green_corridors")
+    # Own stream: the corridor's sections do not shift the draws of the layers generated after it.
+    out["green_corridors"] = demo.green_corridors(base, out["canal_channels"], np.random.default_rng([demo.SEED, 6]))
+    out["river_boundaries"] = demo.river_boundaries(base, out["canal_channels"])
     bar.update()
     step("land_use")
     built = demo.built_up_areas(base, out["villages"], rng)

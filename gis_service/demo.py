@@ -9,6 +9,7 @@ documented course of 大清河/赵王新河). Users replace these layers with su
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +21,9 @@ import shapely
 from rasterio.features import rasterize
 from rasterio.transform import from_origin
 from scipy import ndimage
-from shapely.ops import nearest_points
+from shapely.ops import nearest_points, substring
 
-from .crs import METRIC_CRS, STORAGE_CRS, transform_xy
+from .crs import METRIC_CRS, STORAGE_CRS, gcj02_to_wgs84, transform_xy
 
 SEED = 20210519  # the canal plan's issue date; any fixed number would do
 DEFAULT_PLOTS = 100_000
@@ -45,13 +46,27 @@ FUNCTIONAL_ZONES = {131071: ("廊坊经济技术开发区", 131003, (116.790, 39
 CENTRAL_CITY = (116.60, 39.44, 116.84, 39.62)  # lon/lat box used for flood layers and the DEM
 
 
+# The real village-level list (NBS 统计用区划代码 2016 via Vonng/adcode, CC BY 4.0; layers/PROVENANCE.md): the
+# twelve upstream CSVs concatenated unchanged under a header taken from the upstream sql/adcode.ddl.
+VILLAGE_LIST = Path("canal") / "langfang_adcode_nbs2016_gcj02.csv"
+
+
 @dataclass
 class Base:
     counties: gpd.GeoDataFrame  # metric
-    townships: pd.DataFrame
+    townships: pd.DataFrame  # NBS 2023 township table
     rivers: gpd.GeoDataFrame  # metric
     railways: gpd.GeoDataFrame  # metric, conventional + HSR
     city: object  # metric union of counties
+    adcode_2016: pd.DataFrame  # the NBS 2016 list: city, county, town and village rows (GCJ-02 points)
+
+
+def read_adcode_list(path: Path) -> pd.DataFrame:
+    """The upstream list as text columns (codes keep their digits), coordinates as floats (NaN: no point)."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for col in ("longitude", "latitude"):
+        frame[col] = pd.to_numeric(frame[col].replace("", None))
+    return frame
 
 
 def load_base(layers_dir: Path) -> Base:
@@ -65,7 +80,8 @@ def load_base(layers_dir: Path) -> Base:
         rail.assign(railway="京沪铁路（普速）")[["railway", "geometry"]],
         hsr.assign(railway=hsr["line_cn"])[["railway", "geometry"]],
     ]).to_crs(METRIC_CRS)
-    return Base(counties, townships, rivers, railways, shapely.union_all(counties.geometry.values))
+    return Base(counties, townships, rivers, railways, shapely.union_all(counties.geometry.values),
+                read_adcode_list(layers_dir / VILLAGE_LIST))
 
 
 def _metric(lon, lat):
@@ -94,7 +110,6 @@ def _county_of(base: Base, geoms) -> tuple[np.ndarray, np.ndarray]:
 _SURNAMES = list("王李张刘陈杨赵黄周吴徐孙胡朱高林何郭马罗梁宋郑谢韩唐冯于董萧程曹袁邓许傅沈曾彭吕苏卢蒋蔡贾丁魏薛叶阎")
 _GIVEN = list("伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华建国志红玉兰海燕文俊立新春生金凤永庆")
 _VILLAGE_STEMS = list("东西南北前后大小新王李张刘杨赵马孙高于田韩石白何郭康齐范")
-_VILLAGE_SUFFIX = ["庄", "营", "屯", "务", "堡", "坨", "口", "家庄", "各庄", "辛庄", "官庄", "店"]
 
 
 def _person_names(rng, n) -> np.ndarray:
@@ -120,22 +135,48 @@ def _phones(rng, n) -> np.ndarray:
 
 
 # --- layers ---------------------------------------------------------------------------------------------
+# Flow direction of each canal channel: every line is stored pointing downstream, so that its left and right
+# banks are well defined. 北运河 enters from Beijing (通州) in the north-west and leaves towards Tianjin (武清) in
+# the south-east; 赵王新河 and 大清河 flow west → east (枣林庄 → 苏桥 → 胜芳 → 东淀, canal plan L2137).
+FLOW_TOWARDS = {"北运河": (1.0, -1.0), "赵王新河": (1.0, 0.0), "大清河": (1.0, 0.0)}  # downstream unit-ish vector (x, y)
+
+
+def _downstream(line: shapely.LineString, towards: tuple[float, float]) -> shapely.LineString:
+    """The line pointing towards (x, y): reversed when its end lies upstream of its start."""
+    (x0, y0), (x1, y1) = line.coords[0], line.coords[-1]
+    return line.reverse() if (x1 - x0) * towards[0] + (y1 - y0) * towards[1] < 0 else line
+
+
+def _parts_in_flow_order(whole: shapely.LineString, clipped) -> list[shapely.LineString]:
+    """Parts of a clipped line, each pointing the way whole points, ordered from upstream to downstream.
+
+    Orientation is decided by where each part's ends lie along the whole (oriented) river, not by the
+    part's own compass direction: a short reach may bend against the general direction."""
+    parts = []
+    for part in getattr(clipped, "geoms", [clipped]):
+        if part.geom_type != "LineString" or part.length == 0:
+            continue
+        a, b = whole.project(shapely.Point(part.coords[0])), whole.project(shapely.Point(part.coords[-1]))
+        parts.append((min(a, b), part.reverse() if a > b else part))
+    return [p for _, p in sorted(parts, key=lambda t: t[0])]
+
+
 def canal_channels(base: Base) -> gpd.GeoDataFrame:
+    """The canal plan's three channels inside Langfang, one feature per part, each line in flow direction."""
     bei = base.rivers[base.rivers["name"] == "北运河"]
-    bei_line = shapely.line_merge(shapely.union_all(bei.geometry.values)).intersection(base.city)
+    bei_whole = _downstream(shapely.line_merge(shapely.union_all(bei.geometry.values)), FLOW_TOWARDS["北运河"])
     records, geoms = [], []
-    for part in getattr(bei_line, "geoms", [bei_line]):
+    for part in _parts_in_flow_order(bei_whole, bei_whole.intersection(base.city)):
         records.append(dict(name="北运河", reach="香河段（1:400万国家河流线）", flow_direction="自北向南（北京通州→天津武清）",
                             uncertainty_m=1000.0, demo=False))
         geoms.append(part)
     for name, course, reach in (("赵王新河", ZHAOWANG_COURSE, "枣林庄—史各庄—苏桥"), ("大清河", DAQING_COURSE, "苏桥—胜芳—东淀")):
-        line = _metric_line(course).intersection(base.city)
-        for part in getattr(line, "geoms", [line]):
+        whole = _downstream(_metric_line(course), FLOW_TOWARDS[name])
+        for part in _parts_in_flow_order(whole, whole.intersection(base.city)):
             records.append(dict(name=name, reach=reach, flow_direction="自西向东（入天津）",
                                 uncertainty_m=COURSE_UNCERTAINTY_M, demo=True))
             geoms.append(part)
-    frame = gpd.GeoDataFrame(pd.DataFrame(records), geometry=geoms, crs=METRIC_CRS)
-    return frame
+    return gpd.GeoDataFrame(pd.DataFrame(records), geometry=geoms, crs=METRIC_CRS)
 
 
 def _channels_union(channels: gpd.GeoDataFrame):
@@ -176,54 +217,186 @@ def _random_points_in(polygon, n, rng) -> np.ndarray:
     return np.concatenate(out)[:n]
 
 
-def villages(base: Base, channels: gpd.GeoDataFrame, rng, per_township: int = 26) -> gpd.GeoDataFrame:
-    centres = _township_centres(base, rng)
+# --- villages: the real NBS 2016 village-level list -----------------------------------------------------
+# position_uncertainty_m, a documented estimate. Amap points: the GCJ-02 inverse is exact to < 1 m; the point
+# is Amap's marker for the village (committee or centre), placed to some tens of metres. Generated positions:
+# the spread (standard deviation) of the normal scatter around the township centre — and that centre is
+# itself generated, so a generated village says where its township roughly is, not where the village is.
+AMAP_POINT_UNCERTAINTY_M = 50.0
+VILLAGE_SPREAD_M = {"urban": 1500.0, "rural": 5000.0}
+RURAL_COMMITTEES = ("村委会", "农场")  # village committees and state farms own farmland; 居委会/社区 are urban
+_TOWNSHIP_SUFFIX = re.compile(r"(街道办事处|街道|镇|乡)$")
+
+
+def village_list(base: Base) -> pd.DataFrame:
+    """The village-level rows of the 2016 list with their township (2016 name) and county.
+
+    The list's three virtual committees (``dummy = t``: statistical placeholders of industrial parks,
+    e.g. 开发区虚拟居委会) have no territory and are left out."""
+    a = base.adcode_2016
+    towns = a.loc[a["level"] == "town"].set_index("code")["name"]
+    rows = a.loc[(a["level"] == "village") & (a["dummy"] != "t")]
+    return pd.DataFrame({
+        "code": rows["code"].values, "name": rows["name"].values, "township_code": rows["code"].str[:9].values,
+        "township_2016": rows["parent"].map(towns).values, "county_adcode": rows["adcode"].astype(int).values,
+        "ur_code": rows["ur_code"].values, "lon_gcj02": rows["longitude"].values, "lat_gcj02": rows["latitude"].values,
+    })
+
+
+def township_successors(base: Base) -> pd.DataFrame:
+    """Every 2016 township against the 2023 table: the same code, else the 2023 township of the same county
+    whose name differs only in its 乡/镇/街道 suffix (乡 turned 镇 get new codes), else none.
+
+    Columns: code, name (2016), county_adcode, code_2023, name_2023, match ('code', 'name_stem' or '')."""
+    a = base.adcode_2016
+    towns = a.loc[a["level"] == "town"]
+    t23 = base.townships.assign(stem=base.townships["name"].str.replace(_TOWNSHIP_SUFFIX, "", regex=True))
+    by_code = t23.set_index("code")
+    rows = []
+    for t in towns.itertuples():
+        code, county = t.code[:9], int(t.adcode)
+        if code in by_code.index:
+            rows.append((code, t.name, county, code, by_code.loc[code, "name"], "code"))
+            continue
+        stem = _TOWNSHIP_SUFFIX.sub("", t.name)
+        same = t23[(t23["county_adcode"] == county) & (t23["stem"] == stem) & ~t23["code"].isin(towns["code"].str[:9])]
+        if len(same) == 1:
+            rows.append((code, t.name, county, same["code"].iloc[0], same["name"].iloc[0], "name_stem"))
+        else:
+            rows.append((code, t.name, county, None, None, ""))
+    return pd.DataFrame(rows, columns=["code", "name", "county_adcode", "code_2023", "name_2023", "match"])
+
+
+def villages(base: Base, rng) -> gpd.GeoDataFrame:
+    """The real villages (names and 12-digit codes of the NBS 2016 list), at their Amap point where the list
+    has one (GCJ-02, converted here) and otherwise generated near their township's centre.
+
+    A generated position is a normal scatter (VILLAGE_SPREAD_M) around the generated centre of the village's
+    township (``_township_centres``; a 2016 township missing from the 2023 table uses its successor by name,
+    else the county town), kept inside the county. ``_township_centres`` must be the generator's first draw:
+    ``townships`` replays it to place the seats."""
+    centres = _township_centres(base, rng).set_index("code")
     county_geom = dict(zip(base.counties["adcode"], base.counties.geometry))
     county_name = dict(zip(base.counties["adcode"], base.counties["name"]))
     county_name.update({code: zone[0] for code, zone in FUNCTIONAL_ZONES.items()})
-    canal = _channels_union(channels)
-    records, geoms = [], []
-    for t in centres.itertuples():
-        county = county_geom[t.host_adcode]
-        n = per_township // 3 if t.urban else per_township
-        spread = 1500 if t.urban else 5000
-        xs = t.x + rng.normal(0, spread, n * 3)
-        ys = t.y + rng.normal(0, spread, n * 3)
-        keep = shapely.contains_xy(county, xs, ys)
-        pts = shapely.points(xs[keep], ys[keep])[:n]
-        for p in pts:
-            records.append(dict(township_code=t.code, township=t.name, county_adcode=t.county_adcode,
-                                county=county_name[t.county_adcode], urban=t.urban))
-            geoms.append(p)
-    # Villages along the canal rivers: the canal plan's 1000 m rule needs realistic density there.
-    along = canal.intersection(base.city)
-    length = along.length
-    for d in np.linspace(0, length, 90):
-        p = along.interpolate(d)
-        offset = rng.uniform(300, 2900) * rng.choice([-1, 1])
-        angle = rng.uniform(0, 2 * math.pi)
-        q = shapely.Point(p.x + offset * math.cos(angle), p.y + offset * math.sin(angle))
-        adcode = next((a for a, g in county_geom.items() if g.contains(q)), None)
-        if adcode is None:
-            continue
-        cands = centres[(centres["host_adcode"] == adcode) & ~centres["urban"]]
-        if cands.empty:
-            continue
-        nearest = cands.iloc[int(np.argmin(np.hypot(cands["x"] - q.x, cands["y"] - q.y)))]
-        records.append(dict(township_code=nearest["code"], township=nearest["name"],
-                            county_adcode=int(nearest["county_adcode"]), county=county_name[nearest["county_adcode"]],
-                            urban=False))
-        geoms.append(q)
-    frame = gpd.GeoDataFrame(pd.DataFrame(records), geometry=geoms, crs=METRIC_CRS)
-    frame["seq"] = frame.groupby("township_code").cumcount()
-    # 统计用区划代码: 001–199 for 居委会 (urban communities), 200–399 for 村委会 (villages).
-    frame["code"] = frame["township_code"] + (frame["seq"] + np.where(frame["urban"], 1, 201)).map("{:03d}".format)
-    stems = rng.choice(_VILLAGE_STEMS, (len(frame), 2))
-    suffix = rng.choice(_VILLAGE_SUFFIX, len(frame))
-    base_names = np.char.add(np.char.add(stems[:, 0], stems[:, 1]), suffix)
-    frame["name"] = np.where(frame["urban"], np.char.add(base_names, "社区"), np.char.add(base_names, "村"))
-    frame["name"] = frame["name"] + np.where(frame.duplicated(["township_code", "name"]), frame["seq"].astype(str), "")
-    return frame.drop(columns=["seq", "urban"]).assign(demo=True)
+    host = {code: zone[1] for code, zone in FUNCTIONAL_ZONES.items()}
+    succ = township_successors(base).set_index("code")
+    frame = village_list(base)
+    frame["township_code_2023"] = frame["township_code"].map(succ["code_2023"])
+    name_2023 = frame["township_code"].map(succ.loc[succ["match"] == "code", "name_2023"])
+    frame["township"] = name_2023.fillna(frame["township_2016"])  # a code the 2023 table lacks keeps its 2016 name
+    frame["county"] = frame["county_adcode"].map(county_name)
+
+    x, y = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
+    real = frame["lon_gcj02"].notna().values
+    # Amap's points are GCJ-02: invert explicitly to WGS84 (= CGCS2000 here) before projecting.
+    lon, lat = gcj02_to_wgs84(frame.loc[real, "lon_gcj02"].values, frame.loc[real, "lat_gcj02"].values)
+    x[real], y[real] = _metric(lon, lat)
+
+    rural = frame["name"].str.endswith(RURAL_COMMITTEES).values
+    urban_township = frame["township_code"].str[6:9].astype(int).values < 100  # 街道 (street offices)
+    spread = np.where(rural & ~urban_township, VILLAGE_SPREAD_M["rural"], VILLAGE_SPREAD_M["urban"])
+    has_centre = frame["township_code_2023"].isin(centres.index).values
+    centre_code = np.where(has_centre, frame["township_code_2023"].fillna(""), "")
+    todo = pd.DataFrame({"centre": centre_code, "county": frame["county_adcode"].values, "spread": spread})[~real]
+    for (code, county, sigma), group in todo.groupby(["centre", "county", "spread"], sort=True):
+        if code:
+            cx, cy = centres.loc[code, "x"], centres.loc[code, "y"]
+        else:  # no 2023 successor: around the county town
+            cx, cy = _metric(*COUNTY_TOWNS[host.get(county, county)])
+        polygon = county_geom[host.get(county, county)]
+        xs, ys = [], []
+        while len(xs) < len(group):
+            px, py = cx + rng.normal(0, sigma, len(group) * 3), cy + rng.normal(0, sigma, len(group) * 3)
+            keep = shapely.contains_xy(polygon, px, py)
+            xs += list(px[keep])
+            ys += list(py[keep])
+        x[group.index], y[group.index] = xs[:len(group)], ys[:len(group)]
+
+    frame["position_source"] = np.where(real, "amap_gcj02_converted", "generated")
+    frame["position_uncertainty_m"] = np.where(real, AMAP_POINT_UNCERTAINTY_M, spread)
+    frame["demo"] = ~real  # names and codes are real throughout; the position is what may be generated
+    columns = ["code", "name", "township", "township_code", "township_code_2023", "county", "county_adcode",
+               "ur_code", "position_source", "position_uncertainty_m", "demo"]
+    return gpd.GeoDataFrame(frame[columns], geometry=shapely.points(x, y), crs=METRIC_CRS)
+
+
+def village_township_check(base: Base) -> str:
+    """Markdown report: the 2016 village list's townships against the 2023 township table (nothing hidden)."""
+    succ = township_successors(base)
+    vill = village_list(base)
+    per_township = vill.groupby("township_code").size()
+    dropped = base.adcode_2016.loc[(base.adcode_2016["level"] == "village") & (base.adcode_2016["dummy"] == "t")]
+    county = dict(zip(base.counties["adcode"], base.counties["name"]))
+    county.update({code: zone[0] for code, zone in FUNCTIONAL_ZONES.items()})
+    t23 = base.townships
+    new_2023 = t23[~t23["code"].isin(succ["code_2023"].dropna())]
+    same = succ[succ["match"] == "code"]
+    renamed = same[same["name"] != same["name_2023"]]
+    by_stem = succ[succ["match"] == "name_stem"]
+    unmatched = succ[succ["match"] == ""]
+    n = lambda code: int(per_township.get(code, 0))  # noqa: E731
+    lines = [
+        "# 村级名录乡镇核对 Village list townships vs the 2023 township table",
+        "",
+        "Generated by `gis_service.demo.village_township_check` (`python scripts/village_township_check.py`);",
+        "a test keeps this file equal to the function's output. Inputs: `layers/canal/langfang_adcode_nbs2016_gcj02.csv`",
+        "(NBS 统计用区划代码 2016 via Vonng/adcode) and `layers/admin/langfang_townships.csv` (NBS 2023 via modood).",
+        "",
+        "## Summary",
+        "",
+        f"- 2016 list: {len(succ)} townships, {len(vill) + len(dropped)} village-level rows; {len(dropped)} virtual "
+        f"committees (`dummy = t`) left out, so the villages layer has {len(vill)} villages.",
+        f"- 2023 table: {len(t23)} townships.",
+        f"- Same code in both: {len(same)} townships ({sum(n(c) for c in same['code'])} villages); "
+        f"{len(renamed)} of them renamed.",
+        f"- 2016 code missing from 2023, successor found by name (乡→镇 and the like, new code): {len(by_stem)} "
+        f"townships ({sum(n(c) for c in by_stem['code'])} villages).",
+        f"- 2016 code missing from 2023, no successor by name: {len(unmatched)} townships "
+        f"({sum(n(c) for c in unmatched['code'])} villages).",
+        f"- 2023 code with no 2016 township: {len(new_2023)} townships (no villages in the 2016 list).",
+        f"- County prefix: {int((vill['code'].str[:6].astype(int) != vill['county_adcode']).sum())} village codes whose "
+        f"first 6 digits differ from their county adcode; {int(vill['code'].str.startswith('131071').sum())} codes "
+        "start with 131071 (廊坊经济技术开发区 appears only in the 2023 table, with two 街道 and no villages).",
+        "",
+        "Villages keep their 2016 code (`code`, `township_code` = its first 9 digits). `township` is the 2023 name",
+        "where the 2023 table has the same code, otherwise the 2016 name; `township_code_2023` is the same code or",
+        "the successor found by name (empty when none). Villages without an Amap point are placed around the",
+        "generated centre of `township_code_2023`, or around the county town when it is empty.",
+        "",
+        "## Same code, renamed",
+        "",
+        "| code | 2016 name | 2023 name | villages |",
+        "|---|---|---|---|",
+        *[f"| {r.code} | {r.name} | {r.name_2023} | {n(r.code)} |" for r in renamed.itertuples()],
+        "",
+        "## 2016 code missing from the 2023 table, successor by name",
+        "",
+        "| 2016 code | 2016 name | county | 2023 code | 2023 name | villages |",
+        "|---|---|---|---|---|---|",
+        *[f"| {r.code} | {r.name} | {county[r.county_adcode]} | {r.code_2023} | {r.name_2023} | {n(r.code)} |"
+          for r in by_stem.itertuples()],
+        "",
+        "## 2016 code missing from the 2023 table, no successor by name",
+        "",
+        "| 2016 code | 2016 name | county | villages |",
+        "|---|---|---|---|",
+        *[f"| {r.code} | {r.name} | {county[r.county_adcode]} | {n(r.code)} |" for r in unmatched.itertuples()],
+        "",
+        "## 2023 townships with no 2016 township (new codes)",
+        "",
+        "| 2023 code | 2023 name | county |",
+        "|---|---|---|",
+        *[f"| {r.code} | {r.name} | {county[r.county_adcode]} |" for r in new_2023.itertuples()],
+        "",
+        "## Virtual committees left out",
+        "",
+        "| code | name | township (2016) |",
+        "|---|---|---|",
+        *[f"| {r.code} | {r.name} | {r.town} |" for r in dropped.itertuples()],
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def townships(base: Base, rng) -> gpd.GeoDataFrame:
@@ -250,27 +423,36 @@ def townships(base: Base, rng) -> gpd.GeoDataFrame:
 
 
 HERITAGE = [
-    # name, category, anchor (lon, lat) or (channel, position 0..1, bank), note, uncertainty, clause
-    ("金门闸遗址", "水利遗址", ("北运河", 0.45, "east"), "香河县淑阳镇红庙村，北运河东岸（近似）", 1500, "L2128, L2130, L2133"),
-    ("文安古城墙", "古城墙", (116.452, 38.868), "文安县城（文安镇）", 800, "L2130, L2152"),
-    ("信安龙泉禅寺", "寺庙", (116.605, 39.030), "霸州市信安镇（推定）", 1500, "L2130"),
-    ("胜芳张家大院", "传统民居", (116.694, 39.058), "霸州市胜芳镇古镇区", 500, "L2130"),
-    ("胜芳王家大院", "传统民居", (116.697, 39.056), "霸州市胜芳镇古镇区", 500, "L2130"),
-    ("胜芳杨家大院", "传统民居", (116.691, 39.055), "霸州市胜芳镇古镇区", 500, "L2130"),
-    ("西码头陈家祠堂", "祠堂", (116.680, 39.052), "胜芳镇西码头（推定，文件未写县别）", 3000, "L2130"),
-    ("太保庄御碑殿", "碑亭", (116.560, 39.010), "大清河沿岸（推定，文件未写县别）", 5000, "L2130"),
-    ("汉代北辛庄遗址", "古遗址", ("赵王新河", 0.55, "north"), "赵王新河北岸（文件 L2130）", 2000, "L2130"),
-    ("左各庄", "古遗址", ("大清河", 0.2, "south"), "大清河南岸，文安县左各庄镇（文件 L2130）", 2000, "L2130"),
+    # name, category, anchor (lon, lat) or (channel, position 0..1, bank), note, uncertainty, clause, heritage class
+    ("金门闸遗址", "水利遗址", ("北运河", 0.45, "east"),
+     "香河县红庙村，北运河东岸（近似）；2016年统计用区划代码中红庙村属钳屯镇（131024108201）", 1500, "L2128, L2130, L2133",
+     "未定级不可移动文物"),
+    ("文安古城墙", "古城墙", (116.452, 38.868), "文安县城（文安镇）", 800, "L2130, L2152", "省级文物保护单位"),
+    ("信安龙泉禅寺", "寺庙", (116.605, 39.030), "霸州市信安镇（推定）", 1500, "L2130", "市县级文物保护单位"),
+    ("胜芳张家大院", "传统民居", (116.694, 39.058), "霸州市胜芳镇古镇区", 500, "L2130", "省级文物保护单位"),
+    ("胜芳王家大院", "传统民居", (116.697, 39.056), "霸州市胜芳镇古镇区", 500, "L2130", "市县级文物保护单位"),
+    ("胜芳杨家大院", "传统民居", (116.691, 39.055), "霸州市胜芳镇古镇区", 500, "L2130", "市县级文物保护单位"),
+    ("西码头陈家祠堂", "祠堂", (116.680, 39.052),
+     "胜芳镇西码头（推定，文件未写县别；2016年统计用区划代码另有文安县大柳河镇西码头村 131026103223）", 3000, "L2130",
+     "未定级不可移动文物"),
+    ("太保庄御碑殿", "碑亭", (116.560, 39.010),
+     "大清河沿岸（推定，文件未写县别；2016年统计用区划代码有文安县新镇镇、霸州市霸州镇两个太保庄村）", 5000, "L2130",
+     "市县级文物保护单位"),
+    ("汉代北辛庄遗址", "古遗址", ("赵王新河", 0.55, "north"), "赵王新河北岸（文件 L2130）", 2000, "L2130", "未定级不可移动文物"),
+    ("左各庄", "古遗址", ("大清河", 0.2, "south"), "大清河南岸，文安县左各庄镇（文件 L2130）", 2000, "L2130", "未定级不可移动文物"),
 ]
+# The canal plan names the sites but not their protection class; the classes above are assumptions for the demo
+# (sites the plan sends to archaeological survey, L2128/L2130, as 未定级), to be replaced from the published lists.
+HERITAGE_CLASS_BASIS = "推定（演示）：文件未写保护级别，未与文物部门公布的名录核对"
 
 
 def heritage_sites(base: Base, channels: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     records, geoms = [], []
-    for name, category, anchor, note, uncertainty, clause in HERITAGE:
+    for name, category, anchor, note, uncertainty, clause, heritage_class in HERITAGE:
         if isinstance(anchor[0], str):
             river, frac, bank = anchor
-            line = shapely.line_merge(shapely.union_all(channels.loc[channels["name"] == river].geometry.values))
-            line = max(getattr(line, "geoms", [line]), key=lambda g: g.length)
+            # The longest reach of the river in Langfang; channel lines point downstream (canal_channels).
+            line = max(channels.loc[channels["name"] == river].geometry.values, key=lambda g: g.length)
             p = line.interpolate(frac, normalized=True)
             q = line.interpolate(min(frac + 0.01, 1.0), normalized=True)
             dx, dy = q.x - p.x, q.y - p.y
@@ -281,12 +463,116 @@ def heritage_sites(base: Base, channels: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
             geom = shapely.Point(p.x + side * 150 * left[0], p.y + side * 150 * left[1])
         else:
             geom = shapely.Point(_metric(*anchor))
-        records.append(dict(name=name, category=category, location_note=note,
+        records.append(dict(name=name, category=category, heritage_class=heritage_class,
+                            heritage_class_basis=HERITAGE_CLASS_BASIS, location_note=note,
                             location_uncertainty_m=float(uncertainty), clause=f"廊政办字〔2021〕37号 {clause}"))
         geoms.append(geom)
     frame = _frame(records, geoms)
     frame["county"] = _county_of(base, frame.geometry.values)[1]
     return frame
+
+
+# --- green corridors and the river management boundary (demo) -----------------------------------------
+# Canal plan L2147: a green corridor at least 100 m wide on each bank of 北运河 and 大清河 (赵王新河 is not named).
+# The demo corridor is a band beside the channel on each bank: its inner edge follows the centreline at half the
+# water surface (WATER_HALF_WIDTH_M, a demo figure), its outer edge planned_width_m further out, both measured
+# perpendicular to the centreline in EPSG:4548. Most sections are 105–160 m; some are deliberately 60–95 m over
+# 1.5–3.5 km, and some 1–3 km stretches have no corridor, so that the width check has something to find.
+GREEN_CORRIDOR_RIVERS = ("北运河", "大清河")
+WATER_HALF_WIDTH_M = {"北运河": 30.0, "大清河": 50.0}
+CORRIDOR_WIDTH_M = {"normal": (105.0, 160.0), "narrow": (60.0, 95.0)}
+CORRIDOR_SECTION_M = {"normal": (800.0, 2500.0), "narrow": (1500.0, 3500.0), "gap": (1000.0, 3000.0)}
+CORRIDOR_ODDS = {"normal": 0.76, "narrow": 0.15, "gap": 0.09}
+# 河道管理范围 (demo): the channel ± this half-width; a real boundary comes from the water authority's survey.
+RIVER_BOUNDARY_HALF_WIDTH_M = {"北运河": 150.0}
+CORRIDOR_GRID_M = 0.01
+MIN_PIECE_M2 = 100.0  # splitting by county and clipping to the city leave slivers; smaller pieces are dropped
+
+
+def _corridor_sections(length: float, rng) -> list[list]:
+    """[start, end, kind, planned width] along one bank of one reach; a shortfall is always followed by a
+    normal section, the last section absorbs a remainder under 300 m, and a gap is never shorter than 1 km."""
+    kinds, odds = list(CORRIDOR_ODDS), list(CORRIDOR_ODDS.values())
+    out, s = [], 0.0
+    while s < length - 1e-6:
+        kind = str(rng.choice(kinds, p=odds)) if not out or out[-1][2] == "normal" else "normal"
+        end = min(s + rng.uniform(*CORRIDOR_SECTION_M[kind]), length)
+        end = length if length - end < 300 else end
+        if kind == "gap" and end - s < CORRIDOR_SECTION_M["gap"][0]:  # cut short by the reach's end
+            kind, end = "normal", length
+        width = float(round(rng.uniform(*CORRIDOR_WIDTH_M[kind]))) if kind != "gap" else None
+        out.append([s, end, kind, width])
+        s = end
+    return out
+
+
+def _ensure_shortfalls(sections: list[list], rng) -> None:
+    """Make sure one bank has at least one narrow section and one gap: the longest normal sections become them."""
+    for kind in ("narrow", "gap"):
+        if any(sec[2] == kind for sec in sections):
+            continue
+        normal = [sec for sec in sections if sec[2] == "normal"]
+        if not normal:
+            return
+        sec = max(normal, key=lambda t: t[1] - t[0])
+        sec[2] = kind
+        sec[3] = float(round(rng.uniform(*CORRIDOR_WIDTH_M["narrow"]))) if kind == "narrow" else None
+
+
+def green_corridors(base: Base, channels: gpd.GeoDataFrame, rng) -> gpd.GeoDataFrame:
+    """Green-corridor polygons on both banks of 北运河 and 大清河 inside Langfang (demo), built in EPSG:4548.
+
+    bank is left/right looking downstream (channel lines point in the flow direction). Each section is the
+    area between single-sided offsets of the centreline at inner_offset_m and inner_offset_m + planned_width_m;
+    polygons are split by county and clipped to the city, so a clipped polygon is narrower than planned.
+    chainage_* are metres along the river's reaches in Langfang from its upstream end."""
+    if channels.crs is None or channels.crs.to_epsg() != 4548:
+        raise ValueError("channels must be in EPSG:4548")
+    records, geoms = [], []
+    for river in GREEN_CORRIDOR_RIVERS:
+        reaches = list(channels.loc[channels["name"] == river].geometry.values)  # upstream → downstream
+        inner = WATER_HALF_WIDTH_M[river]
+        for bank, side in (("left", 1.0), ("right", -1.0)):
+            plan = [_corridor_sections(line.length, rng) for line in reaches]
+            _ensure_shortfalls([sec for sections in plan for sec in sections], rng)
+            offset = 0.0
+            for line, sections in zip(reaches, plan):
+                placed = shapely.Polygon()
+                for s0, s1, kind, width in sections:
+                    if kind == "gap":
+                        continue
+                    sub = substring(line, s0, s1)
+                    band = shapely.difference(sub.buffer(side * (inner + width), single_sided=True),
+                                              sub.buffer(side * inner, single_sided=True))
+                    band = band.difference(placed)  # inside a bend, consecutive sections would overlap
+                    placed = placed.union(band)
+                    for adcode, name, county in zip(base.counties["adcode"], base.counties["name"],
+                                                    base.counties.geometry):
+                        # Snapped to a 1 cm grid: overlay leaves vertices 1e-11 m apart, which turn into
+                        # self-intersections once the polygon is stored in degrees.
+                        piece = shapely.set_precision(band.intersection(county), CORRIDOR_GRID_M)
+                        for part in getattr(piece, "geoms", [piece]):
+                            if part.geom_type != "Polygon" or part.area < MIN_PIECE_M2:
+                                continue
+                            records.append(dict(river=river, bank=bank, county=name, county_adcode=int(adcode),
+                                                planned_width_m=width, inner_offset_m=inner,
+                                                chainage_start_m=round(offset + s0, 1),
+                                                chainage_end_m=round(offset + s1, 1)))
+                            geoms.append(part)
+                offset += line.length
+    return _frame(records, geoms)
+
+
+def river_boundaries(base: Base, channels: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """河道管理范围 (demo): the channel ± RIVER_BOUNDARY_HALF_WIDTH_M, flat at the reach ends, clipped to
+    Langfang; one feature per river (北运河 only)."""
+    records, geoms = [], []
+    for river, half in RIVER_BOUNDARY_HALF_WIDTH_M.items():
+        lines = channels.loc[channels["name"] == river].geometry.values
+        polygon = shapely.union_all(shapely.buffer(lines, half, cap_style="flat")).intersection(base.city)
+        records.append(dict(river=river, half_width_m=half))
+        geoms.append(polygon)
+    return _frame(records, geoms)
 
 
 def built_up_areas(base: Base, centres_frame: gpd.GeoDataFrame, rng):
@@ -339,7 +625,7 @@ def plots(base: Base, village_frame: gpd.GeoDataFrame, farmland, basic_farmland,
     farm_mask = rasterize([(g, 1) for g in getattr(farmland, "geoms", [farmland])], (height, width),
                           transform=transform, fill=0, dtype="uint8", all_touched=False).astype(bool)
     farm_mask = ndimage.binary_erosion(farm_mask)  # whole cells inside farmland, not just their centres
-    rural = village_frame[~village_frame["name"].str.endswith("社区")].reset_index(drop=True)
+    rural = village_frame[village_frame["name"].str.endswith(RURAL_COMMITTEES)].reset_index(drop=True)
     vx, vy = rural.geometry.x.values, rural.geometry.y.values
     cols = ((vx - x0) / cell_w).astype(int)
     rows = ((y1 - vy) / cell_h).astype(int)
@@ -375,7 +661,8 @@ def plots(base: Base, village_frame: gpd.GeoDataFrame, farmland, basic_farmland,
     frame["dkbm"] = frame["fbfbm"] + (frame["seq"] + 1).map("{:05d}".format)
     frame["cbfbm"] = frame["fbfbm"] + (frame["household"] + 1).map("{:04d}".format)
     frame["cbhtbm"] = frame["cbfbm"] + "J"
-    frame["dkmc"] = frame["village"].str.replace("村", "", regex=False) + np.char.add(
+    stem = frame["village"].str.replace(r"(村委会|村)$", "", regex=True).str.replace(r"村$", "", regex=True)
+    frame["dkmc"] = stem + np.char.add(
         rng.choice(["东地", "西地", "南洼", "北洼", "大块", "长条地", "坟前", "渠边"], len(frame)), "")
     households = frame.drop_duplicates("cbfbm")[["cbfbm", "fbfbm", "village", "village_code", "county_adcode"]]
     households = households.reset_index(drop=True)

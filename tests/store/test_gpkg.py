@@ -163,9 +163,11 @@ def test_spatial_filters_in_small_chunks_match_shapely(catalog, predicate, expec
     store = GeoPackageStore()
     store.candidate_chunk = 97  # many chunks, including a partial last one
     frame = store.read_frame(layer)
-    c = frame.geometry.iloc[0].centroid
-    e, n = crs.transform_xy([c.x], [c.y], crs.STORAGE_CRS, crs.METRIC_CRS)
-    circle = shapely.Point(e[0], n[0]).buffer(1500, 8)  # 1.5 km around a plot, in metres
+    centres = shapely.centroid(crs.transform_geometry(frame.geometry.values, crs.STORAGE_CRS, crs.METRIC_CRS))
+    # A circle (in metres) around a plot through the centroid of its 150th-nearest plot: more candidates than
+    # one chunk, and at least that plot straddles the edge, whatever the generated plots look like.
+    radius = sorted(shapely.distance(centres, centres[0]))[150]
+    circle = centres[0].buffer(radius, 64)
     area = crs.transform_geometry(circle, crs.METRIC_CRS, crs.STORAGE_CRS)
     page = store.query(layer, FeatureQuery(cql=cql2.parse(f"{predicate}(geom, {area.wkt})"), limit=10_000))
     want = sorted(frame.index[expected(frame.geometry, area)].tolist())
