@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from .. import crs
 from ..api.deps import ERROR_RESPONSES
 from ..domains import DomainContext
+from . import control_zones
 from .service import csv_bytes, service_for, xlsx_bytes
 
 CSV_TYPE = "text/csv; charset=utf-8"
@@ -35,6 +36,7 @@ def _download(body: bytes, media_type: str, filename: str) -> Response:
 def router(ctx: DomainContext) -> APIRouter:
     r = APIRouter(responses=ERROR_RESPONSES)
     canal = service_for(ctx)
+    r.include_router(control_zones.router(ctx))  # /control-zones (control_zones.py)
 
     @r.get("/zones", summary="运河管控分区（GeoJSON，经纬度）Canal zones per river, bank and county")
     def zones(river: str | None = Query(None, description="河流：北运河|大清河|赵王新河"),
