@@ -952,5 +952,5 @@ def dem(base: Base, unders: gpd.GeoDataFrame, path: Path, rng, cell: float = 5.0
                        crs=METRIC_CRS, transform=transform, nodata=-9999.0, compress="deflate", tiled=True,
                        blockxsize=256, blockysize=256) as dst:
         dst.write(z.astype("float32"), 1)
-        dst.update_tags(demo="true", units="metre", source="scripts/build_demo_layers.py (seeded)")
+        dst.update_tags(demo="true", units="metre", source="gis-service build-layers (gis_service/demo.py, seeded)")
     tmp.replace(path)
