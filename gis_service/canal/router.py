@@ -40,7 +40,8 @@ def router(ctx: DomainContext) -> APIRouter:
 
     @r.get("/zones", summary="运河管控分区（GeoJSON，经纬度）Canal zones per river, bank and county")
     def zones(river: str | None = Query(None, description="河流：北运河|大清河|赵王新河"),
-              kind: str | None = Query(None, description="分区：village_remediation|green_belt|core_monitoring"),
+              kind: Literal["village_remediation", "green_belt", "core_monitoring"] | None = Query(
+                  None, description="分区：村庄环境综合整治范围|绿色廊道景观带|生态空间核心监控区"),
               county: str | None = Query(None, description="县区名称，如 香河县")):
         return canal.zones_geojson(river, kind, county)
 
@@ -58,7 +59,7 @@ def router(ctx: DomainContext) -> APIRouter:
 
     @r.get("/green-belt/shortfalls", summary="绿色廊道宽度不足河段 Green-corridor sections under the minimum width")
     def shortfalls(river: str | None = Query(None, description="河流：北运河|大清河"),
-                   bank: str | None = Query(None, description="岸别（顺流向）：left|right"),
+                   bank: Literal["left", "right"] | None = Query(None, description="岸别（面向下游）：左岸|右岸"),
                    county: str | None = Query(None, description="县区")):
         return canal.shortfalls(river, bank, county)
 

@@ -30,9 +30,10 @@ OTHER_SECTORS = {"other", "其他"}
 # Village list columns with their Chinese headers (CSV and Excel).
 VILLAGE_HEADERS = {
     "name": "村名", "code": "村级区划代码（12位）", "township": "乡镇（街道）", "county": "县区", "river": "河流",
-    "bank_zh": "岸别（顺流向）", "distance_m": "距河道距离（米）", "baseline": "量算基线",
+    "bank_zh": "岸别（面向下游）", "distance_m": "距河道距离（米）", "baseline": "量算基线",
     "position_source": "位置来源", "position_uncertainty_m": "位置不确定度（米）", "borderline": "可能在界线另一侧",
-    "remediation_items": "整治内容", "responsible_units": "责任单位", "deadline": "完成时限", "demo": "点位为演示数据"}
+    "lon": "经度（CGCS2000）", "lat": "纬度（CGCS2000）", "remediation_items": "整治内容", "responsible_units": "责任单位",
+    "deadline": "完成时限", "demo": "点位为演示数据"}
 BASELINE_ZH = {"centreline": "河道中心线", "river_boundary": "河道管理范围线"}
 
 
@@ -173,7 +174,8 @@ class CanalService:
         rows = analysis.villages_within(baselines, self.ctx.frame(VILLAGES), within)
         if county is not None:
             rows = rows[rows["county"] == self._one_of("county", county, self._choices("county"))]
-        rows = pd.DataFrame(rows.drop(columns="geometry"))
+        lonlat = shapely.get_coordinates(to_lonlat(rows.geometry.values)) if len(rows) else np.zeros((0, 2))
+        rows = pd.DataFrame(rows.drop(columns="geometry")).assign(lon=lonlat[:, 0], lat=lonlat[:, 1])
         rows["bank_zh"] = rows["bank"].map(analysis.BANK_ZH)
         rows["remediation_items"] = [list(self.value("village_remediation_items"))] * len(rows)
         rows["responsible_units"] = [list(self.value("village_remediation_units"))] * len(rows)
@@ -371,6 +373,8 @@ def check_rules(rules) -> None:
         rule = rules.rule(rule_id)
         raise RuleFileError(rule.path, f"{rule_id}.value", zh, en)
 
+    if rules.value("measurement_baseline") not in BASELINE_ZH:
+        fail("measurement_baseline", f"须为 {'、'.join(BASELINE_ZH)} 之一", f"must be one of {', '.join(BASELINE_ZH)}")
     ranges = rules.value("heritage_ranges")
     if analysis.OTHER_HERITAGE_CLASS not in ranges:
         fail("heritage_ranges", f"须有“{analysis.OTHER_HERITAGE_CLASS}”一类（未列级别时使用）",

@@ -97,7 +97,7 @@ def test_zones_are_also_an_ogc_collection(server, zones):
 
 @pytest.mark.parametrize("params", [{"river": "黄河"}, {"kind": "buffer"}, {"county": "朝阳区"}])
 def test_unknown_zone_filters_are_a_400(server, params):
-    assert "须为" in error(api(server, "/zones", **params), 400)["message"]
+    assert next(iter(params)) in error(api(server, "/zones", **params), 400)["message"]
 
 
 # --- villages ---------------------------------------------------------------------------------------------

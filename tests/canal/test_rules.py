@@ -129,6 +129,8 @@ def test_the_rule_file_holds_together_and_a_broken_table_stops_start_up():
 
     with pytest.raises(RuleFileError, match="heritage_ranges"):
         check_rules(Broken("heritage_ranges", {"其他": {"protection_m": 300, "construction_control_m": 100}}))
+    with pytest.raises(RuleFileError, match="measurement_baseline"):
+        check_rules(Broken("measurement_baseline", "bank_top"))
     with pytest.raises(RuleFileError, match="siting_verdicts"):
         check_rules(Broken("siting_verdicts", {**RULES.value("siting_verdicts"), "green_belt": "maybe"}))
 
