@@ -217,3 +217,27 @@ def test_a_layer_file_without_an_origin_record_is_demo_only_if_every_feature_say
         with sqlite3.connect(layer.data_path) as conn:
             conn.execute("DROP TABLE gis_layer_origin")
         assert GeoPackageStore().origin(layer) == ("demo" if all_demo else "imported")
+
+
+def test_the_prepared_filter_geometry_is_the_first_argument_and_candidates_come_in_chunks(catalog, monkeypatch):
+    """Issue #5: the prepared literal was passed second (GEOS ignores it there: 10.6 s instead of 0.055 s on
+    200 000 points) and every R-tree candidate was decoded at once."""
+    from gis_service.store import gpkg
+
+    calls = []
+
+    def spy(predicate):
+        def test(a, b):
+            calls.append((shapely.is_prepared(a), len(b)))
+            return predicate(a, b)
+        return test
+
+    monkeypatch.setattr(gpkg, "_LITERAL_FIRST", {k: spy(f) for k, f in gpkg._LITERAL_FIRST.items()})
+    layer = catalog.get("plots")
+    store = GeoPackageStore()
+    store.candidate_chunk = 500
+    x0, y0, x1, y1 = store.extent(layer)
+    area = shapely.box(x0, y0, (x0 + x1) / 2, (y0 + y1) / 2)
+    store.query(layer, FeatureQuery(cql=cql2.parse(f"S_WITHIN(geom, {area.wkt})"), limit=1))
+    assert calls and all(prepared for prepared, _ in calls)
+    assert max(n for _, n in calls) <= 500 and len(calls) > 1
