@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,32 @@ from .store import Store
 FORMATS = {"gpkg": ("GPKG", ".gpkg", {}), "geojson": ("GeoJSON", ".geojson", {}),
            "shp": ("ESRI Shapefile", ".shp", {"ENCODING": "UTF-8"}), "csv": ("CSV", ".csv", {"GEOMETRY": "AS_WKT"}),
            "xlsx": (None, ".xlsx", {})}
+
+
+# A spreadsheet runs a cell beginning with one of these as a formula (CSV/formula injection, OWASP).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that Excel or WPS would run as a formula get a leading apostrophe, so a name imported as
+    ``=HYPERLINK(…)`` stays text; numbers are left alone."""
+    out = table.copy()
+    for column in out.columns:
+        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
+            out[column] = out[column].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v)
+    return out
+
+
+def csv_bytes(table: pd.DataFrame) -> bytes:
+    """UTF-8 with a byte-order mark, so that Excel opens the Chinese headers correctly; formulas defused."""
+    return spreadsheet_safe(table).to_csv(index=False).encode("utf-8-sig")
+
+
+def xlsx_bytes(table: pd.DataFrame, sheet: str) -> bytes:
+    buffer = io.BytesIO()
+    spreadsheet_safe(table).to_excel(buffer, index=False, sheet_name=sheet[:31])
+    return buffer.getvalue()
 
 
 def export_layer(store: Store, layer: LayerDef, fmt: str, crs: str, output: Path | None = None,
@@ -37,10 +64,12 @@ def export_layer(store: Store, layer: LayerDef, fmt: str, crs: str, output: Path
                 frame[names] = pd.DataFrame(rows, index=frame.index)[names]
         frame = frame.to_crs(crs)
         bar.update()
+        if fmt == "csv":  # a spreadsheet opens it: text cells never run as formulas (xlsx_bytes does the same)
+            frame[names] = spreadsheet_safe(pd.DataFrame(frame[names]))
         if driver is None:
             table = pd.DataFrame(frame[names]).rename(columns={f.name: f.label for f in layer.fields})
             table["几何（WKT）"] = frame.geometry.to_wkt()
-            table.to_excel(output, index=False, sheet_name=layer.title_zh[:31])
+            output.write_bytes(xlsx_bytes(table, layer.title_zh))
         else:
             if output.exists():
                 output.unlink()

@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     _install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.openapi = lambda: _openapi_30(app)
 
     @app.get("/", include_in_schema=False)
@@ -89,6 +90,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+MAX_BODY_BYTES = 5 * 2**20  # a drawn or pasted geometry is kilobytes; imports go through the CLI
+
+
+class BodyLimit:
+    """Refuse request bodies over max_bytes with a 413 before anything parses them (FastAPI reads a JSON body
+    on the event loop: a 30 MB geometry would stall every other request while it is parsed)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+        self.detail = f"request body larger than {max_bytes // 2**20} MB"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            response = JSONResponse({"code": "http_error", "message": f"{_HTTP_ZH[413]} / {self.detail}"}, 413)
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:  # a chunked body has no length to check up front
+                raise StarletteHTTPException(413, self.detail)  # FastAPI passes it on to http_error
+            return message
+
+        await self.app(scope, counted, send)
+
+
+_HTTP_ZH = {404: "未找到", 405: "不支持的请求方法", 413: "请求体过大"}
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GisError)
     async def gis_error(request: Request, exc: GisError):
@@ -105,7 +140,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        zh = {404: "未找到", 405: "不支持的请求方法"}.get(exc.status_code, "请求错误")
+        zh = _HTTP_ZH.get(exc.status_code, "请求错误")
         return JSONResponse({"code": "http_error", "message": f"{zh} / {exc.detail}"}, status_code=exc.status_code)
 
     @app.exception_handler(Exception)

@@ -14,8 +14,9 @@ from pydantic import BaseModel, Field
 from .. import crs
 from ..api.deps import ERROR_RESPONSES
 from ..domains import DomainContext
+from ..export import csv_bytes, xlsx_bytes
 from . import control_zones
-from .service import csv_bytes, service_for, xlsx_bytes
+from .service import service_for
 
 CSV_TYPE = "text/csv; charset=utf-8"
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

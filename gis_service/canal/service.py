@@ -4,7 +4,6 @@ queries prepared geometry. Every threshold comes from ctx.rules (gis_service/rul
 
 from __future__ import annotations
 
-import io
 import threading
 
 import geopandas as gpd
@@ -432,14 +431,3 @@ def _counts(rows: pd.DataFrame, column: str) -> dict:
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     return orjson.loads(frame.to_json(orient="records", force_ascii=False))
-
-
-def csv_bytes(table: pd.DataFrame) -> bytes:
-    """UTF-8 with a byte-order mark, so that Excel opens the Chinese headers correctly."""
-    return table.to_csv(index=False).encode("utf-8-sig")
-
-
-def xlsx_bytes(table: pd.DataFrame, sheet: str) -> bytes:
-    buffer = io.BytesIO()
-    table.to_excel(buffer, index=False, sheet_name=sheet[:31])
-    return buffer.getvalue()
