@@ -90,13 +90,31 @@ def cmd_export(args) -> None:
     print(f"已导出 exported: {path}")
 
 
+def _domains(settings, catalog, store):
+    """The discovered domains and their contexts, as the server builds them (for commands that need them)."""
+    from .domains import contexts, discover
+    from .privacy import AccessLog
+    from .rules import RuleBook
+    from .store import open_record_store
+
+    domains = discover()
+    return domains, contexts(domains, settings=settings, catalog=catalog, store=store,
+                             records=open_record_store(settings),
+                             rules=RuleBook.load(override_path=settings.rules_override),
+                             access_log=AccessLog(settings.var_dir / "personal_data_access.log"))
+
+
 def cmd_import(args) -> None:
+    from .domains import refresh_derived
     from .importer import import_layer
 
-    _, catalog, store = _services()
+    settings, catalog, store = _services()
     layer = _vector_layer(catalog, args.collection)
     count = import_layer(store, layer, Path(args.file), args.coord_sys)
     print(f"已导入 {count} 个要素到 {layer.id} imported {count} features")
+    refreshed = refresh_derived(*_domains(settings, catalog, store))  # zones follow the new data
+    if refreshed:
+        print(f"已更新派生图层 refreshed derived layers: {', '.join(refreshed)}")
 
 
 def cmd_keys(args) -> None:
@@ -118,24 +136,19 @@ def cmd_keys(args) -> None:
 def cmd_maps(args) -> None:
     import getpass
 
-    from .domains import contexts, discover, map_builder
+    from .domains import map_builder
     from .maps.export import export_maps, map_names
     from .privacy import AccessLog
-    from .rules import RuleBook
-    from .store import open_record_store
 
     settings, catalog, store = _services()
     if bool(args.name) == bool(args.all):
         raise GisError("bad_parameter", "请给出一个地图名称或 --all（二者取一）", "give one map name or --all", 400)
-    domains = discover()
+    domains, domain_contexts = _domains(settings, catalog, store)
     pages = [p.export_name(d.name) for d in domains for p in d.pages]
     names = pages + map_names(catalog, args.role) if args.all else [args.name]
     cap = {} if args.max_features is None else {"feature_cap": args.max_features}
     output = Path(args.output) if args.output else settings.maps_dir
     access_log = AccessLog(settings.var_dir / "personal_data_access.log")
-    domain_contexts = contexts(domains, settings=settings, catalog=catalog, store=store,
-                               records=open_record_store(settings),
-                               rules=RuleBook.load(override_path=settings.rules_override), access_log=access_log)
     for name in names:
         try:
             [done] = export_maps([name], output, args.role, catalog=catalog, store=store, settings=settings,

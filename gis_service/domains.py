@@ -11,6 +11,7 @@ needs through one ``DomainContext``).
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from .privacy import AccessLog
 from .rules import DomainRules
 from .store import RecordStore, Store
 
+log = logging.getLogger("gis_service")
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Who reads layers when a domain computes its derived layers at start-up (no caller): those layers carry
 # their own access class in their TOML, which the OGC API and the maps enforce.
@@ -157,13 +159,26 @@ def map_builder(domains: list[Domain], domain_contexts: dict[str, DomainContext]
 
 
 def refresh_derived(domains: list[Domain], domain_contexts: dict[str, DomainContext]) -> list[str]:
-    """Recompute and publish every domain's derived layers (rules or inputs may have changed); ids written."""
+    """Recompute and publish every domain's derived layers (rules or inputs may have changed); ids written.
+
+    A domain whose input layers are not defined or not built here is skipped with a warning: a layers
+    directory without the canal layers still serves everything else."""
     written = []
     for domain in domains:
         if domain.derive is None:
             continue
         ctx = domain_contexts[domain.name]
-        for layer_id, frame in domain.derive(ctx).items():  # derive reads with who=SYSTEM where it must
+        try:
+            frames = domain.derive(ctx)  # derive reads with who=SYSTEM where it must
+        except GisError as exc:
+            if exc.code not in ("layer_not_available", "layer_not_built"):
+                raise
+            log.warning("derived layers of %s not refreshed: %s", domain.name, exc.message_en)
+            continue
+        for layer_id, frame in frames.items():
+            if ctx.catalog.get(layer_id) is None:
+                log.warning("derived layer %s of %s has no definition here; not published", layer_id, domain.name)
+                continue
             ctx.publish(layer_id, frame)
             written.append(layer_id)
     return written

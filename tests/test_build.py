@@ -68,3 +68,22 @@ def test_build_layers_cli_asks_before_regenerating(tmp_path):
     done = subprocess.run([sys.executable, "-m", "gis_service.cli", "build-layers", "--regenerate-demo"],
                           input="n\n", capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
     assert done.returncode == 0 and "已取消" in done.stdout
+
+
+def test_an_import_republishes_the_zones_derived_from_it(built, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    catalog, store, _ = built
+    channels = store.read_frame(catalog.get("canal_channels"))
+    assert "赵王新河" in set(channels["name"])
+    channels[channels["name"] != "赵王新河"].to_file(tmp_path / "channels.geojson")
+    env = dict(os.environ, GIS_LAYERS_DIR=str(catalog.root), GIS_VAR_DIR=str(tmp_path / "var"))
+    done = subprocess.run([sys.executable, "-m", "gis_service.cli", "import", "canal_channels",
+                           str(tmp_path / "channels.geojson")], env=env, capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    zones = store.read_frame(catalog.get("canal_zones"))
+    assert store.origin(catalog.get("canal_zones")) == "derived"
+    assert set(zones["river"]) == {"北运河", "大清河"}

@@ -85,3 +85,14 @@ def test_light_commands_import_no_gis_libraries(tmp_path, argv):
                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_import_refreshes_derived_layers_and_works_without_them(workspace, tmp_path, store, catalog):
+    """An import republishes the domains' derived layers (here none can be built: the workspace holds no canal
+    layers, and the import must still succeed)."""
+    env, layers = workspace
+    sites = store.read_frame(catalog.get("heritage_sites")).head(3)
+    sites.to_file(tmp_path / "three.geojson")
+    done = run(["import", "heritage_sites", str(tmp_path / "three.geojson")], env)
+    assert done.returncode == 0, done.stderr
+    assert "已导入 3 个要素" in done.stdout and "已更新派生图层" not in done.stdout
