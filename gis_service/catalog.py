@@ -224,7 +224,8 @@ def load_definition(path: Path) -> LayerDef:
 _NUMBER = (int, float)
 # Style key -> the TOML types it takes (every map page draws base layers: a wrong value must stop start-up).
 STYLE_TYPES = {"color": str, "weight": _NUMBER, "fill": bool, "fill_color": str, "fill_opacity": _NUMBER,
-               "radius": _NUMBER, "dash_array": str, "category_field": str, "categories": dict, "label_size": int}
+               "radius": _NUMBER, "dash_array": str, "category_field": str, "categories": dict, "category_labels": dict,
+               "label_size": int}
 STYLE_KEYS = frozenset(STYLE_TYPES)
 _COLOR = re.compile(r"^(#[0-9a-fA-F]{3,8}|[a-z]+)$")
 _DASH = re.compile(r"^\d+(\.\d+)?([ ,]+\d+(\.\d+)?)*$")
@@ -244,6 +245,10 @@ def _check_style(style: dict, path: Path, names: list[str]) -> None:
                                   f"invalid colour {color!r} (#rrggbb or a colour name)")
     if "dash_array" in style and not _DASH.match(style["dash_array"]):
         raise DefinitionError(path, "style.dash_array", "须为数字序列，如 \"8 4\"", 'must be numbers, e.g. "8 4"')
+    unlabelled = set(style.get("category_labels", {})) - set(style.get("categories", {}))
+    if unlabelled:
+        raise DefinitionError(path, "style.category_labels", f"{sorted(unlabelled)} 不在 categories 中",
+                              f"{sorted(unlabelled)} are not in categories")
     if "category_field" in style and style["category_field"] not in names:
         raise DefinitionError(path, "style.category_field", f"字段 {style['category_field']} 未定义",
                               f"field '{style['category_field']}' is not defined")

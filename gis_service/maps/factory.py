@@ -68,6 +68,7 @@ class Style:
     dash_array: str | None = None  # e.g. "8 4"
     category_field: str | None = None  # colour by this field's value ...
     categories: Mapping[str, str] = field(default_factory=dict, hash=False)  # ... value -> colour
+    category_labels: Mapping[str, str] = field(default_factory=dict, hash=False)  # value -> legend text (中文)
     label_size: int = 12  # permanent labels, pixels
 
     @classmethod
@@ -80,7 +81,7 @@ class Style:
         unknown = set(value) - known
         if unknown:
             raise ValueError(f"unknown style keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**{k: (dict(v) if k == "categories" else v) for k, v in value.items()})
+        return cls(**{k: (dict(v) if k in ("categories", "category_labels") else v) for k, v in value.items()})
 
     def color_of(self, value) -> str:
         return self.categories.get(str(value), self.color)
@@ -374,7 +375,7 @@ class _Legend(MacroElement):
     def add(self, overlay: Overlay, kind: str, base: bool = False) -> None:
         style, target = overlay.style, self.base if base else self.entries
         if style.categories:
-            target += [(f"{overlay.title}：{value}", colour, kind, style.dash_array)
+            target += [(f"{overlay.title}：{style.category_labels.get(value, value)}", colour, kind, style.dash_array)
                        for value, colour in style.categories.items()]
         else:
             target.append((overlay.title, style.color, kind, style.dash_array))

@@ -115,3 +115,15 @@ def test_titles_are_escaped_and_unknown_columns_refused(catalog, store):
     assert "<img src=x" not in page and "&lt;img src=x" in page
     with pytest.raises(ValueError, match="nosuch"):
         factory.add_frame(m, WELL, "井", popup={"nosuch": "不存在"})
+
+
+def test_legend_shows_category_labels_instead_of_codes(catalog, store):
+    from gis_service.maps.factory import MapFactory
+
+    factory = MapFactory(catalog, store, Settings.from_env())
+    m = factory.new_map("t")
+    factory.add_frame(m, ZONES.assign(bank=["left", "right"]), "绿廊", style={
+        "category_field": "bank", "categories": {"left": "#41ab5d", "right": "#a1d99b"},
+        "category_labels": {"left": "左岸"}})
+    labels = [label for label, *_ in m.gis_legend.entries]
+    assert labels == ["绿廊：左岸", "绿廊：right"]  # an unlabelled value keeps its code
