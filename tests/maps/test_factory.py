@@ -118,8 +118,6 @@ def test_titles_are_escaped_and_unknown_columns_refused(catalog, store):
 
 
 def test_legend_shows_category_labels_instead_of_codes(catalog, store):
-    from gis_service.maps.factory import MapFactory
-
     factory = MapFactory(catalog, store, Settings.from_env())
     m = factory.new_map("t")
     factory.add_frame(m, ZONES.assign(bank=["left", "right"]), "绿廊", style={
