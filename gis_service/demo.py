@@ -474,8 +474,10 @@ def heritage_sites(base: Base, channels: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 # --- green corridors and the river management boundary (demo) -----------------------------------------
 # Canal plan L2147: a green corridor at least 100 m wide on each bank of 北运河 and 大清河 (赵王新河 is not named).
-# The demo corridor is a band beside the channel on each bank: its inner edge follows the centreline at half the
-# water surface (WATER_HALF_WIDTH_M, a demo figure), its outer edge planned_width_m further out, both measured
+# The demo corridor is a band beside the channel on each bank: its inner edge follows the centreline at the edge
+# of the river's management boundary where it has one (RIVER_BOUNDARY_HALF_WIDTH_M: 北运河, so the corridor lies
+# outside the management area, as the required band of the zones does), else at half the water surface
+# (WATER_HALF_WIDTH_M, a demo figure); its outer edge planned_width_m further out, both measured
 # perpendicular to the centreline in EPSG:4548. Most sections are 105–160 m; some are deliberately 60–95 m over
 # 1.5–3.5 km, and some 1–3 km stretches have no corridor, so that the width check has something to find.
 GREEN_CORRIDOR_RIVERS = ("北运河", "大清河")
@@ -519,6 +521,12 @@ def _ensure_shortfalls(sections: list[list], rng) -> None:
         sec[3] = float(round(rng.uniform(*CORRIDOR_WIDTH_M["narrow"]))) if kind == "narrow" else None
 
 
+def corridor_inner_offset(river: str) -> float:
+    """Where a river's demo corridor starts, metres from the centreline: the management boundary's half-width
+    where the river has one (the corridor lies outside the management area), else half the water surface."""
+    return RIVER_BOUNDARY_HALF_WIDTH_M.get(river, WATER_HALF_WIDTH_M[river])
+
+
 def green_corridors(base: Base, channels: gpd.GeoDataFrame, rng) -> gpd.GeoDataFrame:
     """Green-corridor polygons on both banks of 北运河 and 大清河 inside Langfang (demo), built in EPSG:4548.
 
@@ -531,7 +539,7 @@ def green_corridors(base: Base, channels: gpd.GeoDataFrame, rng) -> gpd.GeoDataF
     records, geoms = [], []
     for river in GREEN_CORRIDOR_RIVERS:
         reaches = list(channels.loc[channels["name"] == river].geometry.values)  # upstream → downstream
-        inner = WATER_HALF_WIDTH_M[river]
+        inner = corridor_inner_offset(river)
         for bank, side in (("left", 1.0), ("right", -1.0)):
             plan = [_corridor_sections(line.length, rng) for line in reaches]
             _ensure_shortfalls([sec for sections in plan for sec in sections], rng)

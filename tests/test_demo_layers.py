@@ -190,6 +190,22 @@ def test_river_boundary_is_bei_canal_plus_minus_its_half_width(catalog, store):
     assert 0.8 * 2 * half * bei.length.sum() < polygon.area <= 2 * half * bei.length.sum() * 1.01
 
 
+def test_green_corridors_lie_outside_the_management_boundary_of_their_river(catalog, store):
+    # Where a river has a management boundary (北运河), its corridor starts at the boundary's edge: the corridor
+    # layer and the required band of the zones (measured from the boundary) then describe the same strip.
+    corridors = store.read_frame(catalog.get("green_corridors")).to_crs(METRIC_CRS)
+    boundary = store.read_frame(catalog.get("river_boundaries")).to_crs(METRIC_CRS)
+    for river, half in zip(boundary["river"], boundary["half_width_m"]):
+        mine = corridors[corridors["river"] == river]
+        assert len(mine) and (mine["inner_offset_m"] == half).all()
+        area = shapely.union_all(boundary.geometry[boundary["river"] == river].values)
+        band = shapely.union_all(mine.geometry.values)
+        assert band.intersection(area).area < 1e-4 * band.area  # only the 1 cm grid's slivers
+        assert band.distance(area) < 0.05  # and it begins right at the boundary
+    others = corridors[~corridors["river"].isin(boundary["river"])]
+    assert (others["inner_offset_m"] < 100).all()  # half the water surface where there is no boundary
+
+
 HERITAGE_CLASSES = {"全国重点文物保护单位", "省级文物保护单位", "市县级文物保护单位", "未定级不可移动文物"}
 
 
