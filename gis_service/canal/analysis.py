@@ -5,12 +5,15 @@ knows a number from the plan. Banks are named with respect to the flow direction
 the channel line: ``left`` lies to the left of a walker going downstream.
 
 Distances are measured from a river's *baseline*: its centreline, or its river management boundary polygon
-when one is given (distance 0 inside it). The bank of a place is the side of the centreline it lies on (the
-side of the nearest centreline segment; beyond the ends, of the line extended along its end segments).
+when one is given (distance 0 inside it) together with the reaches of the channel the boundary does not cover.
+The bank of a place is the side of the centreline it lies on (the side of the nearest centreline segment;
+beyond the ends, of the line extended along its end segments).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -28,6 +31,18 @@ KIND_ZH = {"village_remediation": "村庄环境综合整治范围", "green_belt"
            "core_monitoring": "生态空间核心监控区"}
 VERDICT_RANK = {"allowed": 0, "needs_review": 1, "prohibited": 2}
 VERDICT_ZH = {"allowed": "允许", "needs_review": "需审查", "prohibited": "禁止"}
+# The kinds of control zone a planner may draw (control_zones.py): the computed zones' kinds and the others the
+# plan asks to delimit (heritage ranges L2130, the ecological red line L2143). Each has a verdict in
+# canal.siting_verdicts.control_zones.
+CONTROL_KIND_ZH = {
+    **KIND_ZH,
+    "heritage_protection": "文物保护范围",
+    "construction_control": "建设控制地带",
+    "ecological_redline": "生态保护红线",
+    "other": "其他管控区",
+}
+# Which baseline a distance was measured from (canal.measurement_baseline).
+BASELINE_ZH = {"centreline": "河道中心线", "river_boundary": "河道管理范围线"}
 # Key of the heritage-range table used for a class the table does not list (see canal.heritage_ranges).
 OTHER_HERITAGE_CLASS = "其他"
 # The centreline is extended beyond its ends by this multiple of (zone width + boundary half-width), so that
@@ -35,6 +50,9 @@ OTHER_HERITAGE_CLASS = "其他"
 EXTENSION_FACTOR = 1.5
 # Segments per quarter circle of buffers (0.16 % area error on round caps; a geometric resolution, not a rule).
 QUAD_SEGS = 16
+# Channel left outside a management boundary shorter than this is overlay noise where a piece ends on the
+# boundary's edge (a numerical tolerance, not a rule).
+UNCOVERED_MIN_M = 0.01
 
 
 def area_units(area_m2: float) -> dict:
@@ -57,21 +75,56 @@ class Baseline:
     area: shapely.Geometry | None = None  # river management boundary (polygon), or None
     caveats: tuple[str, ...] = ()
 
-    @property
-    def geometry(self) -> shapely.Geometry:
-        """What distances are measured from."""
-        if self.area is not None:
-            return self.area
+    @functools.cached_property
+    def channel(self) -> shapely.Geometry:
+        """The channel pieces as one geometry."""
         return self.pieces[0] if len(self.pieces) == 1 else shapely.MultiLineString(self.pieces)
+
+    @functools.cached_property
+    def uncovered(self) -> shapely.Geometry | None:
+        """The channel outside the management boundary (None without a boundary, empty when it covers all).
+
+        Parts shorter than UNCOVERED_MIN_M (where a piece ends on the boundary's clipped edge) are dropped."""
+        if self.area is None:
+            return None
+        parts = [p for p in shapely.get_parts(shapely.difference(self.channel, self.area))
+                 if p.geom_type == "LineString" and p.length >= UNCOVERED_MIN_M]
+        return shapely.MultiLineString(parts) if parts else shapely.MultiLineString()
+
+    @functools.cached_property
+    def geometry(self) -> shapely.Geometry:
+        """What distances are measured from: the boundary polygon and the channel it does not cover, or the
+        channel. One object per baseline (prepared once)."""
+        if self.area is None:
+            return self.channel
+        if self.uncovered.is_empty:
+            return self.area
+        return shapely.GeometryCollection([*shapely.get_parts(self.area), *shapely.get_parts(self.uncovered)])
 
     @property
     def method(self) -> str:
         return "river_boundary" if self.area is not None else "centreline"
 
+    def measured_from(self, geoms) -> np.ndarray:
+        """Per geometry: "river_boundary" where its nearest baseline point is on the boundary polygon,
+        "centreline" where it is on the channel (no boundary, or a reach the boundary does not cover)."""
+        geoms = np.atleast_1d(np.asarray(geoms, dtype=object))
+        if self.area is None:
+            return np.full(len(geoms), "centreline", dtype=object)
+        if self.uncovered.is_empty:
+            return np.full(len(geoms), "river_boundary", dtype=object)
+        on_area = shapely.distance(self.area, geoms) <= shapely.distance(self.uncovered, geoms)
+        return np.where(on_area, "river_boundary", "centreline").astype(object)
+
     def splitter(self, width_m: float) -> shapely.LineString:
         """The chained line extended far enough to cut every zone up to width_m into its two banks."""
-        half = shapely.hausdorff_distance(self.area, self.line) if self.area is not None else 0.0
-        return _extended(self.line, EXTENSION_FACTOR * (width_m + half))
+        return _extended(self.line, EXTENSION_FACTOR * (width_m + self.half_width()))
+
+    def half_width(self) -> float:
+        """How far the management boundary reaches from the centreline (its farthest vertex); 0 without one."""
+        if self.area is None or self.area.is_empty:
+            return 0.0
+        return float(shapely.distance(shapely.points(shapely.get_coordinates(self.area)), self.line).max())
 
 
 def baselines(channels: gpd.GeoDataFrame, rivers: list[str],
@@ -240,7 +293,8 @@ VILLAGE_FIELDS = ["name", "code", "township", "township_code", "county", "positi
 def villages_within(baselines_: list[Baseline], villages: gpd.GeoDataFrame, distance_m: float) -> gpd.GeoDataFrame:
     """Villages within distance_m (included) of each river's baseline: one row per village and river.
 
-    ``distance_m`` of a row is to the nearest point of the baseline (centreline or boundary polygon); ``bank``
+    ``distance_m`` of a row is to the nearest point of the baseline (centreline, or the boundary polygon and
+    the channel it does not cover), ``baseline`` which of them that point is on; ``bank``
     the side of the centreline; ``borderline`` is true where the village's position uncertainty could put it
     on the other side of the limit."""
     require_metric(villages=villages)
@@ -256,7 +310,7 @@ def villages_within(baselines_: list[Baseline], villages: gpd.GeoDataFrame, dist
         rows["river"] = b.river
         rows["bank"] = bank_names(side_of(b.splitter(distance_m), pts[hit]))
         rows["distance_m"] = np.round(d[hit], 1)
-        rows["baseline"] = b.method
+        rows["baseline"] = b.measured_from(pts[hit])
         rows["geometry"] = pts[hit]
         parts.append(rows)
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=have + ["river", "bank",
@@ -272,7 +326,8 @@ def villages_within(baselines_: list[Baseline], villages: gpd.GeoDataFrame, dist
 
 
 # --- green corridor width -------------------------------------------------------------------------------
-STATION_COLUMNS = ["river", "bank", "county", "piece", "piece_from_m", "from_m", "to_m", "length_m", "width_m"]
+STATION_COLUMNS = ["river", "bank", "county", "piece", "piece_from_m", "from_m", "to_m", "length_m", "width_m",
+                   "inner_m"]
 
 
 def corridor_widths(baselines_: list[Baseline], corridors: gpd.GeoDataFrame, counties: gpd.GeoDataFrame,
@@ -283,9 +338,14 @@ def corridor_widths(baselines_: list[Baseline], corridors: gpd.GeoDataFrame, cou
     measured at its middle: a ray from the centreline, perpendicular to the channel there (the direction
     between the station's ends), probe_m long on that bank. Its width is the length of the ray inside that
     river's and bank's corridor polygons (fields ``river``, ``bank``): 0 in a gap. ``from_m``/``to_m`` are
-    chainages along the river's pieces in flow order (reaches outside the layer not counted). The station's
-    county is the county containing the point band_m/2 beyond the river's edge (the middle of the required
-    band); None outside the city (the other side of a boundary river)."""
+    chainages along the river's pieces in flow order (reaches outside the layer not counted).
+
+    ``inner_m`` is where the required band starts on that bank, measured from the centreline along the ray:
+    the edge of the river management boundary where the ray crosses one (the corridor belongs outside the
+    management area), otherwise the near edge of the corridor on the ray (in the demo data: half the water
+    surface), and at stations with neither (a gap) the median of that river's and bank's other stations (0 if
+    it has none). The station's county is the county containing the point band_m/2 beyond inner_m (the middle
+    of the required band); None outside the city (the other side of a boundary river)."""
     require_metric(corridors=corridors, counties=counties)
     frames = []
     names = counties["name"].to_numpy()
@@ -311,20 +371,35 @@ def corridor_widths(baselines_: list[Baseline], corridors: gpd.GeoDataFrame, cou
                 normal = sign * left_normal
                 rays = shapely.linestrings(np.stack([at, at + normal * probe_m], axis=1))
                 shape = shapes[bank]
-                width = shapely.length(shapely.intersection(rays, shape)) if shape is not None else np.zeros(n)
-                edge = shapely.length(shapely.intersection(rays, b.area)) if b.area is not None else np.zeros(n)
-                probe = shapely.points(at + normal * (edge + band_m / 2)[:, None])
-                county = np.full(n, None, dtype=object)
-                where, which = counties.sindex.query(probe, predicate="within")
-                county[where] = names[which]
-                frames.append(gpd.GeoDataFrame({
-                    "river": b.river, "bank": bank, "county": county, "piece": k, "piece_from_m": start,
-                    "from_m": chainage + start, "to_m": chainage + end, "length_m": end - start,
-                    "width_m": np.round(width, 3)}, geometry=rays, crs=METRIC_CRS))
+                inside = shapely.intersection(rays, shape) if shape is not None else None
+                width = shapely.length(inside) if inside is not None else np.zeros(n)
+                inner = np.full(n, np.nan)
+                if inside is not None:  # the corridor's near edge on the ray
+                    has = width > 0
+                    inner[has] = shapely.distance(shapely.points(at[has]), inside[has])
+                if b.area is not None:  # the management boundary's edge, where the ray starts inside it
+                    edge = shapely.length(shapely.intersection(rays, b.area))
+                    inner = np.where(edge > 0, edge, inner)
+                frames.append(dict(river=b.river, bank=bank, piece=k, piece_from_m=start, from_m=chainage + start,
+                                   to_m=chainage + end, length_m=end - start, width_m=np.round(width, 3),
+                                   inner_m=inner, at=at, normal=normal, rays=rays))
             chainage += length
     if not frames:
         return gpd.GeoDataFrame(columns=STATION_COLUMNS + ["geometry"], geometry="geometry", crs=METRIC_CRS)
-    return pd.concat(frames, ignore_index=True)
+    out = []
+    for f in frames:
+        known = np.concatenate([g["inner_m"] for g in frames if (g["river"], g["bank"]) == (f["river"], f["bank"])])
+        known = known[~np.isnan(known)]
+        inner = np.where(np.isnan(f["inner_m"]), float(np.median(known)) if len(known) else 0.0, f["inner_m"])
+        probe = shapely.points(f["at"] + f["normal"] * (inner + band_m / 2)[:, None])
+        county = np.full(len(inner), None, dtype=object)
+        where, which = counties.sindex.query(probe, predicate="within")
+        county[where] = names[which]
+        out.append(gpd.GeoDataFrame({
+            "river": f["river"], "bank": f["bank"], "county": county, "piece": f["piece"],
+            "piece_from_m": f["piece_from_m"], "from_m": f["from_m"], "to_m": f["to_m"], "length_m": f["length_m"],
+            "width_m": f["width_m"], "inner_m": np.round(inner, 3)}, geometry=f["rays"], crs=METRIC_CRS))
+    return pd.concat(out, ignore_index=True)
 
 
 @dataclass
@@ -338,7 +413,10 @@ def shortfalls(stations: gpd.GeoDataFrame, baselines_: list[Baseline], min_width
     """Sections narrower than min_width_m (widths equal to it comply: 以上 includes the number).
 
     Length missing is the length of the short stations; area missing is Σ (min_width_m − width) × length.
-    Widths are compared rounded to the millimetre (the ray intersection's floating-point noise)."""
+    Widths are compared rounded to the millimetre (the ray intersection's floating-point noise). A section's
+    geometry is the required band along it: from the river's edge (the median ``inner_m`` of its stations, see
+    corridor_widths) min_width_m outwards on its bank, not from the centreline (the water or the management
+    area is no place for the corridor)."""
     inside = stations[stations["county"].notna()].sort_values(["river", "bank", "from_m"]).reset_index(drop=True)
     short = inside["width_m"].to_numpy() < min_width_m
     deficit = np.where(short, min_width_m - inside["width_m"].to_numpy(), 0.0)
@@ -355,9 +433,8 @@ def shortfalls(stations: gpd.GeoDataFrame, baselines_: list[Baseline], min_width
         piece = lines[first["river"]].pieces[int(first["piece"])]
         a, z = float(run["from_m"].iloc[0]), float(run["to_m"].iloc[-1])
         local = float(run["piece_from_m"].iloc[0])
-        sign = 1.0 if first["bank"] == "left" else -1.0
-        band = shapely.buffer(shapely.ops.substring(piece, local, local + (z - a)), sign * min_width_m,
-                              single_sided=True)
+        band = required_band(shapely.ops.substring(piece, local, local + (z - a)), first["bank"],
+                             float(run["inner_m"].median()), min_width_m)
         length = float(run["length_m"].sum())
         sections.append({
             "river": first["river"], "bank": first["bank"], "bank_zh": BANK_ZH[first["bank"]],
@@ -383,6 +460,16 @@ def shortfalls(stations: gpd.GeoDataFrame, baselines_: list[Baseline], min_width
     for col in ("measured_length_m", "shortfall_length_m", "gap_length_m", "missing_area_m2"):
         summary[col] = summary[col].round(1)
     return Shortfalls(section_frame, summary, int(stations["county"].isna().sum()))
+
+
+def required_band(line: shapely.LineString, bank: str, inner_m: float, width_m: float) -> shapely.Geometry:
+    """The strip beside ``line`` on ``bank`` from inner_m to inner_m + width_m off it (single-sided offsets)."""
+    sign = 1.0 if bank == "left" else -1.0
+    outer = shapely.buffer(line, sign * (inner_m + width_m), single_sided=True)
+    if inner_m <= 0:
+        return outer
+    parts = _polygonal(shapely.difference(outer, shapely.buffer(line, sign * inner_m, single_sided=True))).geoms
+    return parts[0] if len(parts) == 1 else shapely.MultiPolygon(list(parts))
 
 
 # --- farmland conflicts ---------------------------------------------------------------------------------
@@ -465,25 +552,68 @@ def _int(value):
         return None
 
 
+# --- inside the city? -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CityCoverage:
+    """How a geometry lies with respect to the city boundary."""
+
+    touches_city: bool  # any part inside or on the boundary
+    within_city: bool  # every part inside or on the boundary
+    distance_m: float  # to the city (0 when it touches it)
+    outside_share: float  # share of the area (polygons), length (lines) or points outside the city
+    outside_in: tuple[str, ...]  # neighbouring districts the part outside lies in ("北京市通州区" …), largest first
+
+
+def city_coverage(geom: shapely.Geometry, city: shapely.Geometry,
+                  neighbours: gpd.GeoDataFrame | None = None) -> CityCoverage:
+    """Where ``geom`` lies with respect to ``city`` (both EPSG:4548); ``neighbours`` (fields ``name``,
+    ``province``) name the districts the part outside falls in."""
+    if neighbours is not None:
+        require_metric(neighbours=neighbours)
+    if city.covers(geom):
+        return CityCoverage(True, True, 0.0, 0.0, ())
+    outside = shapely.difference(geom, city)
+    dim = shapely.get_dimensions(geom)
+    measure = shapely.area if dim == 2 else shapely.length if dim == 1 else shapely.get_num_geometries
+    total = float(measure(geom))
+    share = float(measure(outside)) / total if total > 0 else 1.0
+    found = []
+    if neighbours is not None and len(neighbours):
+        for j in neighbours.sindex.query(outside, predicate="intersects"):
+            part = shapely.intersection(outside, neighbours.geometry.values[j])
+            row = neighbours.iloc[j]
+            found.append((-float(measure(part)), f"{row.get('province', '') or ''}{row['name']}"))
+    touches = city.intersects(geom)
+    return CityCoverage(touches, False, 0.0 if touches else float(shapely.distance(city, geom)), min(share, 1.0),
+                        tuple(name for _, name in sorted(found)))
+
+
 # --- siting verdict -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SitingRules:
     """What a verdict needs from the rule file: values and, per rule id, its key and citation."""
 
-    verdicts: dict  # situation -> allowed | needs_review | prohibited (canal.siting_verdicts)
+    verdicts: dict  # situation -> allowed | needs_review | prohibited, control_zones -> {kind: …} (canal.siting_verdicts)
     heritage_ranges: dict  # heritage class -> {protection_m, construction_control_m}
     negative_list: list  # [{sector, title_zh, action, source}]
     citations: dict  # rule id -> (key "canal.<id>", citation)
 
 
+CONTROL_FIELDS = ["zone_id", "name", "kind", "version", "author", "updated_at"]
+
+
 @dataclass
 class PreparedZones:
-    """Zones ready for many checks: an STR-tree over them, their union, and the baselines by river."""
+    """Zones ready for many checks: an STR-tree over them, their union, and the baselines by river; and the
+    control zones drawn by planners (``control``: fields CONTROL_FIELDS, EPSG:4548) with their own STR-tree."""
 
     frame: gpd.GeoDataFrame
     tree: shapely.STRtree
     union: shapely.Geometry
     baselines: dict
+    control: gpd.GeoDataFrame | None = None
+    control_tree: shapely.STRtree | None = None
+    control_union: shapely.Geometry | None = None
 
     @classmethod
     def build(cls, frame: gpd.GeoDataFrame, baselines_: list[Baseline]) -> "PreparedZones":
@@ -496,6 +626,18 @@ class PreparedZones:
             shapely.prepare(b.geometry)
         return cls(frame, shapely.STRtree(geoms), union, {b.river: b for b in baselines_})
 
+    def with_control(self, control: gpd.GeoDataFrame | None) -> "PreparedZones":
+        """The same zones plus the planners' control zones (None or empty: none)."""
+        if control is None or not len(control):
+            return dataclasses.replace(self, control=None, control_tree=None, control_union=None)
+        require_metric(control_zones=control)
+        geoms = control.geometry.values
+        shapely.prepare(geoms)
+        union = shapely.union_all(geoms)
+        shapely.prepare(union)
+        return dataclasses.replace(self, control=control.reset_index(drop=True), control_tree=shapely.STRtree(geoms),
+                                   control_union=union)
+
 
 @dataclass
 class Verdict:
@@ -507,58 +649,93 @@ class Verdict:
     negative_list: list[dict]
     nearest_zone_edge_m: float | None
     caveats: list[str]
+    control_zones: list[dict] = field(default_factory=list)
 
 
 def _heritage_class(value, table: dict) -> str:
     return value if isinstance(value, str) and value in table else OTHER_HERITAGE_CLASS
 
 
+WIDTH_RULES = ("village_remediation_distance_m", "green_corridor_min_width_m", "core_monitoring_zone_width_m")
+
+
 def check_siting(geom: shapely.Geometry, zones_: PreparedZones, heritage: gpd.GeoDataFrame, rules: SitingRules,
                  sector: dict | None) -> Verdict:
-    """The verdict for a proposed project (geometry in EPSG:4548): every zone and heritage range it touches,
-    the negative-list entry of its sector, and the strictest verdict with all reasons.
+    """The verdict for a proposed project (geometry in EPSG:4548): every zone, control zone and heritage range it
+    touches, the negative-list entry of its sector, and the strictest verdict with all reasons.
 
     ``sector`` is an entry of the negative list, ``{"sector": "other"}`` for a sector not on it, or None when
     the caller did not say (then a project in the core monitoring zone needs review). ``heritage``: fields
-    ``name`` and, where known, ``heritage_class`` and ``location_uncertainty_m``."""
+    ``name`` and, where known, ``heritage_class`` and ``location_uncertainty_m``.
+
+    Each reason names the rule its threshold or zone comes from (``rule_id``, ``clause``) and the rule that
+    sets its verdict level (``verdict_rule_id`` = canal.siting_verdicts, ``verdict_situation`` its key there,
+    ``verdict_clause``); for a negative-list sector the level is the entry's action (situation
+    ``negative_list``). A control zone's verdict is canal.siting_verdicts.control_zones[kind]; a drawn core
+    monitoring zone also applies the negative list as the computed one does."""
     require_metric(heritage=heritage)
     v = rules.verdicts
     reasons: dict[tuple, dict] = {}
+    verdict_key, verdict_citation = rules.citations["siting_verdicts"]
 
-    def reason(rule_id: str, verdict: str, text: str, clause: str | None = None):
+    def reason(rule_id: str, verdict: str, situation: str, text: str, clause: str | None = None):
         key, citation = rules.citations[rule_id]
         reasons.setdefault((key, text), {"rule_id": key, "clause": clause or citation, "verdict": verdict,
-                                         "text_zh": text})
+                                         "text_zh": text, "verdict_rule_id": verdict_key,
+                                         "verdict_situation": situation, "verdict_clause": verdict_citation})
+
+    def negative_list_reason(place: str):
+        reason("negative_list", sector["action"], "negative_list",
+               f"行业“{sector['title_zh']}”列入大运河核心监控区负面清单，项目位于{place}内",
+               clause=f"{rules.citations['negative_list'][1]}；本项来源：{sector['source']}")
 
     zone_hits, distances = [], {}
     for i in sorted(zones_.tree.query(geom, predicate="intersects")):
         z = zones_.frame.iloc[i]
         b = zones_.baselines[z["river"]]
         if z["river"] not in distances:
-            distances[z["river"]] = round(float(shapely.distance(b.geometry, geom)), 1)
-        d = distances[z["river"]]
+            distances[z["river"]] = (round(float(shapely.distance(b.geometry, geom)), 1),
+                                     str(b.measured_from([geom])[0]))
+        d, baseline = distances[z["river"]]
         zone_hits.append({"kind": z["kind"], "kind_zh": z["kind_zh"], "river": z["river"], "bank": z["bank"],
                           "bank_zh": z["bank_zh"], "county": z["county"], "width_m": z["width_m"],
-                          "distance_to_channel_m": d})
+                          "distance_to_channel_m": d, "baseline": baseline, "baseline_zh": BASELINE_ZH[baseline]})
         rule_id = z["rule_id"].split(".", 1)[1]
         where = f"{z['river']}{z['bank_zh']}"
+        from_ = f"距{BASELINE_ZH[baseline]} {d:g} 米"
         if z["kind"] == "village_remediation":
-            reason(rule_id, v["village_remediation"],
-                   f"位于{where}河道两侧 {z['width_m']:g} 米村庄环境综合整治范围内（距河道 {d:g} 米）")
+            reason(rule_id, v["village_remediation"], "village_remediation",
+                   f"位于{where}河道两侧 {z['width_m']:g} 米村庄环境综合整治范围内（{from_}）")
         elif z["kind"] == "green_belt":
-            reason(rule_id, v["green_belt"], f"占用{where}宽 {z['width_m']:g} 米的绿色廊道景观带（距河道 {d:g} 米）")
+            reason(rule_id, v["green_belt"], "green_belt", f"占用{where}宽 {z['width_m']:g} 米的绿色廊道景观带（{from_}）")
         elif sector is None:
-            reason(rule_id, v["core_monitoring_sector_unknown"],
+            reason(rule_id, v["core_monitoring_sector_unknown"], "core_monitoring_sector_unknown",
                    f"位于{where}生态空间核心监控区（{z['width_m']:g} 米）内，未说明项目行业，须对照负面清单审查")
         elif sector.get("action") is None:
-            reason(rule_id, v["core_monitoring_sector_not_listed"],
+            reason(rule_id, v["core_monitoring_sector_not_listed"], "core_monitoring_sector_not_listed",
                    f"位于{where}生态空间核心监控区（{z['width_m']:g} 米）内，项目行业不在负面清单上")
         else:
-            reason("negative_list", sector["action"],
-                   f"行业“{sector['title_zh']}”列入大运河核心监控区负面清单，项目位于{where}核心监控区内",
-                   clause=f"{rules.citations['negative_list'][1]}；本项来源：{sector['source']}")
+            negative_list_reason(f"{where}核心监控区")
+
+    control_hits = []
+    if zones_.control_tree is not None:
+        for i in sorted(zones_.control_tree.query(geom, predicate="intersects")):
+            c = zones_.control.iloc[i]
+            kind = c["kind"] if c["kind"] in CONTROL_KIND_ZH else "other"
+            verdict = v["control_zones"][kind]
+            hit = {"zone_id": int(c["zone_id"]), "name": c["name"], "kind": kind, "kind_zh": CONTROL_KIND_ZH[kind],
+                   "version": int(c["version"]), "author": c["author"], "updated_at": c["updated_at"],
+                   "verdict": verdict}
+            control_hits.append(hit)
+            reason("siting_verdicts", verdict, f"control_zones.{kind}",
+                   f"位于规划管控区“{hit['name']}”（{hit['kind_zh']}，编号 {hit['zone_id']}，第 {hit['version']} 版，"
+                   f"{hit['author']} 保存于 {hit['updated_at']}）内，该类管控区判{VERDICT_ZH[verdict]}")
+            if kind == "core_monitoring" and sector is not None and sector.get("action"):
+                negative_list_reason(f"规划管控区“{hit['name']}”（{hit['kind_zh']}）")
     listed = []
-    if sector is not None and sector.get("action") and any(z["kind"] == "core_monitoring" for z in zone_hits):
+    in_core = any(z["kind"] == "core_monitoring" for z in zone_hits) or any(
+        c["kind"] == "core_monitoring" for c in control_hits)
+    if sector is not None and sector.get("action") and in_core:
         listed.append({"sector": sector["sector"], "title_zh": sector["title_zh"], "action": sector["action"],
                        "clause": sector["source"]})
 
@@ -571,30 +748,41 @@ def check_siting(geom: shapely.Geometry, zones_: PreparedZones, heritage: gpd.Ge
             ranges = rules.heritage_ranges[_heritage_class(cls, rules.heritage_ranges)]
             d = float(dist[j])
             if d <= ranges["protection_m"]:
-                where, verdict = "protection", v["heritage_protection"]
+                where, situation = "protection", "heritage_protection"
                 text = f"位于{row['name']}保护范围（{ranges['protection_m']:g} 米）内，距遗产点 {d:.0f} 米"
             elif d <= ranges["construction_control_m"]:
-                where, verdict = "construction_control", v["heritage_construction_control"]
+                where, situation = "construction_control", "heritage_construction_control"
                 text = f"位于{row['name']}建设控制地带（{ranges['construction_control_m']:g} 米）内，距遗产点 {d:.0f} 米"
             else:
                 continue
             uncertainty = _float(row.get("location_uncertainty_m"))
             heritage_hits.append({"name": row["name"], "heritage_class": cls if isinstance(cls, str) else None,
                                   "range": where, "distance_m": round(d, 1), "location_uncertainty_m": uncertainty})
-            reason("heritage_ranges", verdict, text)
+            reason("heritage_ranges", v[situation], situation, text)
             if uncertainty is not None and uncertainty > ranges["protection_m"]:
                 caveats.append(f"{row['name']}的定位不确定度约 {uncertainty:g} 米，大于其保护范围半径，结论仅供初筛")
 
     nearest = None
-    if not zone_hits:
-        nearest = round(float(shapely.distance(zones_.union, geom)), 1) if not zones_.union.is_empty else None
-        text = (f"不在任何运河管控分区内，距最近分区边界 {nearest:g} 米" if nearest is not None
-                else "不在任何运河管控分区内")
-        reason("core_monitoring_zone_width_m", v["outside_every_zone"], text)
+    if not zone_hits and not control_hits:
+        edges = []
+        if not zones_.union.is_empty:
+            edges.append((float(shapely.distance(zones_.union, geom)), "运河管控分区"))
+        if zones_.control_union is not None:
+            edges.append((float(shapely.distance(zones_.control_union, geom)), "规划管控区"))
+        if edges:
+            d, which = min(edges)
+            nearest = round(d, 1)
+            text = f"不在任何运河管控分区内（含规划管控区），距最近分区边界 {nearest:g} 米（{which}）"
+        else:
+            text = "不在任何运河管控分区内（含规划管控区）"
+        widths = "、".join(rules.citations[r][0] for r in WIDTH_RULES)
+        reason("siting_verdicts", v["outside_every_zone"], "outside_every_zone", text,
+               clause=f"{verdict_citation}；各分区宽度见 {widths}")
     found = list(reasons.values())
     verdict = max((r["verdict"] for r in found), key=VERDICT_RANK.__getitem__, default="allowed")
     found.sort(key=lambda r: -VERDICT_RANK[r["verdict"]])
-    return Verdict(verdict, VERDICT_ZH[verdict], found, zone_hits, heritage_hits, listed, nearest, caveats)
+    return Verdict(verdict, VERDICT_ZH[verdict], found, zone_hits, heritage_hits, listed, nearest, caveats,
+                   control_hits)
 
 
 def _float(value) -> float | None:

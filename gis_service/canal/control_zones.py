@@ -46,23 +46,19 @@ from ..domains import DomainContext
 from ..errors import GisError, not_found
 from ..store import Column, Table
 from . import analysis
+from .service import check_geojson, service_for
 
 log = logging.getLogger("gis_service.canal")
 
 LAYER = "canal_control_zones"
 EDITORS = ("planner", "admin")
 DELETERS = ("admin",)
-MAX_VERTICES = 20_000  # a hand-drawn or imported zone; more is almost certainly a mistake (a whole boundary file)
+# The most vertices a zone may have is the rule canal.check_max_vertices (the same limit as a siting check).
 
 # The kinds of zone a planner may draw: the computed zones' kinds (same codes and names), and the others the
-# plan asks to delimit (heritage ranges L2130, the ecological red line L2143). Codes in the API and the layer.
-KINDS = {
-    **analysis.KIND_ZH,  # village_remediation, green_belt, core_monitoring
-    "heritage_protection": "文物保护范围",
-    "construction_control": "建设控制地带",
-    "ecological_redline": "生态保护红线",
-    "other": "其他管控区",
-}
+# plan asks to delimit (heritage ranges L2130, the ecological red line L2143). Codes in the API and the layer;
+# each kind has its siting verdict in canal.siting_verdicts.control_zones.
+KINDS = analysis.CONTROL_KIND_ZH
 Kind = Literal[tuple(KINDS)]  # the same list, so that OpenAPI shows the choices
 
 _CONTENT = (
@@ -130,13 +126,20 @@ def _bad_geometry(zh: str, en: str) -> GisError:
     return GisError("bad_geometry", f"管控区几何无效：{zh}", f"invalid control-zone geometry: {en}", 422)
 
 
-def prepare_geometry(geojson: dict, coord_sys: str | None) -> tuple[shapely.Geometry, float, str | None]:
+def prepare_geometry(geojson: dict, coord_sys: str | None,
+                     max_vertices: int) -> tuple[shapely.Geometry, float, str | None]:
     """The user's polygon in EPSG:4490, valid; its area in m² (EPSG:4548); a Chinese repair note or None.
 
-    Refused (422): not GeoJSON, empty, not a polygon, too many vertices, any vertex outside Langfang (the
+    Refused (422): not GeoJSON (checked on the JSON before shapely builds anything: types, positions, closed
+    rings, at most max_vertices positions), empty, not a polygon, any vertex outside Langfang + 20 km (the
     message names the likely mistake: axes swapped, metres sent as degrees …), or nothing polygonal left
     after repair. An invalid polygon (self-intersecting …) is repaired with make_valid; polygonal parts are
-    kept and zero-area leftovers (dangling lines, points) dropped, and the note says what was done."""
+    kept and zero-area leftovers (dangling lines, points) dropped, and the note says what was done. Whether it
+    lies in the city is the caller's check (_prepared)."""
+    try:
+        check_geojson(geojson, max_vertices)
+    except GisError as err:
+        raise _bad_geometry(err.message_zh, err.message_en) from None
     try:
         geom = shape(geojson)
     except Exception as exc:  # shapely/GEOS raise several types for malformed GeoJSON
@@ -146,8 +149,6 @@ def prepare_geometry(geojson: dict, coord_sys: str | None) -> tuple[shapely.Geom
     if geom.geom_type not in ("Polygon", "MultiPolygon"):
         raise _bad_geometry(f"管控区须为面（Polygon/MultiPolygon），收到 {geom.geom_type}",
                             f"a control zone must be a Polygon or MultiPolygon, not {geom.geom_type}")
-    if shapely.get_num_coordinates(geom) > MAX_VERTICES:
-        raise _bad_geometry(f"顶点超过 {MAX_VERTICES} 个", f"more than {MAX_VERTICES} vertices")
     stored = crs.geometry_to_storage(geom, coord_sys)  # 422 with the likely mistake outside Langfang
     note = None
     if not stored.is_valid:
@@ -239,12 +240,21 @@ def _version_row(zone_id: int, version: int, action: str, content: dict, who: Pr
             "repair_note_zh": note_zh}
 
 
+def _prepared(ctx: DomainContext, body: ControlZoneIn) -> tuple[shapely.Geometry, float, str | None, list[str]]:
+    """prepare_geometry with the rule's vertex limit, then the city check: 422 outside_langfang for a zone
+    wholly outside the city (naming the neighbouring district), a caveat for one partly outside."""
+    geometry, area, note = prepare_geometry(body.geometry, body.coord_sys,
+                                            int(ctx.rules.value("check_max_vertices")))
+    caveats = service_for(ctx).require_in_city(crs.transform_geometry(geometry, crs.STORAGE_CRS, crs.METRIC_CRS))
+    return geometry, area, note, caveats
+
+
 def _content(body: ControlZoneIn, geometry, area: float) -> dict:
     return {"name": body.name, "kind": body.kind, "note": body.note, "geometry": geometry, "area_m2": area}
 
 
 def create(ctx: DomainContext, who: Principal, body: ControlZoneIn) -> dict:
-    geometry, area, note = prepare_geometry(body.geometry, body.coord_sys)
+    geometry, area, note, caveats = _prepared(ctx, body)
     content, at = _content(body, geometry, area), _now()
 
     def change(tx):
@@ -253,11 +263,11 @@ def create(ctx: DomainContext, who: Principal, body: ControlZoneIn) -> dict:
         tx.insert(VERSIONS, _version_row(zone_id, 1, "create", content, who, at, body.coord_sys, note))
         return tx.get(ZONES, zone_id)
 
-    return _zone_json(_write(ctx, change), note)
+    return {**_zone_json(_write(ctx, change), note), "caveats": caveats}
 
 
 def update(ctx: DomainContext, who: Principal, zone_id: int, body: ControlZoneIn) -> dict:
-    geometry, area, note = prepare_geometry(body.geometry, body.coord_sys)
+    geometry, area, note, caveats = _prepared(ctx, body)
     content, at = _content(body, geometry, area), _now()
 
     def change(tx):
@@ -272,7 +282,7 @@ def update(ctx: DomainContext, who: Principal, zone_id: int, body: ControlZoneIn
         tx.insert(VERSIONS, _version_row(zone_id, version, "update", content, who, at, body.coord_sys, note))
         return tx.get(ZONES, zone_id)
 
-    return _zone_json(_write(ctx, change), note)
+    return {**_zone_json(_write(ctx, change), note), "caveats": caveats}
 
 
 def delete(ctx: DomainContext, who: Principal, zone_id: int) -> dict:

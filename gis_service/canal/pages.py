@@ -203,16 +203,24 @@ class _DrawCheck(MacroElement):
     var reasons = add(box, 'ul', null, 'gis-verdict-reasons');
     (d.reasons || []).forEach(function(r) {
       var li = add(reasons, 'li', r.text_zh, 'gis-verdict-reason');
-      add(li, 'small', '（' + r.clause + '；规则 ' + r.rule_id + '）', 'gis-verdict-clause');
+      add(li, 'small', '（' + r.clause + '；规则 ' + r.rule_id +
+          (r.verdict_rule_id && r.verdict_rule_id !== r.rule_id ? '；结论依据 ' + r.verdict_rule_id : '') + '）',
+          'gis-verdict-clause');
     });
     if (d.zones && d.zones.length) {
       add(box, 'div', '涉及分区：' + named(d.zones, function(z) {
         var names = [z.river, z.bank_zh || BANKS[z.bank] || z.bank, z.kind_zh || z.kind, z.county];
         return names.filter(function(s) { return s; }).join(' ') +
-               (z.distance_to_channel_m != null ? '（距河道 ' + Math.round(z.distance_to_channel_m) + ' 米）' : '');
+               (z.distance_to_channel_m != null ?
+                '（距' + (z.baseline_zh || '河道') + ' ' + Math.round(z.distance_to_channel_m) + ' 米）' : '');
       }), 'gis-verdict-zones');
     } else if (d.nearest_zone_edge_m != null) {
       add(box, 'div', '涉及分区：无（距最近分区边界 ' + Math.round(d.nearest_zone_edge_m) + ' 米）', 'gis-verdict-zones');
+    }
+    if (d.control_zones && d.control_zones.length) {
+      add(box, 'div', '涉及规划管控区：' + named(d.control_zones, function(c) {
+        return c.name + '（' + c.kind_zh + '，第 ' + c.version + ' 版，' + c.author + '）';
+      }), 'gis-verdict-control');
     }
     if (d.heritage && d.heritage.length) {
       add(box, 'div', '涉及文物：' + named(d.heritage, function(h) {

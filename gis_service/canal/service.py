@@ -4,6 +4,7 @@ queries prepared geometry. Every threshold comes from ctx.rules (gis_service/rul
 
 from __future__ import annotations
 
+import math
 import threading
 
 import geopandas as gpd
@@ -14,7 +15,7 @@ import shapely
 import shapely.geometry
 
 from .. import crs
-from ..domains import DomainContext
+from ..domains import SYSTEM, DomainContext
 from ..errors import GisError, RuleFileError, bad_parameter
 from . import analysis
 from .analysis import Baseline, PreparedZones, SitingRules, ZoneSpec
@@ -23,6 +24,7 @@ CHANNELS, BOUNDARIES, CORRIDORS = "canal_channels", "river_boundaries", "green_c
 VILLAGES, HERITAGE, CITY, COUNTIES = "villages", "heritage_sites", "city_boundary", "counties"
 NEIGHBOURS = "neighbor_counties"
 LAND_USE, PLOTS, ZONES = "land_use", "plots", "canal_zones"
+CONTROL_ZONES = "canal_control_zones"  # drawn by planners (control_zones.py), internal: read as SYSTEM
 PLOT_FIELDS = ["dkbm", "village_code", "county_adcode", "is_basic_farmland"]  # never a personal field
 GEOMETRY_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon"}
 OTHER_SECTORS = {"other", "其他"}
@@ -33,7 +35,9 @@ VILLAGE_HEADERS = {
     "position_source": "位置来源", "position_uncertainty_m": "位置不确定度（米）", "borderline": "可能在界线另一侧",
     "lon": "经度（CGCS2000）", "lat": "纬度（CGCS2000）", "remediation_items": "整治内容", "responsible_units": "责任单位",
     "deadline": "完成时限", "demo": "点位为演示数据"}
-BASELINE_ZH = {"centreline": "河道中心线", "river_boundary": "河道管理范围线"}
+BASELINE_ZH = analysis.BASELINE_ZH
+# Nesting depth of a position in each GeoJSON type's coordinates (0: the coordinates are one position).
+POSITION_DEPTH = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2, "Polygon": 2, "MultiPolygon": 3}
 
 
 def _rounded(coords: np.ndarray) -> np.ndarray:
@@ -120,8 +124,55 @@ class CanalService:
         return result
 
     def prepared(self) -> PreparedZones:
-        return self._cached("prepared", (CHANNELS, BOUNDARIES, CITY, COUNTIES, NEIGHBOURS),
-                            lambda: PreparedZones.build(self.zone_set().frame, self.baselines()))
+        """The zones and the planners' current control zones, ready for checks: rebuilt when a zone input
+        changes, and (only the control-zone part) whenever the layer canal_control_zones is republished, i.e.
+        after every create, edit or delete in any worker process."""
+        zones = self._cached("prepared_zones", (CHANNELS, BOUNDARIES, CITY, COUNTIES, NEIGHBOURS),
+                             lambda: PreparedZones.build(self.zone_set().frame, self.baselines()))
+        return self._cached("prepared", (CHANNELS, BOUNDARIES, CITY, COUNTIES, NEIGHBOURS, CONTROL_ZONES),
+                            lambda: zones.with_control(self._control_frame()))
+
+    def _control_frame(self) -> gpd.GeoDataFrame | None:
+        if not self.has(CONTROL_ZONES):
+            return None
+        frame = self.ctx.frame(CONTROL_ZONES, who=SYSTEM)  # an internal layer: read by the system
+        return frame[analysis.CONTROL_FIELDS + [frame.geometry.name]]
+
+    def boundary_half_width(self) -> float:
+        """How far the river management boundaries reach from their channels (0 without any): the corridor
+        starts beyond them, so the width probe must reach further (check_rules)."""
+        if not (self.has(CHANNELS) and self.has(BOUNDARIES)):
+            return 0.0
+        found = analysis.baselines(self.ctx.frame(CHANNELS), list(self.value("canal_rivers")),
+                                   self.ctx.frame(BOUNDARIES))
+        return round(max((b.half_width() for b in found), default=0.0), 1)
+
+    # --- inside Langfang -------------------------------------------------------------------------------
+    def city(self) -> tuple[shapely.Geometry, gpd.GeoDataFrame | None]:
+        """The city (one prepared geometry, EPSG:4548) and the neighbouring districts, when built."""
+        def build():
+            shape = shapely.union_all(self.ctx.frame(CITY).geometry.values)
+            shapely.prepare(shape)
+            return shape, (self.ctx.frame(NEIGHBOURS) if self.has(NEIGHBOURS) else None)
+        return self._cached("city", (CITY, NEIGHBOURS), build)
+
+    def require_in_city(self, metric: shapely.Geometry) -> list[str]:
+        """Caveats for a geometry (EPSG:4548) partly outside Langfang; 422 ``outside_langfang`` for one wholly
+        outside (the coordinate check lets through anything within 20 km of the city's extent, for the
+        likely-mistake messages; the rules apply in the city only)."""
+        city, neighbours = self.city()
+        cov = analysis.city_coverage(metric, city, neighbours)
+        in_zh = f"（位于{'、'.join(cov.outside_in)}）" if cov.outside_in else ""
+        in_en = f" (in {', '.join(cov.outside_in)})" if cov.outside_in else ""
+        if not cov.touches_city:
+            raise GisError("outside_langfang",
+                           f"几何位于廊坊市界外{in_zh}，距廊坊市界 {cov.distance_m:.0f} 米；本系统只审查廊坊市境内的项目和管控区",
+                           f"the geometry lies outside Langfang{in_en}, {cov.distance_m:.0f} m from the city "
+                           "boundary; only projects and zones in Langfang are checked", 422)
+        if not cov.within_city:
+            return [f"几何约 {cov.outside_share:.0%} 在廊坊市界外{in_zh}；廊坊的管控规定只适用于市界内的部分，"
+                    "市界外部分须按所在地的规定另行审查"]
+        return []
 
     def derived_layers(self) -> dict[str, gpd.GeoDataFrame]:
         """The zones as the OGC collection canal_zones (published at start-up)."""
@@ -306,10 +357,12 @@ class CanalService:
                        f"unknown sector {value!r}; choose one of {', '.join(choices)} (other: not on the list)", 422)
 
     def project_geometry(self, geojson: dict, coord_sys: str | None) -> tuple[shapely.Geometry, shapely.Geometry]:
-        """(lon/lat, metres) of a proposed project; 422 with what is wrong for anything unusable."""
-        if not isinstance(geojson, dict) or geojson.get("type") not in GEOMETRY_TYPES:
-            raise _bad_geometry("unsupported_geometry", "几何类型须为点、线、面或其多部件形式（GeoJSON geometry）",
-                                "geometry must be a GeoJSON Point, LineString, Polygon or Multi* geometry")
+        """(lon/lat, metres) of a proposed project; 422 with what is wrong for anything unusable.
+
+        The parsed JSON is walked first (check_geojson: types, positions, ring closure, vertex count against
+        canal.check_max_vertices), so shapely never builds an oversized or malformed geometry; a line must not
+        cross itself (is_simple), a polygon must be valid."""
+        check_geojson(geojson, int(self.value("check_max_vertices")))
         try:
             geom = shapely.geometry.shape(geojson)
         except Exception as exc:  # shapely raises several kinds for malformed coordinates
@@ -317,29 +370,31 @@ class CanalService:
                                 f"malformed GeoJSON coordinates: {exc}") from None
         if geom.is_empty:
             raise _bad_geometry("empty_geometry", "几何为空", "the geometry is empty")
-        most = self.value("check_max_vertices")
-        if shapely.get_num_coordinates(geom) > most:
-            raise _bad_geometry("too_many_vertices", f"几何顶点超过 {most} 个",
-                                f"the geometry has more than {most} vertices")
-        lonlat = crs.geometry_to_storage(geom, coord_sys)  # 422 with the likely mistake outside Langfang
+        crossing = _self_crossing(geom)
+        if crossing is not None:
+            x, y = crossing
+            raise _bad_geometry("invalid_geometry", f"线自相交（Self-intersection），位置约 ({x:g}, {y:g})",
+                                f"invalid geometry: the line crosses itself (Self-intersection) near ({x:g}, {y:g})")
+        lonlat = crs.geometry_to_storage(geom, coord_sys)  # 422 with the likely mistake outside Langfang + 20 km
         metric = crs.transform_geometry(lonlat, crs.STORAGE_CRS, crs.METRIC_CRS)
         if not shapely.is_valid(metric):
             why = shapely.is_valid_reason(metric)
-            raise _bad_geometry("invalid_geometry", f"几何无效（自相交或环不闭合等）：{why}",
-                                f"invalid geometry (self-intersection, unclosed ring …): {why}")
+            raise _bad_geometry("invalid_geometry", f"几何无效（自相交等）：{why}",
+                                f"invalid geometry (self-intersection …): {why}")
         return lonlat, metric
 
     def check(self, geojson: dict, coord_sys: str | None, sector: str | None) -> dict:
         entry = self.sector(sector)
         lonlat, metric = self.project_geometry(geojson, coord_sys)
+        outside = self.require_in_city(metric)  # 422 outside_langfang when wholly outside the city
         verdict = analysis.check_siting(metric, self.prepared(), self.ctx.frame(HERITAGE), siting_rules(self.ctx.rules),
                                         entry)
         return {"verdict": verdict.verdict, "verdict_zh": verdict.verdict_zh, "reasons": verdict.reasons,
-                "zones": verdict.zones, "heritage": verdict.heritage, "negative_list": verdict.negative_list,
-                "nearest_zone_edge_m": verdict.nearest_zone_edge_m,
+                "zones": verdict.zones, "control_zones": verdict.control_zones, "heritage": verdict.heritage,
+                "negative_list": verdict.negative_list, "nearest_zone_edge_m": verdict.nearest_zone_edge_m,
                 "geometry": orjson.loads(shapely.to_geojson(shapely.transform(lonlat, _rounded))),
                 "sector": entry["sector"] if entry else None,
-                "caveats": verdict.caveats + self.demo_caveats(CHANNELS, HERITAGE)}
+                "caveats": outside + verdict.caveats + self.demo_caveats(CHANNELS, HERITAGE)}
 
     def negative_list(self) -> dict:
         return {"sectors": self.value("negative_list"), "rules_applied": self.rules_applied("negative_list")}
@@ -364,13 +419,21 @@ def siting_rules(rules) -> SitingRules:
                        {i: (rules.rule(i).key, rules.rule(i).citation()) for i in ids})
 
 
-def check_rules(rules) -> None:
+def check_rules(rules, river_half_width_m: float = 0.0) -> None:
     """The structured rules hold together (else start-up stops naming the file and key): every heritage class
     has 0 ≤ protection_m ≤ construction_control_m and the table a fallback class, every verdict and action is
-    a known verdict, every negative-list entry names its sector, title and source."""
+    a known verdict (siting_verdicts.control_zones: one per control-zone kind), every negative-list entry names
+    its sector, title and source; and across rules: the width probe reaches beyond the minimum corridor width
+    plus ``river_half_width_m`` (how far the management boundaries reach from the centreline, from the data),
+    and the remediation distance is one the village list accepts (≤ villages_within_max_m). A broken
+    cross-rule condition names the rule a local override changed (var/rules.local.toml), else the first."""
     def fail(rule_id: str, zh: str, en: str):
         rule = rules.rule(rule_id)
-        raise RuleFileError(rule.path, f"{rule_id}.value", zh, en)
+        key = f"{rule.domain}.{rule_id}" if rule.overridden else f"{rule_id}.value"
+        raise RuleFileError(rule.path, key, zh, en)
+
+    def blame(*rule_ids: str) -> str:
+        return next((i for i in rule_ids if rules.rule(i).overridden), rule_ids[0])
 
     if rules.value("measurement_baseline") not in BASELINE_ZH:
         fail("measurement_baseline", f"须为 {'、'.join(BASELINE_ZH)} 之一", f"must be one of {', '.join(BASELINE_ZH)}")
@@ -384,15 +447,40 @@ def check_rules(rules) -> None:
                  f"{name}: needs 0 <= protection_m <= construction_control_m")
     verdicts = rules.value("siting_verdicts")
     needed = {"heritage_protection", "heritage_construction_control", "village_remediation", "green_belt",
-              "core_monitoring_sector_unknown", "core_monitoring_sector_not_listed", "outside_every_zone"}
-    if set(verdicts) != needed or not set(verdicts.values()) <= set(analysis.VERDICT_RANK):
+              "core_monitoring_sector_unknown", "core_monitoring_sector_not_listed", "outside_every_zone",
+              "control_zones"}
+    known = set(analysis.VERDICT_RANK)
+    control = verdicts.get("control_zones") if isinstance(verdicts, dict) else None
+    if (not isinstance(verdicts, dict) or set(verdicts) != needed
+            or not all(isinstance(v, str) and v in known for k, v in verdicts.items() if k != "control_zones")):
         fail("siting_verdicts", f"须恰好有 {sorted(needed)}，取值为 {list(analysis.VERDICT_RANK)}",
              f"needs exactly {sorted(needed)}, each one of {list(analysis.VERDICT_RANK)}")
+    kinds = set(analysis.CONTROL_KIND_ZH)
+    if not (isinstance(control, dict) and set(control) == kinds
+            and all(isinstance(v, str) and v in known for v in control.values())):
+        fail("siting_verdicts", f"control_zones 须对每类管控区 {sorted(kinds)} 给出 {list(analysis.VERDICT_RANK)} 之一",
+             f"control_zones needs one of {list(analysis.VERDICT_RANK)} for each kind {sorted(kinds)}")
     for entry in rules.value("negative_list"):
         if not (isinstance(entry, dict) and {"sector", "title_zh", "source"} <= set(entry)
                 and entry.get("action") in analysis.VERDICT_RANK):
             fail("negative_list", "每项须有 sector、title_zh、source 与 action（prohibited|needs_review）",
                  "each entry needs sector, title_zh, source and an action (prohibited|needs_review)")
+    probe, width = rules.value("green_belt_probe_length_m"), rules.value("green_corridor_min_width_m")
+    if not probe > width + river_half_width_m:
+        fail(blame("green_belt_probe_length_m", "green_corridor_min_width_m"),
+             f"绿廊量测射线长度 green_belt_probe_length_m（{probe:g} 米）须大于最小宽度 green_corridor_min_width_m"
+             f"（{width:g} 米）与河道管理范围半宽（{river_half_width_m:g} 米，river_boundaries 图层）之和，"
+             "否则达标的绿廊也会被量成不足",
+             f"green_belt_probe_length_m ({probe:g} m) must exceed green_corridor_min_width_m ({width:g} m) plus "
+             f"the management boundary's half-width ({river_half_width_m:g} m, layer river_boundaries), else "
+             "compliant corridors are measured short")
+    distance, most = rules.value("village_remediation_distance_m"), rules.value("villages_within_max_m")
+    if not distance <= most:
+        fail(blame("village_remediation_distance_m", "villages_within_max_m"),
+             f"村庄整治距离 village_remediation_distance_m（{distance:g} 米）须不超过村庄清单可查询的最大距离 "
+             f"villages_within_max_m（{most:g} 米），否则默认清单无法查询",
+             f"village_remediation_distance_m ({distance:g} m) must not exceed villages_within_max_m ({most:g} m), "
+             "else the default village list is refused")
 
 
 _SERVICES: dict[int, CanalService] = {}
@@ -404,13 +492,113 @@ def service_for(ctx: DomainContext) -> CanalService:
     with _SERVICES_LOCK:
         found = _SERVICES.get(id(ctx))
         if found is None or found.ctx is not ctx:
-            check_rules(ctx.rules)
-            found = _SERVICES[id(ctx)] = CanalService(ctx)
+            found = CanalService(ctx)
+            check_rules(ctx.rules, found.boundary_half_width())
+            _SERVICES[id(ctx)] = found
         return found
 
 
 def _bad_geometry(code: str, zh: str, en: str) -> GisError:
     return GisError(code, zh, en, 422)
+
+
+def check_geojson(geojson, max_vertices: int) -> None:
+    """A GeoJSON geometry's structure, checked on the parsed JSON before shapely builds anything (422 else).
+
+    ``type`` a string naming a Point, LineString, Polygon or Multi* type (``unsupported_geometry``); every
+    position a list of 2 or 3 finite numbers at the depth the type requires — a Point is one position, not
+    ``[[x, y]]`` (``malformed_geometry``); a LineString has at least 2 positions, a polygon ring at least 4 with
+    the last equal to the first (RFC 7946 §3.1.6; ``malformed_geometry``); empty coordinates are
+    ``empty_geometry``. Positions are counted as they are walked and the walk stops at max_vertices + 1
+    (``too_many_vertices``), so a body of millions of coordinates costs no more than max_vertices steps."""
+    kind = geojson.get("type") if isinstance(geojson, dict) else None
+    if not isinstance(kind, str) or kind not in POSITION_DEPTH:
+        shown = kind if isinstance(kind, str) else type(kind).__name__
+        raise _bad_geometry("unsupported_geometry",
+                            f"几何类型须为点、线、面或其多部件形式（GeoJSON geometry 的 type 字符串），收到 {shown[:40]!r}",
+                            f"geometry must be a GeoJSON Point, LineString, Polygon or Multi* geometry (a 'type' "
+                            f"string), not {shown[:40]!r}")
+    if "coordinates" not in geojson:
+        raise _bad_geometry("malformed_geometry", "不是有效的 GeoJSON 几何：缺少 coordinates",
+                            "malformed GeoJSON: not a GeoJSON geometry ('coordinates' is missing)")
+    coords = geojson["coordinates"]
+    if isinstance(coords, list) and not coords:
+        raise _bad_geometry("empty_geometry", "几何为空", "the geometry is empty")
+    count = 0
+
+    def malformed(zh: str, en: str):
+        return _bad_geometry("malformed_geometry", f"GeoJSON 坐标格式错误（{kind}）：{zh}",
+                             f"malformed GeoJSON coordinates ({kind}): {en}")
+
+    def position(p):
+        nonlocal count
+        if not (isinstance(p, list) and 2 <= len(p) <= 3 and all(_finite_number(v) for v in p)):
+            raise malformed(f"坐标点须为 2 或 3 个有限数值的数组 [x, y]，收到 {_shown(p)}",
+                            f"a position must be an array of 2 or 3 finite numbers [x, y], not {_shown(p)}")
+        count += 1
+        if count > max_vertices:
+            raise _bad_geometry("too_many_vertices", f"几何顶点超过 {max_vertices} 个",
+                                f"the geometry has more than {max_vertices} vertices")
+
+    def walk(node, depth: int, what: str):
+        """node holds positions `depth` levels down; `what` says what node is (for the shape checks)."""
+        if depth == 0:
+            return position(node)
+        if not isinstance(node, list):
+            raise malformed(f"此处须为数组，收到 {_shown(node)}", f"expected an array here, not {_shown(node)}")
+        if what == "line" and len(node) < 2:
+            raise malformed("线至少须有 2 个点", "a LineString needs at least 2 positions")
+        if what == "ring":
+            if len(node) < 4:
+                raise malformed("面的环至少须有 4 个点（首尾相同）", "a polygon ring needs at least 4 positions (closed)")
+        if what in ("parts", "polygon", "lines") and not node:
+            raise malformed("多部件中有空的部件", "an empty part in a multi-part geometry")
+        inner = {"polygon": "ring", "lines": "line", "polygons": "polygon"}.get(what)
+        for child in node:
+            walk(child, depth - 1, inner or "positions")
+        if what == "ring" and node[0] != node[-1]:
+            raise malformed(f"面的环未闭合：首点 {_shown(node[0])} 与末点 {_shown(node[-1])} 不同",
+                            f"a polygon ring is not closed: first position {_shown(node[0])} differs from the "
+                            f"last {_shown(node[-1])}")
+
+    top = {"Point": "point", "MultiPoint": "positions", "LineString": "line", "MultiLineString": "lines",
+           "Polygon": "polygon", "MultiPolygon": "polygons"}[kind]
+    walk(coords, POSITION_DEPTH[kind], top)
+
+
+def _finite_number(v) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+def _self_crossing(geom: shapely.Geometry) -> tuple[float, float] | None:
+    """Where a LineString (or a part of a MultiLineString) crosses or touches itself other than at its ends
+    meeting (a closed line is simple); None for a simple line or any other type. Coordinates as given."""
+    if geom.geom_type not in ("LineString", "MultiLineString"):
+        return None
+    for line in shapely.get_parts(geom):
+        if shapely.is_simple(line):
+            continue
+        c = shapely.get_coordinates(line)
+        segments = shapely.linestrings(np.stack([c[:-1], c[1:]], axis=1))
+        tree = shapely.STRtree(segments)
+        a, b = tree.query(segments, predicate="intersects")
+        keep = b > a + 1  # not itself, not its neighbour (which shares a vertex)
+        first_last = (a == 0) & (b == len(segments) - 1) & np.all(c[0] == c[-1])
+        for i, j in zip(a[keep & ~first_last], b[keep & ~first_last]):
+            point = shapely.get_coordinates(shapely.intersection(segments[i], segments[j]))[0]
+            return float(point[0]), float(point[1])
+        return tuple(float(v) for v in c[0])  # repeated or collinear overlaps: report the start
+    return None
 
 
 def _where(frame: pd.DataFrame, equals: dict) -> pd.DataFrame:

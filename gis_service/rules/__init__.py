@@ -44,7 +44,7 @@ class Rule:
     bounds: tuple[float | None, float | None] = (None, None)  # allowed range of a numeric value (inclusive)
     default: object = None  # the value in the rule file, before any local override
     overridden: bool = False
-    path: Path = field(default=None, compare=False)
+    path: Path = field(default=None, compare=False)  # the file the value comes from (the override file, if changed)
 
     @property
     def key(self) -> str:
@@ -211,4 +211,6 @@ def _apply_overrides(domains: dict[str, dict[str, Rule]], path: Path) -> None:
                 raise RuleFileError(path, f"{domain}.{rule_id}", f"取值类型须与原值 {rule.default!r} 一致",
                                     f"must be of the same kind as the default {rule.default!r}")
             _check_value(value, rule.bounds, path, f"{domain}.{rule_id}")
-            domains[domain][rule_id] = replace(rule, value=value, overridden=value != rule.default)
+            changed = value != rule.default
+            domains[domain][rule_id] = replace(rule, value=value, overridden=changed,
+                                               path=path if changed else rule.path)

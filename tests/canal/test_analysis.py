@@ -135,6 +135,31 @@ def test_pieces_of_a_river_are_measured_separately_but_banked_together():
     assert rows["name"].tolist() == ["下游南"] and rows["bank"].tolist() == ["right"]
 
 
+def test_a_partial_management_boundary_still_measures_the_reaches_it_does_not_cover(channel):
+    # The boundary (±60 m) covers the first 4 km of the 10 km channel; the last 6 km are measured from the line.
+    boundary = frame([{"river": "北运河"}], [shapely.box(X0, Y0 - 60, X0 + 4_000, Y0 + 60)])
+    base = analysis.baselines(channel, ["北运河"], boundary)
+    v = villages({"沿范围线": (X0 + 2_000, Y0 + 500), "下游": (X0 + 7_000, Y0 + 500), "下游远": (X0 + 7_000, Y0 - 1_200)})
+    rows = analysis.villages_within(base, v, 1000).set_index("name")
+    assert set(rows.index) == {"沿范围线", "下游"}
+    assert rows.loc["沿范围线", "distance_m"] == 440.0 and rows.loc["沿范围线", "baseline"] == "river_boundary"
+    assert rows.loc["下游", "distance_m"] == 500.0 and rows.loc["下游", "baseline"] == "centreline"
+    assert rows.loc["下游", "bank"] == "left"
+    # the remediation zone covers the reach beyond the boundary too: 1000 m from the line there, 1060 m beside it
+    city = frame([{"name": "市"}], [shapely.box(X0 - 5_000, Y0 - 5_000, X0 + 15_000, Y0 + 5_000)])
+    zs = analysis.zones(base, [ZoneSpec("village_remediation", 1000, ("北运河",),
+                                        "canal.village_remediation_distance_m")], city, city)
+    left = shapely.union_all(zs.frame[zs.frame["bank"] == "left"].geometry.values)
+    assert left.contains(shapely.Point(X0 + 7_000, Y0 + 990)) and not left.contains(shapely.Point(X0 + 7_000, Y0 + 1_010))
+    assert left.contains(shapely.Point(X0 + 2_000, Y0 + 1_050)) and not left.contains(shapely.Point(X0 + 2_000, Y0 + 1_070))
+    # a check names the baseline each distance is measured from
+    prepared = PreparedZones.build(zs.frame, base)
+    for point, d, baseline in ((shapely.Point(X0 + 7_000, Y0 + 500), 500.0, "centreline"),
+                               (shapely.Point(X0 + 2_000, Y0 + 500), 440.0, "river_boundary")):
+        hit = analysis.check_siting(point, prepared, NO_HERITAGE, RULES, None).zones[0]
+        assert (hit["distance_to_channel_m"], hit["baseline"]) == (d, baseline)
+
+
 # --- green corridor width ---------------------------------------------------------------------------------
 @pytest.fixture()
 def belt_world():
@@ -175,6 +200,34 @@ def test_belt_of_exactly_100_m_complies_and_a_gap_counts_as_width_0(belt_world):
     assert summary.loc["left", "missing_area_mu"] == pytest.approx(10 * 1000 * 15 / 10_000, abs=0.01)
 
 
+def test_shortfall_band_starts_at_the_corridor_edge_not_at_the_centreline(belt_world):
+    # No management boundary: the corridors begin 10 m from the centreline (the water's edge), so the required
+    # 100 m band is 10–110 m off it; the right-bank gap takes the bank's other stations' edge (10 m).
+    base, corridors, counties = belt_world
+    stations = analysis.corridor_widths(base, corridors, counties, spacing_m=50, probe_m=500, band_m=100)
+    sections = analysis.shortfalls(stations, base, 100).sections.set_index("bank")
+    left, right = sections.geometry["left"], sections.geometry["right"]
+    assert left.symmetric_difference(shapely.box(X0, Y0 + 10, X0 + 1_000, Y0 + 110)).area < 1
+    assert right.symmetric_difference(shapely.box(X0 + 1_000, Y0 - 110, X0 + 2_000, Y0 - 10)).area < 1
+
+
+def test_shortfall_band_starts_at_the_management_boundary(belt_world):
+    # A boundary 150 m either side: a 90 m corridor 150–240 m off the centreline is short; the band the plan
+    # requires is 150–250 m, outside the management area, not 0–100 m (in the water).
+    _, _, counties = belt_world
+    channel = frame([{"name": "北运河"}], [shapely.LineString([(X0, Y0), (X0 + 1_000, Y0)])])
+    boundary = frame([{"river": "北运河"}], [shapely.box(X0, Y0 - 150, X0 + 1_000, Y0 + 150)])
+    corridors = frame([{"river": "北运河", "bank": "left"}], [shapely.box(X0, Y0 + 150, X0 + 1_000, Y0 + 240)])
+    base = analysis.baselines(channel, ["北运河"], boundary)
+    stations = analysis.corridor_widths(base, corridors, counties, spacing_m=50, probe_m=500, band_m=100)
+    assert set(stations["inner_m"]) == {150.0}
+    result = analysis.shortfalls(stations, base, 100)
+    left = result.sections[result.sections["bank"] == "left"].iloc[0]
+    assert left["min_width_m"] == 90.0 and left["missing_area_m2"] == pytest.approx(10 * 1000)
+    assert left.geometry.symmetric_difference(shapely.box(X0, Y0 + 150, X0 + 1_000, Y0 + 250)).area < 1
+    assert left.geometry.intersection(boundary.geometry.iloc[0]).area < 1
+
+
 def test_station_on_the_far_side_of_a_boundary_river_is_not_measured(belt_world):
     base, corridors, _ = belt_world
     south_only = frame([{"name": "文安县"}], [shapely.box(X0 - 5_000, Y0 - 5_000, X0 + 5_000, Y0)])
@@ -209,7 +262,11 @@ RULES = SitingRules(
     verdicts={"heritage_protection": "prohibited", "heritage_construction_control": "needs_review",
               "village_remediation": "needs_review", "green_belt": "needs_review",
               "core_monitoring_sector_unknown": "needs_review", "core_monitoring_sector_not_listed": "allowed",
-              "outside_every_zone": "allowed"},
+              "outside_every_zone": "allowed",
+              "control_zones": {"heritage_protection": "prohibited", "construction_control": "needs_review",
+                                "ecological_redline": "prohibited", "village_remediation": "needs_review",
+                                "green_belt": "needs_review", "core_monitoring": "needs_review",
+                                "other": "needs_review"}},
     heritage_ranges={"省级文物保护单位": {"protection_m": 50, "construction_control_m": 200},
                      "其他": {"protection_m": 30, "construction_control_m": 100}},
     negative_list=[{"sector": "industrial_mining", "title_zh": "工矿", "action": "prohibited", "source": "纲要"}],
@@ -275,6 +332,52 @@ def test_heritage_class_not_in_the_table_uses_the_fallback_ranges(prepared):
     point = shapely.Point(site[0] + 80, site[1])  # 80 m: construction control of 其他 (30 / 100)
     v = analysis.check_siting(point, prepared, heritage(("某遗址", "未知级别", site)), RULES, None)
     assert v.verdict == "needs_review" and v.heritage[0]["range"] == "construction_control"
+
+
+def control(*zones) -> gpd.GeoDataFrame:
+    """Control zones drawn by planners: (zone_id, name, kind, version, author, polygon)."""
+    return frame([{"zone_id": i, "name": n, "kind": k, "version": v, "author": a, "updated_at": "2026-01-02T03:04:05Z"}
+                  for i, n, k, v, a, _ in zones], [z[-1] for z in zones])
+
+
+def test_a_control_zone_drawn_by_a_planner_gives_the_verdict_of_its_kind(prepared):
+    far = shapely.box(X0 + 4_000, Y0 + 3_000, X0 + 4_500, Y0 + 3_500)  # outside every computed zone
+    zones = prepared.with_control(control(
+        (7, "城墙保护范围", "heritage_protection", 3, "规划甲", far),
+        (8, "红线", "ecological_redline", 1, "规划乙", far.buffer(-100)),
+        (9, "控制地带", "construction_control", 2, "规划丙", shapely.box(X0 + 6_000, Y0 + 3_000, X0 + 6_500, Y0 + 3_500)),
+        (10, "核心区", "core_monitoring", 1, "规划丁", shapely.box(X0 + 8_000, Y0 + 3_000, X0 + 8_500, Y0 + 3_500))))
+    inside = analysis.check_siting(shapely.Point(X0 + 4_250, Y0 + 3_250), zones, NO_HERITAGE, RULES, None)
+    assert inside.verdict == "prohibited" and inside.zones == [] and inside.nearest_zone_edge_m is None
+    assert [(c["zone_id"], c["verdict"]) for c in inside.control_zones] == [(7, "prohibited"), (8, "prohibited")]
+    first = next(r for r in inside.reasons if "城墙保护范围" in r["text_zh"])
+    assert first["rule_id"] == "canal.siting_verdicts" and first["verdict_situation"] == "control_zones.heritage_protection"
+    assert "规划甲" in first["text_zh"] and "第 3 版" in first["text_zh"] and "编号 7" in first["text_zh"]
+    review = analysis.check_siting(shapely.Point(X0 + 6_250, Y0 + 3_250), zones, NO_HERITAGE, RULES, None)
+    assert review.verdict == "needs_review" and review.control_zones[0]["name"] == "控制地带"
+    # a drawn core monitoring zone applies the negative list as the computed one does
+    mining = analysis.check_siting(shapely.Point(X0 + 8_250, Y0 + 3_250), zones, NO_HERITAGE, RULES,
+                                   RULES.negative_list[0])
+    assert mining.verdict == "prohibited" and mining.negative_list[0]["sector"] == "industrial_mining"
+    # outside everything: the nearest edge may be a control zone's (here 3000 − 2000 = 1000 m to the core zone,
+    # 250 m to the construction-control square)
+    beside = analysis.check_siting(shapely.Point(X0 + 6_250, Y0 + 3_750), zones, NO_HERITAGE, RULES, None)
+    assert beside.verdict == "allowed" and beside.nearest_zone_edge_m == pytest.approx(250)
+    assert prepared.with_control(None).control_tree is None
+
+
+def test_every_reason_cites_the_verdict_rule_and_outside_cites_it_not_a_width(prepared):
+    site = (X0 + 3_000, Y0 + 1_000)
+    poly = shapely.box(site[0] - 40, site[1] - 100, site[0] + 40, site[1])
+    v = analysis.check_siting(poly, prepared, heritage(("古城墙", "省级文物保护单位", site)), RULES,
+                              RULES.negative_list[0])
+    assert {r["verdict_situation"] for r in v.reasons} == {"heritage_protection", "village_remediation", "negative_list"}
+    assert all(r["verdict_rule_id"] == "canal.siting_verdicts" and r["verdict_clause"] == "条款 siting_verdicts"
+               for r in v.reasons)
+    far = analysis.check_siting(shapely.Point(X0 + 4_000, Y0 - 2_500), prepared, NO_HERITAGE, RULES, None)
+    (only,) = far.reasons
+    assert only["rule_id"] == "canal.siting_verdicts" and only["verdict_situation"] == "outside_every_zone"
+    assert only["clause"].startswith("条款 siting_verdicts") and "canal.core_monitoring_zone_width_m" in only["clause"]
 
 
 def test_analysis_refuses_frames_in_degrees(channel):

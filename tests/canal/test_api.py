@@ -17,7 +17,8 @@ from gis_service.rules import RuleBook
 
 RULES = RuleBook.load().domain("canal")
 UTM = "EPSG:32650"  # a second metric CRS (UTM zone 50N) to recompute distances and areas independently
-CHECK_KEYS = {"verdict", "verdict_zh", "reasons", "zones", "heritage", "negative_list", "nearest_zone_edge_m", "geometry"}
+CHECK_KEYS = {"verdict", "verdict_zh", "reasons", "zones", "control_zones", "heritage", "negative_list",
+              "nearest_zone_edge_m", "geometry"}
 
 
 def api(server, path, **params):
@@ -248,8 +249,11 @@ def test_negative_list_sector_beside_the_channel_is_prohibited(server, store, ca
 def test_far_project_is_allowed_and_told_the_distance_to_the_nearest_zone(server, zones):
     lon, lat = 116.70, 39.52  # central Langfang, far from the canal
     got = check(server, {"geometry": {"type": "Point", "coordinates": [lon, lat]}}).json()
-    assert got["verdict"] == "allowed" and got["zones"] == []
-    union = shapely.union_all(gpd.GeoDataFrame.from_features(zones["features"], crs="EPSG:4490").to_crs(UTM).geometry.values)
+    assert got["verdict"] == "allowed" and got["zones"] == [] and got["control_zones"] == []
+    drawn = httpx.get(f"{server.url}/api/canal/control-zones", headers={"X-API-Key": server.key("planner")},
+                      timeout=30).json()["features"]  # control zones drawn by planners count as zones too
+    union = shapely.union_all(gpd.GeoDataFrame.from_features(zones["features"] + drawn, crs="EPSG:4490")
+                              .to_crs(UTM).geometry.values)
     point = gpd.GeoSeries([shapely.Point(lon, lat)], crs="EPSG:4490").to_crs(UTM).iloc[0]
     assert got["nearest_zone_edge_m"] == pytest.approx(shapely.distance(union, point) / 0.9996, rel=1e-3)
 
@@ -290,10 +294,112 @@ def test_polygon_and_line_inputs(server, store, catalog):
     ({"geometry": {"type": "Point", "coordinates": [116.7, 39.5]}, "coord_sys": "mars"}, "bad_coord_sys", "unsupported"),
     ({"geometry": {"type": "Point", "coordinates": [116.7, 39.5]}, "sector": "chemicals"}, "unknown_sector", "unknown sector"),
     ({"coord_sys": "wgs84"}, "bad_parameter", "geometry"),
+    # the type must be a string (a list or an object as type was a 500)
+    ({"geometry": {"type": ["Point"], "coordinates": [116.7, 39.5]}}, "unsupported_geometry", "'type' string"),
+    ({"geometry": {"type": {"a": 1}, "coordinates": [116.7, 39.5]}}, "unsupported_geometry", "'type' string"),
+    # positions: numbers, at the depth of the type; rings closed; lines simple
+    ({"geometry": {"type": "Point", "coordinates": ["116.7", "39.5"]}}, "malformed_geometry", "finite numbers"),
+    ({"geometry": {"type": "Point", "coordinates": [[116.7, 39.5]]}}, "malformed_geometry", "a position must be"),
+    ({"geometry": {"type": "Polygon", "coordinates": [[[116.7, 39.5], [116.71, 39.5], [116.71, 39.51],
+                                                       [116.7, 39.51]]]}}, "malformed_geometry", "not closed"),
+    ({"geometry": {"type": "LineString", "coordinates": [[116.7, 39.5], [116.71, 39.51], [116.71, 39.5],
+                                                          [116.7, 39.51]]}}, "invalid_geometry", "crosses itself"),
+    ({"geometry": {"type": "MultiLineString", "coordinates": [[[116.7, 39.5], [116.71, 39.5]],
+                                                               [[116.7, 39.51], [116.71, 39.52], [116.71, 39.51],
+                                                                [116.7, 39.52]]]}},
+     "invalid_geometry", "crosses itself"),
+    ({"geometry": {"type": "MultiPoint", "coordinates": [[116.7, 39.5]] * (RULES.value("check_max_vertices") + 1)}},
+     "too_many_vertices", str(RULES.value("check_max_vertices"))),
 ])
 def test_bad_geometry_is_a_422_saying_what_is_wrong(server, body, code, text):
     got = error(check(server, body), 422)
     assert got["code"] == code and text in got["message"]
+
+
+@pytest.mark.parametrize("coordinates", [b"[NaN, 39.5]", b"[116.7, Infinity]", b"[" + b"9" * 400 + b", 39.5]"])
+def test_coordinates_that_are_not_finite_numbers_are_malformed(server, coordinates):
+    body = b'{"geometry": {"type": "Point", "coordinates": ' + coordinates + b"}}"
+    got = error(httpx.post(f"{server.url}/api/canal/check", content=body, timeout=30,
+                           headers={"content-type": "application/json"}), 422)
+    assert got["code"] == "malformed_geometry"
+
+
+def border_points(store, catalog, district: str, offset_m: float = 200.0):
+    """(outside, inside) lon/lat of two points offset_m either side of the city boundary, where the outside one
+    lies in the neighbouring district: along the normal of the first boundary segment (> 300 m) for which both
+    points are offset_m from the boundary (no other part of it nearer)."""
+    city = shapely.union_all(store.read_frame(catalog.get("city_boundary")).to_crs(crs.METRIC_CRS).geometry.values)
+    neighbours = store.read_frame(catalog.get("neighbor_counties")).to_crs(crs.METRIC_CRS)
+    target = neighbours.geometry[neighbours["name"] == district].iloc[0]
+    for polygon in shapely.get_parts(city):
+        ring = shapely.get_coordinates(polygon.exterior)
+        for a, b in zip(ring[:-1], ring[1:]):
+            length = np.hypot(*(b - a))
+            if length < 300:
+                continue
+            mid, normal = (a + b) / 2, np.array([b[1] - a[1], a[0] - b[0]]) / length
+            if polygon.contains(shapely.Point(*(mid + normal))):
+                normal = -normal  # outward
+            out, inn = shapely.Point(*(mid + normal * offset_m)), shapely.Point(*(mid - normal * offset_m))
+            if (target.contains(out) and city.contains(inn) and not city.contains(out)
+                    and abs(city.boundary.distance(out) - offset_m) < 1 and abs(city.boundary.distance(inn) - offset_m) < 1):
+                return tuple(tuple(float(v) for v in crs.transform_xy(p.x, p.y, crs.METRIC_CRS, crs.STORAGE_CRS))
+                             for p in (out, inn))
+    raise AssertionError(f"no boundary segment towards {district}")
+
+
+@pytest.mark.parametrize("district", ["通州区", "武清区", "大兴区"])
+def test_a_point_just_outside_the_city_is_refused_naming_the_district(server, store, catalog, district):
+    outside, inside = border_points(store, catalog, district)
+    got = error(check(server, {"geometry": {"type": "Point", "coordinates": list(outside)},
+                               "sector": "industrial_mining"}), 422)
+    assert got["code"] == "outside_langfang" and district in got["message"] and "廊坊市界外" in got["message"]
+    assert "200 m" in got["message"] or "199 m" in got["message"] or "201 m" in got["message"]
+    r = check(server, {"geometry": {"type": "Point", "coordinates": list(inside)}})
+    assert r.status_code == 200 and not any("市界外" in c for c in r.json()["caveats"])
+
+
+def test_a_line_partly_outside_the_city_is_checked_with_a_caveat(server, store, catalog):
+    outside, inside = border_points(store, catalog, "通州区")
+    r = check(server, {"geometry": {"type": "LineString", "coordinates": [list(inside), list(outside)]}})
+    assert r.status_code == 200
+    (caveat,) = [c for c in r.json()["caveats"] if "市界外" in c]
+    assert "50%" in caveat and "通州区" in caveat  # 200 m of the 400 m line lie outside
+
+
+def test_a_control_zone_drawn_by_a_planner_changes_the_verdict_until_it_is_deleted(server):
+    lon, lat, d = 116.45, 39.35, 0.004  # 永清县, far from the canals
+    point = {"type": "Point", "coordinates": [lon + d / 2, lat + d / 2]}
+    before = check(server, {"geometry": point}).json()
+    assert before["verdict"] == "allowed" and before["zones"] == [] and before["control_zones"] == []
+    square = {"type": "Polygon", "coordinates": [[[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d],
+                                                  [lon, lat]]]}
+    planner, admin = {"X-API-Key": server.key("planner")}, {"X-API-Key": server.key("admin")}
+    body = {"geometry": square, "name": "某遗址保护范围（草案）", "kind": "heritage_protection"}
+    zone = httpx.post(f"{server.url}/api/canal/control-zones", json=body, headers=planner, timeout=30).json()
+    got = check(server, {"geometry": point}).json()
+    assert got["verdict"] == RULES.value("siting_verdicts")["control_zones"]["heritage_protection"] == "prohibited"
+    assert [(c["zone_id"], c["version"], c["author"]) for c in got["control_zones"]] == [(zone["id"], 1, "test-planner")]
+    (why,) = [r for r in got["reasons"] if r["verdict_situation"] == "control_zones.heritage_protection"]
+    assert "某遗址保护范围（草案）" in why["text_zh"] and "test-planner" in why["text_zh"] and why["rule_id"] == "canal.siting_verdicts"
+    edited = httpx.put(f"{server.url}/api/canal/control-zones/{zone['id']}", headers=planner, timeout=30,
+                       json={**body, "kind": "construction_control"})
+    assert edited.status_code == 200
+    got = check(server, {"geometry": point}).json()
+    assert got["verdict"] == "needs_review" and got["control_zones"][0]["version"] == 2
+    assert httpx.delete(f"{server.url}/api/canal/control-zones/{zone['id']}", headers=admin, timeout=30).status_code == 200
+    after = check(server, {"geometry": point}).json()
+    assert after["verdict"] == "allowed" and after["control_zones"] == []
+
+
+def test_zone_entries_say_which_baseline_their_distance_is_from(server, store, catalog, baselines):
+    lon, lat = _beside(store, catalog, "北运河", 600)
+    got = check(server, {"geometry": {"type": "Point", "coordinates": [lon, lat]}}).json()
+    boundary = RULES.value("measurement_baseline") == "river_boundary" and store.exists(catalog.get("river_boundaries"))
+    point = gpd.GeoSeries([shapely.Point(lon, lat)], crs="EPSG:4490").to_crs(UTM).iloc[0]
+    for z in got["zones"]:
+        assert z["baseline"] == ("river_boundary" if boundary else "centreline")
+        assert z["distance_to_channel_m"] == pytest.approx(shapely.distance(baselines[z["river"]], point) / 0.9996, abs=1)
 
 
 def test_body_that_is_not_json_is_a_4xx(server):

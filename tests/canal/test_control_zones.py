@@ -4,12 +4,14 @@ follows every write; a failed publish leaves records and layer as they were."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import sqlite3
 from contextlib import contextmanager
 
 import geopandas as gpd
 import httpx
+import numpy as np
 import pytest
 import shapely
 from pyproj import Geod
@@ -24,8 +26,10 @@ from gis_service.errors import GisError
 from gis_service.privacy import AccessLog
 from gis_service.rules import RuleBook
 from gis_service.store import GeoPackageStore, SQLiteRecordStore
+from tests.canal.test_api import border_points
 
 API = "/api/canal/control-zones"
+RULES = RuleBook.load().domain("canal")
 LON, LAT = 116.70, 39.50  # east of Langfang's city centre (广阳区)
 
 
@@ -155,7 +159,8 @@ def test_a_bow_tie_is_repaired_into_two_triangles_and_the_repair_reported(server
 
 
 def test_area_is_computed_in_gauss_krueger_metres(server):
-    x, y = 500_000.0, 4_372_000.0  # EPSG:4548 (CM 117°E): a 1000 m × 400 m rectangle
+    x, y = (round(float(v)) for v in crs.transform_xy(LON, LAT, crs.STORAGE_CRS, crs.METRIC_CRS))  # in the city
+    # EPSG:4548 (CM 117°E): a 1000 m × 400 m rectangle
     rect = {"type": "Polygon", "coordinates": [[[x, y], [x + 1000, y], [x + 1000, y + 400], [x, y + 400], [x, y]]]}
     zone = create(server, geometry=rect, coord_sys="epsg:4548").json()
     assert zone["area_m2"] == pytest.approx(400_000, abs=1)
@@ -175,6 +180,42 @@ def test_outside_langfang_is_422_naming_the_likely_mistake(server, geometry, coo
     assert expected in r.json()["message"]
 
 
+@pytest.mark.parametrize("district", ["通州区", "武清区"])
+def test_a_zone_outside_the_city_is_refused_naming_the_district(server, store, catalog, district):
+    (lon, lat), _ = border_points(store, catalog, district)
+    d = 0.001  # about 100 m: the square lies wholly outside (its nearest corner is ~200 m out)
+    outside = square(lon=lon - d / 2, lat=lat - d / 2, d=d)
+    r = create(server, geometry=outside)
+    assert r.status_code == 422 and r.json()["code"] == "outside_langfang" and district in r.json()["message"]
+    zone = create(server).json()
+    r = call(server, "PUT", f"/{zone['id']}", role="planner", json={"geometry": outside, "name": "移出", "kind": "other"})
+    assert r.status_code == 422 and r.json()["code"] == "outside_langfang"
+    assert call(server, "GET", f"/{zone['id']}", role="planner").json()["version"] == 1  # nothing saved
+
+
+def test_a_zone_partly_outside_the_city_is_saved_with_a_caveat(server, store, catalog):
+    outside, inside = border_points(store, catalog, "通州区")
+    ring = [list(outside), list(inside), [inside[0] + 0.001, inside[1] + 0.001], list(outside)]
+    r = create(server, geometry={"type": "Polygon", "coordinates": [ring]})
+    assert r.status_code == 201
+    assert any("廊坊市界外" in c and "通州区" in c for c in r.json()["caveats"])
+    assert create(server).json()["caveats"] == []
+
+
+def test_the_vertex_limit_is_the_rule_check_max_vertices(tmp_path):
+    local_rules = tmp_path / "rules.local.toml"
+    local_rules.write_text("[canal]\ncheck_max_vertices = 10\n", encoding="utf-8")
+    ctx = _local_ctx(tmp_path, RuleBook.load(override_path=local_rules).domain("canal"))
+    ring = [[LON + 0.01 * math.cos(a), LAT + 0.01 * math.sin(a)] for a in np.linspace(0, 2 * math.pi, 11)[:-1]]
+    eleven = {"type": "Polygon", "coordinates": [ring + [ring[0]]]}  # 11 positions
+    with pytest.raises(GisError) as err:
+        control_zones.create(ctx, PLANNER, control_zones.ControlZoneIn(geometry=eleven, name="多边形", kind="other"))
+    assert err.value.code == "bad_geometry" and "10" in err.value.message
+    ten = {"type": "Polygon", "coordinates": [ring[:9] + [ring[0]]]}
+    assert control_zones.create(ctx, PLANNER, control_zones.ControlZoneIn(geometry=ten, name="九边形",
+                                                                          kind="other"))["version"] == 1
+
+
 @pytest.mark.parametrize("geometry, expected", [
     ({"type": "LineString", "coordinates": [[LON, LAT], [LON + 0.01, LAT]]}, "not LineString"),
     ({"type": "Point", "coordinates": [LON, LAT]}, "not Point"),
@@ -182,6 +223,9 @@ def test_outside_langfang_is_422_naming_the_likely_mistake(server, geometry, coo
      "nothing polygonal is left after repair"),  # a flat ring: make_valid gives a line
     ({"type": "Polygon", "coordinates": []}, "empty"),
     ({"type": "Polygon"}, "not a GeoJSON geometry"),
+    ({"type": "Polygon", "coordinates": [[[LON, LAT], [LON + 0.01, LAT], [LON + 0.01, LAT + 0.01],
+                                          [LON, LAT + 0.01]]]}, "not closed"),
+    ({"type": ["Polygon"], "coordinates": []}, "'type' string"),
 ])
 def test_what_is_not_a_polygon_after_repair_is_422(server, geometry, expected):
     r = create(server, geometry=geometry)
@@ -230,13 +274,20 @@ def test_ogc_collection_is_internal(server):
 # --- atomicity (no server: the module with a store whose publish or commit fails) ---------------------------
 @pytest.fixture()
 def local(tmp_path):
+    return _local_ctx(tmp_path, RuleBook.load().domain("canal"))
+
+
+def _local_ctx(tmp_path, rules):
     layers = tmp_path / "layers"
     (layers / "canal").mkdir(parents=True)
     shutil.copy(REPO_ROOT / "layers" / "groups.toml", layers)
     shutil.copy(REPO_ROOT / "layers" / "canal" / f"{control_zones.LAYER}.toml", layers / "canal")
+    (layers / "admin").mkdir()  # a zone must lie in the city
+    for suffix in (".toml", ".gpkg"):
+        shutil.copy(REPO_ROOT / "layers" / "admin" / f"city_boundary{suffix}", layers / "admin")
     settings = Settings.from_env(layers_dir=layers, var_dir=tmp_path / "var")
     ctx = DomainContext(settings, Catalog.load(layers), GeoPackageStore(), SQLiteRecordStore(tmp_path / "r.sqlite"),
-                        RuleBook.load().domain("canal"), AccessLog(tmp_path / "log"))
+                        rules, AccessLog(tmp_path / "log"))
     control_zones.router(ctx)  # ensures the tables
     for layer_id, frame in control_zones.derive(ctx).items():
         ctx.publish(layer_id, frame)
@@ -308,7 +359,7 @@ def test_prepare_geometry_keeps_only_the_polygonal_part_of_a_repair():
     spike = {"type": "Polygon", "coordinates": [[[LON, LAT], [LON + 0.01, LAT], [LON + 0.01, LAT + 0.01],
                                                  [LON + 0.02, LAT + 0.02], [LON + 0.01, LAT + 0.01],
                                                  [LON, LAT + 0.01], [LON, LAT]]]}
-    geom, area, note = control_zones.prepare_geometry(spike, "wgs84")
+    geom, area, note = control_zones.prepare_geometry(spike, "wgs84", RULES.value("check_max_vertices"))
     assert geom.is_valid and geom.geom_type == "Polygon" and "去掉了零面积的线或点" in note
     assert geom.equals(shapely.geometry.shape(square()))
     assert area == pytest.approx(gpd.GeoSeries([geom], crs=crs.STORAGE_CRS).to_crs(crs.METRIC_CRS).area[0], abs=0.1)

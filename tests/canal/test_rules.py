@@ -133,6 +133,43 @@ def test_the_rule_file_holds_together_and_a_broken_table_stops_start_up():
         check_rules(Broken("measurement_baseline", "bank_top"))
     with pytest.raises(RuleFileError, match="siting_verdicts"):
         check_rules(Broken("siting_verdicts", {**RULES.value("siting_verdicts"), "green_belt": "maybe"}))
+    control = {k: v for k, v in RULES.value("siting_verdicts")["control_zones"].items() if k != "other"}
+    with pytest.raises(RuleFileError, match="control_zones"):  # every kind a planner may draw needs a verdict
+        check_rules(Broken("siting_verdicts", {**RULES.value("siting_verdicts"), "control_zones": control}))
+
+
+@pytest.mark.parametrize("override, half_width, key", [
+    ("green_belt_probe_length_m = 240", 150.0, "canal.green_belt_probe_length_m"),  # 240 ≤ 100 + 150
+    ("green_corridor_min_width_m = 500", 0.0, "canal.green_corridor_min_width_m"),  # probe 500 ≤ 500
+    ("village_remediation_distance_m = 6000", 0.0, "canal.village_remediation_distance_m"),  # > 5000
+    ("villages_within_max_m = 900", 0.0, "canal.villages_within_max_m"),  # < 1000
+])
+def test_an_override_breaking_a_cross_rule_condition_stops_start_up_naming_file_and_key(tmp_path, override,
+                                                                                          half_width, key):
+    local = tmp_path / "rules.local.toml"
+    local.write_text(f"[canal]\n{override}\n", encoding="utf-8")
+    rules = RuleBook.load(override_path=local).domain("canal")
+    with pytest.raises(RuleFileError) as err:
+        check_rules(rules, half_width)
+    assert err.value.path == local and err.value.key == key
+
+
+def test_the_probe_must_reach_past_the_management_boundary_and_the_minimum_width():
+    probe, width = RULES.value("green_belt_probe_length_m"), RULES.value("green_corridor_min_width_m")
+    check_rules(RULES, probe - width - STEP)  # just enough
+    with pytest.raises(RuleFileError, match="green_belt_probe_length_m"):
+        check_rules(RULES, probe - width)
+
+
+def test_negative_list_sources_are_spelled_out():
+    assert all("同上" not in e["source"] for e in RULES.value("negative_list"))
+
+
+def test_the_rule_file_states_the_project_boundary_convention():
+    # style.md and requirements.md L1603: “'以上'含本数，'以下'不含本数”
+    header = (REPO_ROOT / "gis_service" / "rules" / "canal.toml").read_text(encoding="utf-8").split("[[rule]]")[0]
+    assert "“以下”不包括本数" in header and "“以上”“以内”包括本数" in header
+    assert "“以上”“以下”“以内”包括本数" not in header
 
 
 def test_remediation_and_corridor_units_and_deadlines_match_the_task_table():
