@@ -18,7 +18,7 @@ import numpy as np
 import shapely
 from pyproj import CRS, Transformer
 
-from .errors import GisError
+from .errors import GisError, shown
 
 STORAGE_CRS = "EPSG:4490"  # CGCS2000 geographic; GeoJSON and GeoPackage keep lon/lat order
 METRIC_CRS = "EPSG:4548"  # CGCS2000 / 3-degree Gauss-Kruger CM 117E (no zone prefix), metres
@@ -119,8 +119,8 @@ def parse_coord_sys(value: str | None) -> CoordSys:
     if key not in COORD_SYSTEMS:
         raise GisError(
             "bad_coord_sys",
-            f"不支持的坐标系 {value!r}，可选：{', '.join(COORD_SYSTEMS)}",
-            f"unsupported coord_sys {value!r}; choose one of {', '.join(COORD_SYSTEMS)}",
+            f"不支持的坐标系 {shown(value)}，可选：{', '.join(COORD_SYSTEMS)}",
+            f"unsupported coord_sys {shown(value)}; choose one of {', '.join(COORD_SYSTEMS)}",
             422,
         )
     return COORD_SYSTEMS[key]

@@ -45,6 +45,12 @@ class RuleFileError(_FileKeyError):
     code, what_zh, what_en = "bad_rule_file", "规则文件", "rule file"
 
 
+def shown(value, limit: int = 40) -> str:
+    """A user's value quoted in an error message, cut short: an answer never echoes a megabyte back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def not_found(what_zh: str, what_en: str) -> GisError:
     return GisError("not_found", f"未找到{what_zh}", f"{what_en} not found", 404)
 

@@ -95,3 +95,9 @@ def test_ogc_crs_axis_order_follows_the_authority():
         assert table[f"http://www.opengis.net/def/crs/EPSG/0/{code}"].swap_axes
     with pytest.raises(GisError):
         crs.parse_ogc_crs("http://www.opengis.net/def/crs/EPSG/0/4326")
+
+
+def test_an_unknown_coord_sys_is_not_echoed_in_full():
+    with pytest.raises(GisError) as err:
+        crs.parse_coord_sys("x" * 100_000)
+    assert err.value.status == 422 and len(err.value.message) < 400

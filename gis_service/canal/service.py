@@ -16,7 +16,7 @@ import shapely.geometry
 
 from .. import crs
 from ..domains import SYSTEM, DomainContext
-from ..errors import GisError, RuleFileError, bad_parameter
+from ..errors import GisError, RuleFileError, bad_parameter, shown
 from . import analysis
 from .analysis import Baseline, PreparedZones, SitingRules, ZoneSpec
 
@@ -353,8 +353,8 @@ class CanalService:
         if value.strip() in OTHER_SECTORS:
             return {"sector": "other"}
         choices = [e["sector"] for e in entries] + ["other"]
-        raise GisError("unknown_sector", f"未知的行业 {value!r}，可选：{'、'.join(choices)}（不在负面清单上的填 other）",
-                       f"unknown sector {value!r}; choose one of {', '.join(choices)} (other: not on the list)", 422)
+        raise GisError("unknown_sector", f"未知的行业 {shown(value)}，可选：{'、'.join(choices)}（不在负面清单上的填 other）",
+                       f"unknown sector {shown(value)}; choose one of {', '.join(choices)} (other: not on the list)", 422)
 
     def project_geometry(self, geojson: dict, coord_sys: str | None) -> tuple[shapely.Geometry, shapely.Geometry]:
         """(lon/lat, metres) of a proposed project; 422 with what is wrong for anything unusable.
