@@ -55,14 +55,15 @@ def timed(fn, runs: int, warmup: int = 2) -> np.ndarray:
 
 
 def geometries(svc: CanalService, n: int, seed: int = 6) -> list[dict]:
-    """Points, squares and lines within 3 km of the channels, in WGS84 GeoJSON."""
+    """Points, squares and lines within 3 km of the channels and inside the city, in WGS84 GeoJSON."""
     rng = np.random.default_rng(seed)
     channel = shapely.union_all([b.geometry for b in svc.baselines()])
+    city = svc.city()[0]
     x0, y0, x1, y1 = shapely.bounds(shapely.buffer(channel, 3_000))
     out = []
     while len(out) < n:
         x, y = rng.uniform(x0, x1), rng.uniform(y0, y1)
-        if shapely.distance(channel, shapely.Point(x, y)) > 3_000:
+        if shapely.distance(channel, shapely.Point(x, y)) > 3_000 or not city.contains(shapely.Point(x, y)):
             continue
         size = rng.uniform(100, 500)
         kind = len(out) % 3
