@@ -47,7 +47,7 @@ def router(ctx: DomainContext) -> APIRouter:
         return canal.zones_geojson(river, kind, county)
 
     @r.get("/villages", responses=FILE_RESPONSES, summary="河道两侧村庄环境整治清单 Village remediation list")
-    def villages(within_m: float | None = Query(None, description="距河道距离（米），默认按规则 1000 米"),
+    def villages(within_m: float | None = Query(None, description="距河道距离（米），默认取规则 canal.village_remediation_distance_m"),
                  river: str | None = Query(None, description="河流"), county: str | None = Query(None, description="县区"),
                  format: Literal["json", "csv", "xlsx"] = Query("json", description="json|csv|xlsx")):
         result = canal.village_list(within_m, river, county)
