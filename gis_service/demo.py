@@ -865,6 +865,7 @@ def underpasses(base: Base, districts: gpd.GeoDataFrame, rng) -> gpd.GeoDataFram
                 geoms.append(p)
     frame = _frame(records, geoms)
     frame["district"] = _district_of(districts, frame.geometry.values)
+    frame["point_id"] = [f"UP-{i:03d}" for i in range(1, len(frame) + 1)]  # stable: the seeded order
     return frame
 
 
@@ -894,6 +895,7 @@ def waterlogging_points(districts, unders: gpd.GeoDataFrame) -> gpd.GeoDataFrame
         geoms.append(u.geometry)
     frame = _frame(records, geoms)
     frame["district"] = _district_of(districts, frame.geometry.values)
+    frame["point_id"] = [f"WL-{i:03d}" for i in range(1, len(frame) + 1)]  # stable: the seeded order
     return frame
 
 

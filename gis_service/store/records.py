@@ -85,7 +85,11 @@ class Records(Protocol):
     def get(self, table: Table, record_id: int) -> dict | None: ...
 
     def find(self, table: Table, where: dict | None = None, bbox: tuple | None = None,
-             order_by: tuple[tuple[str, bool], ...] = (("id", True),), limit: int | None = None) -> list[dict]: ...
+             order_by: tuple[tuple[str, bool], ...] = (("id", True),), limit: int | None = None,
+             after_id: int | None = None) -> list[dict]:
+        """Records matching where (equality) and bbox; after_id: only ids greater than it (an incremental
+        reader of an append-only table: ids grow in commit order, the write lock serialises inserts)."""
+        ...
 
 
 class RecordStore(Protocol):
@@ -129,7 +133,8 @@ class SQLiteRecords:
         return rows[0] if rows else None
 
     def find(self, table: Table, where: dict | None = None, bbox: tuple | None = None,
-             order_by: tuple[tuple[str, bool], ...] = (("id", True),), limit: int | None = None) -> list[dict]:
+             order_by: tuple[tuple[str, bool], ...] = (("id", True),), limit: int | None = None,
+             after_id: int | None = None) -> list[dict]:
         clauses, params = [], []
         for name, value in (where or {}).items():
             if name != "id":
@@ -139,6 +144,9 @@ class SQLiteRecords:
             else:
                 clauses.append(f'"{name}" = ?')
                 params.append(_encode_value(table.column(name), value) if name != "id" else value)
+        if after_id is not None:
+            clauses.append("id > ?")
+            params.append(int(after_id))
         if bbox is not None:
             geometry = _geometry_column(table)
             x0, y0, x1, y1 = bbox

@@ -1,0 +1,110 @@
+"""The status of a point from its readings: the 30 cm closure rule (“超过30厘米”, L4283), the watch class and the
+reopening hysteresis, on hand-made sequences; boundary cases generated from the rule table plus cases written
+by hand from the seed text (so that a wrong table cannot pass its own tests)."""
+
+import geopandas as gpd
+import pytest
+import shapely
+
+from gis_service import crs
+from gis_service.flood import analysis
+from gis_service.flood.analysis import Thresholds, classify
+from gis_service.rules import RuleBook
+
+RULES = RuleBook.load().domain("flood")
+CLOSE = float(RULES.value("closure_depth_cm"))
+WATCH = float(RULES.value("watch_depth_cm"))
+REOPEN = CLOSE - float(RULES.value("reopen_hysteresis_cm"))
+T = Thresholds(closure_cm=CLOSE, reopen_cm=REOPEN, watch_cm=WATCH)
+
+
+def statuses(depths, t=T):
+    return [s.status for s in classify([(f"t{i:03d}", d) for i, d in enumerate(depths)], t)]
+
+
+# --- by hand, from the seed text ------------------------------------------------------------------------
+def test_the_table_says_what_the_plan_says():
+    assert RULES.value("closure_depth_cm") == 30 and RULES.rule("closure_depth_cm").line == 4283
+    assert RULES.value("closure_unit") == "市公安局（交警）"
+    assert RULES.value("channel_units") == {"大皮营引渠": "市住建局", "八干渠": "市住建局"}
+    assert set(RULES.value("district_gate_channels")) == {"六干渠", "九干渠", "五干渠", "龙河"}
+    assert RULES.value("gate_supervisor") == "市水利局"
+    assert RULES.value("point_threshold_overrides") == []
+
+
+def test_underpass_stays_open_at_exactly_30cm_and_closes_at_30_1():
+    hand = Thresholds(closure_cm=30, reopen_cm=25, watch_cm=15)
+    assert statuses([30.0], hand) == ["watch"]
+    assert statuses([30.1], hand) == ["closed"]
+
+
+def test_watch_from_15cm_included_and_normal_at_14_9():
+    hand = Thresholds(closure_cm=30, reopen_cm=25, watch_cm=15)
+    assert statuses([15.0], hand) == ["watch"]
+    assert statuses([14.9], hand) == ["normal"]
+    assert statuses([0], hand) == ["normal"]
+
+
+# --- generated from the rule table --------------------------------------------------------------------------
+def test_closure_boundary_from_the_table():
+    assert statuses([CLOSE]) == ["watch"]
+    assert statuses([CLOSE + 0.1]) == ["closed"]
+    assert statuses([WATCH]) == ["watch"]
+    assert statuses([WATCH - 0.1]) == ["normal"]
+
+
+def test_a_closed_point_reopens_only_at_or_below_the_hysteresis_level():
+    assert statuses([CLOSE + 1, CLOSE, REOPEN + 0.1, REOPEN]) == ["closed", "closed", "closed", "watch"]
+    assert statuses([CLOSE + 1, REOPEN + 0.1, CLOSE + 5, WATCH - 1]) == ["closed", "closed", "closed", "normal"]
+
+
+def test_without_hysteresis_a_point_reopens_at_the_closure_depth():
+    t = Thresholds(closure_cm=CLOSE, reopen_cm=CLOSE, watch_cm=WATCH)
+    assert statuses([CLOSE + 1, CLOSE], t) == ["closed", "watch"]
+
+
+def test_hysteresis_only_keeps_closed_points_closed():
+    assert statuses([REOPEN + 1]) == ["watch"]  # never closed: the band means nothing
+
+
+def test_since_is_when_the_current_status_began():
+    steps = classify([("a", 1), ("b", WATCH), ("c", WATCH + 1), ("d", CLOSE + 1), ("e", REOPEN + 1), ("f", 0)], T)
+    assert [(s.status, s.since) for s in steps] == [
+        ("normal", "a"), ("watch", "b"), ("watch", "b"), ("closed", "d"), ("closed", "d"), ("normal", "f")]
+
+
+def test_inconsistent_thresholds_are_refused():
+    with pytest.raises(ValueError):
+        Thresholds(closure_cm=30, reopen_cm=31, watch_cm=15)
+
+
+# --- geometry -----------------------------------------------------------------------------------------------
+def _points(xy):
+    return gpd.GeoDataFrame({"point_id": [f"P{i}" for i in range(len(xy))]},
+                            geometry=[shapely.Point(p) for p in xy], crs=crs.METRIC_CRS)
+
+
+def test_snap_takes_the_nearest_point_within_the_radius():
+    pts = _points([(500000, 4370000), (500100, 4370000)])
+    assert analysis.snap(shapely.Point(500049, 4370000), pts, 50) == analysis.Snap(0, 49.0)
+    assert analysis.snap(shapely.Point(500150, 4370000), pts, 50) == analysis.Snap(1, 50.0)  # 50 m included
+    far = analysis.snap(shapely.Point(500000, 4370300), pts, 50)
+    assert far.index == -1 and far.distance_m == pytest.approx(300)
+
+
+def test_snap_ties_go_to_the_first_row_the_underpass():
+    pts = _points([(500000, 4370000), (500000, 4370000)])
+    assert analysis.snap(shapely.Point(500010, 4370000), pts, 50).index == 0
+
+
+def test_snap_refuses_degrees():
+    pts = _points([(116.7, 39.5)]).set_crs(crs.STORAGE_CRS, allow_override=True)
+    with pytest.raises(Exception):
+        analysis.snap(shapely.Point(116.7, 39.5), pts, 50)
+
+
+def test_nearest_station_and_its_distance():
+    pts = _points([(500000, 4370000), (501000, 4370000)])
+    stations = _points([(500000, 4370300), (501000, 4369000)])
+    near = analysis.nearest_each(pts, stations)
+    assert [(n.index, round(n.distance_m)) for n in near] == [(0, 300), (1, 1000)]
