@@ -20,8 +20,9 @@ from jinja2 import Template
 
 from ..auth import Principal
 from ..crs import _GCJ_A, _GCJ_EE
-from ..domains import DomainContext
+from ..domains import SYSTEM, DomainContext
 from ..maps.factory import APP_TITLE, MapFactory, Overlay, Style, display_geometries
+from ..store import display_title
 
 STATUS_URL = "/api/flood/status"
 SCENARIO_URL = "/api/flood/scenarios"
@@ -34,6 +35,7 @@ STATUS_COLORS = {"normal": "#31a354", "watch": "#fd8d3c", "closed": "#de2d26", "
 STATUS_ZH = {"normal": "正常", "watch": "关注（积水）", "closed": "断交（禁止通行）", "unknown": "无报告"}
 KIND_ZH = {"underpass": "下穿立交", "waterlogging": "易涝点"}
 SIGN_IN = "防汛图层为内部数据，请登录后查看：在地图首页输入 API 密钥登录。"
+SIGN_IN_EXPORT = "防汛图层为内部数据，请登录后查看：导出时用 --role 指定有权查看的角色（如 flood）。"
 
 _CSS = """<style>
 .gis-flood-panel{background:#fff;padding:8px 10px;border-radius:4px;box-shadow:0 1px 4px rgba(0,0,0,.3);
@@ -283,10 +285,11 @@ def flood_map(ctx: DomainContext, factory: MapFactory, who: Principal | None) ->
         title = "城区防汛指挥图（离线文件：无实时状态刷新与降雨情景，需连接服务器使用）"
     else:
         title = f"城区防汛指挥图：易涝点与下穿立交实时状态（每 {REFRESH_MS // 1000} 秒刷新）、断交清单、降雨情景"
-    ids = CONTEXT_LAYERS + POINT_LAYERS
-    if any(ctx.catalog.get(i) is None or not ctx.catalog.get(i).can_see_layer(role) for i in ids):
+    layers = [ctx.layer(i, SYSTEM) for i in CONTEXT_LAYERS + POINT_LAYERS]  # not built here: 503 (export skips)
+    if not all(layer.can_see_layer(role) for layer in layers):  # internal layers: a signed-in caller only
         m = factory.new_map(f"城区防汛指挥图（请登录后查看） — {APP_TITLE}", zoom=12)
-        m.get_root().html.add_child(Element(f'<div class="gis-flood-signin" role="alert">{SIGN_IN}</div>'))
+        notice = SIGN_IN_EXPORT if factory.standalone else SIGN_IN
+        m.get_root().html.add_child(Element(f'<div class="gis-flood-signin" role="alert">{notice}</div>'))
         m.get_root().header.add_child(Element(_CSS), name="flood_css")
         return factory.finish(m)
     m = factory.new_map(f"{title} — {APP_TITLE}", zoom=12)
@@ -298,9 +301,14 @@ def flood_map(ctx: DomainContext, factory: MapFactory, who: Principal | None) ->
         box = display_geometries(shapely.box(*districts.total_bounds), factory.settings)
         x0, y0, x1, y1 = shapely.bounds(box)
         m.fit_bounds([[y0, x0], [y1, x1]])
-    if factory.standalone:  # no server: the points as stored, without status
+    if factory.standalone:  # no server: the points as stored, grey (no status) so that none reads as closed
         for layer_id in POINT_LAYERS:
-            factory.add_layer(m, ctx.layer(layer_id, who), role, show=True)
+            layer = ctx.layer(layer_id, who)
+            popup = {name: layer.field(name).label for name in layer.popup or [f.name for f in layer.fields][:8]}
+            title = f"{display_title(ctx.store, layer)}（无实时状态）"
+            factory.add_frame(m, ctx.frame(layer_id, crs="EPSG:4490", who=who), title,
+                              style={"color": "#000", "weight": 2, "fill_color": STATUS_COLORS["unknown"],
+                                     "radius": 8}, popup=popup, label_field=layer.label_field, key=layer_id)
     else:
         _status_legend(m)
         _FloodCommand(gaode=factory.settings.basemap == "gaode").add_to(m)

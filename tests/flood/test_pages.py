@@ -16,6 +16,7 @@ from gis_service.auth import Principal
 from gis_service.config import Settings
 from gis_service.domains import DomainContext
 from gis_service.flood import pages
+from gis_service.maps.export import standalone_html
 from gis_service.maps.factory import MapFactory
 from gis_service.privacy import AccessLog
 from gis_service.rules import RuleBook
@@ -231,13 +232,21 @@ def test_the_exported_map_has_no_live_controls_and_says_so(server, catalog, stor
     ctx = DomainContext(settings, catalog, store, SQLiteRecordStore(tmp_path / "r.sqlite"),
                         RuleBook.load().domain("flood"), AccessLog(tmp_path / "log"))
     factory = MapFactory(catalog, store, settings, standalone=True)
-    html = pages.flood_map(ctx, factory, Principal("cli", "flood")).get_root().render()
+    m = pages.flood_map(ctx, factory, Principal("cli", "flood"))
+    html = m.get_root().render()
+    path = tmp_path / "flood.html"
+    path.write_text(standalone_html(factory.render(m), settings.static_dir), encoding="utf-8")
+    with browser_page(allow=lambda u: u == path.as_uri()) as (page, errors, refused):  # the file, nothing else
+        page.goto(path.as_uri(), wait_until="load")
+        counts = {k: feature_count(page, k) for k in pages.CONTEXT_LAYERS + pages.POINT_LAYERS}
+    assert errors == [] and refused == [] and all(n > 0 for n in counts.values()), counts
     assert "离线文件：无实时状态刷新与降雨情景" in html
     assert pages.STATUS_URL not in html and pages.SCENARIO_URL not in html and "gisFloodRefreshMs" not in html
     for layer_id in pages.CONTEXT_LAYERS + pages.POINT_LAYERS:
         assert f'window.gisLayers["{layer_id}"]' in html
+    assert "（无实时状态）" in html and pages.STATUS_COLORS["unknown"] in html
     anonymous = pages.flood_map(ctx, factory, None).get_root().render()
-    assert "请登录后查看" in anonymous and "drainage_channels" not in anonymous
+    assert "请登录后查看" in anonymous and "--role" in anonymous and "drainage_channels" not in anonymous
 
 
 def test_over_a_gaode_basemap_the_points_are_shifted_as_the_server_shifts_them(server, catalog, store, tmp_path):
