@@ -96,7 +96,8 @@ class _FloodCommand(MacroElement):
   }
   function cm(v) { return v == null ? '无报告' : (Math.round(v * 10) / 10) + ' 厘米'; }
   function request(url, options) {
-    return fetch(url, Object.assign({credentials: 'same-origin', headers: {'Content-Type': 'application/json'}}, options))
+    var base = {credentials: 'same-origin', headers: {'Content-Type': 'application/json'}};
+    return fetch(url, Object.assign(base, options))
       .then(function(r) { return r.json().then(function(d) { return {status: r.status, ok: r.ok, data: d}; },
                                                 function() { return {status: r.status, ok: false, data: {}}; }); })
       .catch(function() { return {status: 0, ok: false, data: {message: '网络错误：无法连接服务器'}}; });
@@ -110,6 +111,7 @@ class _FloodCommand(MacroElement):
 
   var state = window.gisFlood = {markers: {}, status: null, scenario: null, scenarioOverlay: null, refreshes: 0};
   var points = L.featureGroup().addTo(map);
+  var rings = state.scenarioRings = L.featureGroup().addTo(map);  // the scenario's predicted closures
   window.gisLayers['flood_points'] = points;
 
   // --- the panel: closures now, status line, scenario control and its predicted closures ------------------
@@ -169,7 +171,8 @@ class _FloodCommand(MacroElement):
       seen[p.point_id] = true;
       var colour = COLORS[p.status] || COLORS.unknown, m = state.markers[p.point_id];
       // a black ring tells monitored points from the (layer-styled) gates and pumping stations
-      var style = {radius: p.kind === 'underpass' ? 9 : 7, color: '#000', weight: 2.5, fillColor: colour, fillOpacity: 0.95};
+      var style = {radius: p.kind === 'underpass' ? 9 : 7, color: '#000', weight: 2.5, fillColor: colour,
+                   fillOpacity: 0.95};
       if (!m) { m = state.markers[p.point_id] = L.circleMarker(toMap(p.lon, p.lat), style).addTo(points); }
       else { m.setLatLng(toMap(p.lon, p.lat)); m.setStyle(style); }
       m.gisStatus = p.status;
@@ -177,7 +180,8 @@ class _FloodCommand(MacroElement):
       m.unbindTooltip();
       if (p.status === 'closed') {
         var label = document.createElement('span'); label.textContent = '禁止通行';
-        m.bindTooltip(label, {permanent: true, direction: 'right', offset: [8, 0], className: 'gis-flood-closed-label'});
+        m.bindTooltip(label, {permanent: true, direction: 'right', offset: [8, 0],
+                              className: 'gis-flood-closed-label'});
       } else {
         m.bindTooltip(document.createTextNode(p.name + '：' + (p.status_zh || STATUS_ZH[p.status] || p.status)),
                       {sticky: true});
@@ -226,7 +230,7 @@ class _FloodCommand(MacroElement):
   // --- scenario --------------------------------------------------------------------------------------------
   function dropScenario() {
     if (state.scenarioOverlay) { map.removeLayer(state.scenarioOverlay); state.scenarioOverlay = null; }
-    scenarioList.textContent = ''; scenarioNote.textContent = ''; clear.disabled = true;
+    rings.clearLayers(); scenarioList.textContent = ''; scenarioNote.textContent = ''; clear.disabled = true;
     state.scenario = null;
   }
   function showScenario(d) {
@@ -242,6 +246,11 @@ class _FloodCommand(MacroElement):
       var li = add(scenarioList, 'li', p.name + '（' + (KIND_ZH[p.kind] || p.kind) + '）预测积水 ' +
                    cm(p.predicted_depth_cm), 'gis-flood-scenario-closure');
       li.dataset.pointId = p.point_id;
+      var m = state.markers[p.point_id];
+      if (m) {
+        L.circleMarker(m.getLatLng(), {radius: 14, color: COLORS.closed, weight: 2, dashArray: '4 3', fill: false,
+                                       interactive: false}).addTo(rings);
+      }
     });
     state.scenario = d;
   }

@@ -74,7 +74,8 @@ def test_a_signed_in_flood_user_sees_the_command_map(server):
         closures = page.evaluate(CLOSURES)
         legend = page.inner_text(".gis-legend")
         title = page.inner_text(".gis-title")
-        presets = page.evaluate("() => Array.from(document.querySelectorAll('.gis-flood-preset option')).map(o => o.value)")
+        presets = page.evaluate("() => Array.from(document.querySelectorAll('.gis-flood-preset option'))"
+                                ".map(o => o.value)")
     assert errors == [] and refused == []
     assert set(pages.CONTEXT_LAYERS) | {"flood_points"} <= set(layers)
     assert all(n > 0 for n in counts.values()), counts
@@ -169,12 +170,13 @@ def test_server_text_is_shown_as_text_never_as_html(server):
         popup = page.inner_text(".leaflet-popup-content")
         panel = page.inner_text(".gis-flood-panel")
         overlay = page.evaluate("() => window.gisFlood.scenarioOverlay.getBounds().toBBoxString()")
+        rings = page.evaluate("() => window.gisFlood.scenarioRings.getLayers().length")
         images = page.evaluate("() => document.querySelectorAll('.leaflet-popup img, .gis-flood-panel img').length")
         pwned = page.evaluate("() => window.pwned === 1")
     assert errors == [] and refused == [] and images == 0 and not pwned
     assert popup.count(HOSTILE) >= 7 and "420 米" in popup
     assert panel.count(HOSTILE) >= 5 and "预测积水 55 厘米" in panel and "新华路" not in panel.split("预测断交")[1]
-    assert overlay == "116.65,39.48,116.75,39.56"
+    assert overlay == "116.65,39.48,116.75,39.56" and rings == 1  # one predicted closure
 
 
 def test_a_failed_refresh_says_so_and_keeps_the_last_status(server):
@@ -219,11 +221,14 @@ def test_running_a_scenario_preset_adds_the_depth_image_and_its_predicted_closur
             bounds: window.gisFlood.scenarioOverlay.getBounds().toBBoxString(),
             loaded: window.gisFlood.scenarioOverlay.getElement().complete &&
                     window.gisFlood.scenarioOverlay.getElement().naturalWidth > 0,
-            closures: Array.from(document.querySelectorAll('.gis-flood-scenario-closure')).map(li => li.dataset.pointId)})""")
+            rings: window.gisFlood.scenarioRings.getLayers().length,
+            closures: Array.from(document.querySelectorAll('.gis-flood-scenario-closure'))
+                           .map(li => li.dataset.pointId)})""")
     assert errors == [] and refused == []
     assert shown["url"] == expected["image_url"] and shown["loaded"]
     assert [float(v) for v in shown["bounds"].split(",")] == pytest.approx(expected["bounds"])
     assert shown["closures"] == [p["point_id"] for p in expected["points"] if p["closes"]]
+    assert shown["rings"] == len(shown["closures"])
 
 
 def test_the_exported_map_has_no_live_controls_and_says_so(server, catalog, store, tmp_path):
