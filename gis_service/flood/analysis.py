@@ -109,3 +109,66 @@ def nearest_each(points: gpd.GeoDataFrame, targets: gpd.GeoDataFrame) -> list[Ne
 
 def latest(steps: Sequence[Step]) -> Step | None:
     return steps[-1] if steps else None
+
+
+# --- responsibilities (L4233–L4267) ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Duty:
+    """Who answers for one channel, gate or pumping station under the plan, and why."""
+
+    kind: str  # channel | gate | pumping_station
+    name: str
+    channel: str | None
+    district: str | None
+    unit: str  # who operates or maintains it
+    supervisor: str | None
+    rule_ids: tuple[str, ...]
+    caveat: str | None = None
+
+
+def _district_at(geoms, districts: gpd.GeoDataFrame) -> list[tuple[str | None, str | None]]:
+    """The district containing each geometry, or the nearest one with a caveat when it lies outside them all."""
+    if districts.empty:
+        return [(None, "无城区分区图层")] * len(geoms)
+    (_, idx), dist = districts.sindex.nearest(np.asarray(geoms), return_all=False, return_distance=True)
+    names = districts["name"].values[idx]
+    return [(str(n), None if d == 0 else f"位于城区各区范围之外（距{n} {d:,.0f} 米），按最近的区")
+            for n, d in zip(names, dist)]
+
+
+def responsibilities(channels: gpd.GeoDataFrame, gates: gpd.GeoDataFrame, stations: gpd.GeoDataFrame,
+                     districts: gpd.GeoDataFrame, *, channel_units: dict[str, str], district_gate_channels: list[str],
+                     gate_supervisor: str, city_owner: str, governments: dict[str, str]) -> list[Duty]:
+    """Channels, gates and pumping stations with their responsible units (all frames in EPSG:4548).
+
+    - a channel of the ring-city system (channel_units, L4235) and its gates: that unit (市住建局);
+    - a gate on a main drainage channel (district_gate_channels, L4267): the district where the gate lies,
+      supervised by gate_supervisor (市水利局);
+    - a pumping station whose owner is city_owner (市住建局, L4233): city_owner; any other (L4251): the
+      district where it lies (its government, from governments)."""
+    crs.require_metric(channels=channels, gates=gates, stations=stations, districts=districts)
+    out: list[Duty] = []
+    for row in channels.itertuples():
+        if row.name in channel_units:
+            out.append(Duty("channel", row.name, row.name, None, channel_units[row.name], None, ("channel_units",)))
+        elif row.name in district_gate_channels:
+            out.append(Duty("channel", row.name, row.name, None, "沿线各区（闸坝启闭）", gate_supervisor,
+                            ("district_gate_channels", "gate_supervisor")))
+    for row, (district, outside) in zip(gates.itertuples(), _district_at(gates.geometry.values, districts)):
+        if row.channel in channel_units:
+            out.append(Duty("gate", row.name, row.channel, district, channel_units[row.channel], None, ("channel_units",)))
+        elif row.channel in district_gate_channels:
+            unit = governments.get(district)
+            caveat = "；".join(c for c in (outside, None if unit else f"{district} 不在方案点名的区之列，暂按所在区处理") if c) or None
+            out.append(Duty("gate", row.name, row.channel, district, unit or district, gate_supervisor,
+                            ("district_gate_channels", "gate_supervisor", "district_governments"), caveat))
+    for row, (district, outside) in zip(stations.itertuples(), _district_at(stations.geometry.values, districts)):
+        owner = str(row.owner or "")
+        if owner.startswith(city_owner):
+            out.append(Duty("pumping_station", row.name, None, district, city_owner, None, ("pumping_station_owner_city",)))
+        else:
+            unit = governments.get(district, district)
+            out.append(Duty("pumping_station", row.name, None, district, unit, None,
+                            ("pumping_station_owner_other", "district_governments"),
+                            "；".join(c for c in (f"产权单位（图层）：{owner}" if owner else None, outside) if c) or None))
+    return out

@@ -24,10 +24,10 @@ import bisect
 import datetime as dt
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import geopandas as gpd
-import numpy as np
+import pandas as pd
 import shapely
 
 from .. import crs
@@ -96,14 +96,19 @@ class Points:
     index: dict[str, int]
 
 
-def _points(ctx: DomainContext) -> Points:
+def _versions(ctx: DomainContext) -> tuple:
+    """The data versions the points depend on: the two point layers and the pumping stations (if built)."""
     layers = [ctx.layer(layer_id, SYSTEM) for layer_id, _ in POINT_LAYERS]
-    stations_layer = ctx.catalog.get(STATIONS)
-    has_stations = stations_layer is not None and ctx.store.exists(stations_layer)
-    version = tuple(ctx.store.version(layer) for layer in layers) + (
-        ctx.store.version(stations_layer) if has_stations else None,)
+    stations = ctx.catalog.get(STATIONS)
+    has_stations = stations is not None and ctx.store.exists(stations)
+    return tuple(ctx.store.version(layer) for layer in layers) + (ctx.store.version(stations) if has_stations else None,)
+
+
+def _points(ctx: DomainContext) -> Points:
+    version = _versions(ctx)
+    has_stations = version[-1] is not None
     frames = []
-    for (layer_id, kind), layer in zip(POINT_LAYERS, layers):
+    for layer_id, kind in POINT_LAYERS:
         f = ctx.frame(layer_id, who=SYSTEM)
         if "point_id" not in f.columns:
             raise _err("layer_not_available", f"图层 {layer_id} 缺少 point_id 字段（删除后重新 build-layers）",
@@ -111,9 +116,7 @@ def _points(ctx: DomainContext) -> Points:
         frames.append(gpd.GeoDataFrame({"point_id": f["point_id"].astype(str).values, "kind": kind,
                                         "name": f["name"].values, "district": f["district"].values},
                                        geometry=f.geometry.values, crs=f.crs))
-    metric = gpd.GeoDataFrame(np.concatenate([f.values for f in frames]) if frames else [],
-                              columns=frames[0].columns, geometry="geometry", crs=crs.METRIC_CRS)
-    metric = metric.reset_index(drop=True)
+    metric = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=crs.METRIC_CRS)
     lon, lat = crs.transform_xy(metric.geometry.x.values, metric.geometry.y.values, crs.METRIC_CRS, crs.STORAGE_CRS)
     stations = ctx.frame(STATIONS, who=SYSTEM) if has_stations else None
     near = analysis.nearest_each(metric, stations) if stations is not None else [None] * len(metric)
@@ -175,10 +178,8 @@ class FloodReports:
     def points(self) -> Points:
         with self._lock:
             current = self._points
-        if current is not None:  # cheap check: the layers' versions
-            layers = [self.ctx.layer(layer_id, SYSTEM) for layer_id, _ in POINT_LAYERS]
-            if tuple(self.ctx.store.version(layer) for layer in layers) == current.version[:2]:
-                return current
+        if current is not None and _versions(self.ctx) == current.version:  # cheap: file versions
+            return current
         fresh = _points(self.ctx)
         with self._lock:
             self._points = fresh
@@ -298,6 +299,23 @@ class FloodReports:
                 "status_since": s.since} for r, s in zip(rows, steps)]
         return {**points.rows[points.index[point_id]], "threshold_cm": t.closure_cm, "reopen_cm": t.reopen_cm,
                 "watch_cm": t.watch_cm, "count": len(out), "reports": out}
+
+
+def responsibilities(ctx: DomainContext) -> dict:
+    """Channels, gates and pumping stations with their units (L4233–L4267), and the districts' duties."""
+    v = ctx.rules.value
+    duties = analysis.responsibilities(
+        ctx.frame("drainage_channels", who=SYSTEM), ctx.frame("drainage_gates", who=SYSTEM),
+        ctx.frame(STATIONS, who=SYSTEM), ctx.frame("urban_districts", who=SYSTEM),
+        channel_units=v("channel_units"), district_gate_channels=v("district_gate_channels"),
+        gate_supervisor=v("gate_supervisor"), city_owner=v("pumping_station_owner_city"),
+        governments=v("district_governments"))
+    ids = ("channel_units", "district_gate_channels", "gate_supervisor", "pumping_station_owner_city",
+           "pumping_station_owner_other", "district_governments", "district_duties")
+    return {"facilities": [{**asdict(d), "rule_ids": list(d.rule_ids),
+                            "clauses": [ctx.rules.rule(i).citation() for i in d.rule_ids]} for d in duties],
+            "district_duties": v("district_duties"),
+            "rules_applied": [ctx.rules.rule(i).as_dict() for i in ids]}
 
 
 def public_report(row: dict, show_reporter: bool) -> dict:

@@ -108,3 +108,49 @@ def test_nearest_station_and_its_distance():
     stations = _points([(500000, 4370300), (501000, 4369000)])
     near = analysis.nearest_each(pts, stations)
     assert [(n.index, round(n.distance_m)) for n in near] == [(0, 300), (1, 1000)]
+
+
+# --- responsibilities (L4235, L4267, L4233, L4251) ------------------------------------------------------------
+def _frame(rows, geoms):
+    return gpd.GeoDataFrame(rows, geometry=geoms, crs=crs.METRIC_CRS)
+
+
+def test_gates_and_stations_get_their_units_from_the_plan():
+    west = shapely.box(500000, 4370000, 501000, 4371000)
+    east = shapely.box(501000, 4370000, 502000, 4371000)
+    districts = _frame({"name": ["广阳区", "安次区"]}, [west, east])
+    channels = _frame({"name": ["八干渠", "六干渠", "无名沟"]}, [shapely.LineString([(500100, 4370500), (501900, 4370500)])] * 3)
+    gates = _frame({"name": ["G1", "G2", "G3", "G4"], "channel": ["八干渠", "六干渠", "六干渠", "六干渠"]},
+                   [shapely.Point(500500, 4370500), shapely.Point(500500, 4370500), shapely.Point(501500, 4370500),
+                    shapely.Point(503000, 4370500)])
+    stations = _frame({"name": ["S1", "S2"], "owner": ["市住建局（排水管理处）", "安次区水务局"]},
+                      [shapely.Point(500500, 4370100), shapely.Point(501500, 4370100)])
+    duties = analysis.responsibilities(
+        channels, gates, stations, districts, channel_units=RULES.value("channel_units"),
+        district_gate_channels=RULES.value("district_gate_channels"), gate_supervisor=RULES.value("gate_supervisor"),
+        city_owner=RULES.value("pumping_station_owner_city"), governments=RULES.value("district_governments"))
+    by_name = {d.name: d for d in duties}
+    assert by_name["八干渠"].unit == "市住建局" and "无名沟" not in by_name
+    assert (by_name["G1"].unit, by_name["G1"].supervisor) == ("市住建局", None)
+    assert (by_name["G2"].unit, by_name["G2"].supervisor) == ("广阳区政府", "市水利局")
+    assert (by_name["G3"].unit, by_name["G3"].district) == ("安次区政府", "安次区")
+    assert by_name["G4"].district == "安次区" and "1,000 米" in by_name["G4"].caveat  # outside: nearest, said so
+    assert by_name["S1"].unit == "市住建局"
+    assert by_name["S2"].unit == "安次区政府"
+
+
+def test_a_per_point_override_changes_only_that_point(tmp_path):
+    from types import SimpleNamespace
+
+    from gis_service.flood.reports import FloodReports
+    from gis_service.store import SQLiteRecordStore
+
+    local = tmp_path / "rules.local.toml"
+    local.write_text('[flood]\npoint_threshold_overrides = [{ point_id = "UP-001", closure_depth_cm = 20 }]\n',
+                     encoding="utf-8")
+    rules = RuleBook.load(override_path=local).domain("flood")
+    service = FloodReports(SimpleNamespace(rules=rules, records=SQLiteRecordStore(tmp_path / "r.sqlite")))
+    t = service.thresholds("UP-001")
+    assert (t.closure_cm, t.reopen_cm) == (20, 20 - RULES.value("reopen_hysteresis_cm"))
+    assert service.thresholds("UP-002").closure_cm == CLOSE
+    assert [s.status for s in classify([("a", 20.0), ("b", 20.1)], t)] == ["watch", "closed"]

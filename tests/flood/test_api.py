@@ -162,3 +162,16 @@ def test_status_lists_every_monitored_point_with_its_context(server):
         assert "reporter" not in p
     assert body["generated_at"].endswith("Z")
     assert {r["id"] for r in body["rules_applied"]} >= {"closure_depth_cm", "reopen_hysteresis_cm", "watch_depth_cm"}
+
+
+def test_responsibilities_of_channels_gates_and_stations(server):
+    error(httpx.get(url(server, "/responsibilities")), 401)
+    body = httpx.get(url(server, "/responsibilities"), headers={"X-API-Key": server.key("planner")}).json()
+    gates = [f for f in body["facilities"] if f["kind"] == "gate"]
+    assert gates and all(f["unit"] and f["clauses"] for f in body["facilities"])
+    for g in gates:
+        if g["channel"] in ("大皮营引渠", "八干渠"):
+            assert g["unit"] == "市住建局"
+        elif g["channel"] in ("六干渠", "九干渠", "五干渠", "龙河"):
+            assert g["supervisor"] == "市水利局" and g["district"] in g["unit"] or g["caveat"]
+    assert set(body["district_duties"]) >= {"广阳区", "安次区", "廊坊开发区"}

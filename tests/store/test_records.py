@@ -133,3 +133,12 @@ def test_ensure_refuses_to_run_inside_a_transaction(records):
     with records.transaction():
         with pytest.raises(RuntimeError):
             records.ensure(Table("late", (Column("a", "text"),)))
+
+
+def test_after_id_reads_only_what_was_appended_since(records):
+    with records.transaction() as tx:
+        first = [tx.insert(REPORTS, {"report_id": f"r{i}", "depth_cm": i}) for i in range(3)]
+    with records.transaction() as tx:
+        assert [r["report_id"] for r in tx.find(REPORTS, after_id=first[1])] == ["r2"]
+        assert tx.find(REPORTS, after_id=first[2]) == []
+        assert len(tx.find(REPORTS, after_id=0)) == 3
