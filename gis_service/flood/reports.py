@@ -33,7 +33,7 @@ import shapely
 from .. import crs
 from ..auth import Principal
 from ..domains import SYSTEM, DomainContext
-from ..errors import GisError, not_found, shown
+from ..errors import GisError, RuleFileError, not_found, shown
 from ..store import Column, Table
 from . import analysis
 
@@ -83,6 +83,34 @@ def parse_observed_at(text, now: dt.datetime, skew_s: float) -> str:
         raise _err("observed_at_in_future", f"观测时间 {utc_text(t)} 晚于服务器当前时间 {utc_text(now)}（允许误差 {skew_s:g} 秒）",
                    f"observed_at {utc_text(t)} is in the future (server time {utc_text(now)}, skew allowed {skew_s:g} s)")
     return utc_text(t)
+
+
+# --- rules ------------------------------------------------------------------------------------------------------
+def point_overrides(rules) -> dict[str, float]:
+    """flood.point_threshold_overrides as {point_id: closure depth}; a malformed entry is a RuleFileError."""
+    rule = rules.rule("point_threshold_overrides")
+    out = {}
+    for i, entry in enumerate(rule.value):
+        key = f"flood.point_threshold_overrides[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("point_id"), str) or set(entry) - {
+                "point_id", "closure_depth_cm", "reason"}:
+            raise RuleFileError(rule.path, key, "每项须为 { point_id, closure_depth_cm, reason? }",
+                                "each entry must be { point_id, closure_depth_cm, reason? }")
+        depth = entry.get("closure_depth_cm")
+        low, high = rules.rule("closure_depth_cm").bounds
+        if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not low <= depth <= high:
+            raise RuleFileError(rule.path, key, f"closure_depth_cm 须为 {low}–{high} 之间的数",
+                                f"closure_depth_cm must be a number between {low} and {high}")
+        out[entry["point_id"]] = float(depth)
+    return out
+
+
+def check_rules(rules) -> None:
+    """At start-up: the thresholds must be consistent (a wrong local override stops start-up, naming it)."""
+    point_overrides(rules)
+    watch, close = rules.rule("watch_depth_cm"), rules.rule("closure_depth_cm")
+    if not watch.value < close.value:
+        raise RuleFileError(watch.path, watch.key, f"须小于断交深度 {close.value}", f"must be below {close.key} = {close.value}")
 
 
 # --- the monitored points ------------------------------------------------------------------------------------
@@ -137,6 +165,7 @@ class FloodReports:
     """Reports and status of one domain context (one per process; see the module docstring)."""
 
     def __init__(self, ctx: DomainContext):
+        check_rules(ctx.rules)
         self.ctx = ctx
         ctx.records.ensure(REPORTS)
         self._lock = threading.RLock()
@@ -153,21 +182,13 @@ class FloodReports:
         return self.ctx.rules.rule(rule_id)
 
     def _overrides(self) -> dict[str, float]:
-        out = {}
-        for i, entry in enumerate(self.ctx.rules.value("point_threshold_overrides")):
-            depth = entry.get("closure_depth_cm") if isinstance(entry, dict) else None
-            if not isinstance(entry.get("point_id") if isinstance(entry, dict) else None, str) or \
-                    isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0 < depth < math.inf:
-                raise _err("bad_rule", f"规则 flood.point_threshold_overrides 第 {i + 1} 项须为 {{point_id, closure_depth_cm}}",
-                           f"rule flood.point_threshold_overrides[{i}] must be {{point_id, closure_depth_cm}}", 500)
-            out[entry["point_id"]] = float(depth)
-        return out
+        return point_overrides(self.ctx.rules)
 
     def thresholds(self, point_id: str) -> analysis.Thresholds:
         closure = self._overrides().get(point_id, float(self.ctx.rules.value("closure_depth_cm")))
         hysteresis = float(self.ctx.rules.value("reopen_hysteresis_cm"))
         watch = min(float(self.ctx.rules.value("watch_depth_cm")), closure)
-        return analysis.Thresholds(closure_cm=closure, reopen_cm=closure - hysteresis, watch_cm=watch)
+        return analysis.Thresholds(closure_cm=closure, reopen_cm=max(closure - hysteresis, 0.0), watch_cm=watch)
 
     def rules_applied(self) -> list[dict]:
         return [self._rule(i).as_dict() for i in ("closure_depth_cm", "reopen_hysteresis_cm", "watch_depth_cm",

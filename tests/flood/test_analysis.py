@@ -154,3 +154,18 @@ def test_a_per_point_override_changes_only_that_point(tmp_path):
     assert (t.closure_cm, t.reopen_cm) == (20, 20 - RULES.value("reopen_hysteresis_cm"))
     assert service.thresholds("UP-002").closure_cm == CLOSE
     assert [s.status for s in classify([("a", 20.0), ("b", 20.1)], t)] == ["watch", "closed"]
+
+
+@pytest.mark.parametrize("override", [
+    '[flood]\npoint_threshold_overrides = [{ point_id = "UP-001", closure_depth_cm = 0 }]\n',
+    '[flood]\npoint_threshold_overrides = [{ point_id = "UP-001", depth = 20 }]\n',
+    '[flood]\nwatch_depth_cm = 30\n',
+])
+def test_inconsistent_local_rules_stop_start_up_naming_the_key(tmp_path, override):
+    from gis_service.errors import RuleFileError
+    from gis_service.flood.reports import check_rules
+
+    local = tmp_path / "rules.local.toml"
+    local.write_text(override, encoding="utf-8")
+    with pytest.raises(RuleFileError, match="flood"):
+        check_rules(RuleBook.load(override_path=local).domain("flood"))
