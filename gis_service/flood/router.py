@@ -13,8 +13,7 @@ from ..api.deps import ERROR_RESPONSES, principal
 from ..auth import Principal
 from ..domains import DomainContext
 from ..errors import GisError
-from . import scenarios
-from . import reports
+from . import reports, scenarios
 from .reports import REPORTERS, public_report, service_for, utc_text
 
 
@@ -78,10 +77,10 @@ def router(ctx: DomainContext) -> APIRouter:
         who = _allowed(who, None, "查看上报记录", "read reports")
         return _json(service.history(point_id, who))
 
-    r.include_router(scenarios.router(ctx))  # POST /scenarios, depth.tif, depth.png (scenarios.py)
     @r.get("/responsibilities", summary="河渠、闸坝、泵站的责任单位与各区职责 Who answers for channels, gates, stations")
     def responsibilities(who: Principal | None = Depends(principal)):
         _allowed(who, None, "查看防汛责任", "read flood responsibilities")
         return _json(reports.responsibilities(ctx))
 
+    r.include_router(scenarios.router(ctx))  # POST /scenarios, depth.tif, depth.png (scenarios.py)
     return r
