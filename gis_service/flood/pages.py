@@ -27,8 +27,7 @@ from ..store import display_title
 STATUS_URL = "/api/flood/status"
 SCENARIO_URL = "/api/flood/scenarios"
 REFRESH_MS = 30_000  # issue #8 item 6: statuses refresh every 30 s (a page may set window.gisFloodRefreshMs)
-# The rainfall presets of POST /api/flood/scenarios (the two events of ../shared/docs/langfang-flood-facts.md).
-PRESETS = ("2018-07-24 台风安比", "2021-07-18 短时强降雨")
+PRESETS_RULE = "scenario_presets"  # flood.toml: the named rainfall events POST /api/flood/scenarios accepts
 CONTEXT_LAYERS = ("urban_districts", "drainage_channels", "drainage_gates", "pumping_stations")  # bottom first
 POINT_LAYERS = ("underpasses", "waterlogging_points")  # the monitored points, for the offline file
 STATUS_COLORS = {"normal": "#31a354", "watch": "#fd8d3c", "closed": "#de2d26", "unknown": "#969696"}
@@ -126,7 +125,7 @@ class _FloodCommand(MacroElement):
     add(box, 'h4', '降雨情景（预测积水深度）');
     var row = add(box, 'div');
     select = add(row, 'select', null, 'gis-flood-preset');
-    PRESETS.forEach(function(p) { var o = add(select, 'option', p); o.value = p; });
+    PRESETS.forEach(function(p) { var o = add(select, 'option', p[1]); o.value = p[0]; });
     button = add(row, 'button', '运行情景', 'gis-flood-run'); button.type = 'button';
     clear = add(row, 'button', '清除情景', 'gis-flood-clear'); clear.type = 'button'; clear.disabled = true;
     scenarioNote = add(box, 'div', '', 'gis-flood-scenario-note');
@@ -237,14 +236,14 @@ class _FloodCommand(MacroElement):
     var b = d.bounds, sw = toMap(b[0], b[1]), ne = toMap(b[2], b[3]);
     state.scenarioOverlay = L.imageOverlay(d.image_url, [sw, ne], {opacity: 0.65, interactive: false}).addTo(map);
     clear.disabled = false;
-    add(scenarioNote, 'b', '情景：' + select.value);
+    add(scenarioNote, 'b', '情景：' + select.options[select.selectedIndex].textContent);
     add(scenarioNote, 'div', '方法：' + d.method);
     (d.assumptions || []).forEach(function(s) { add(scenarioNote, 'div', '假设：' + s); });
     var closing = (d.points || []).filter(function(p) { return p.closes; });
     add(scenarioNote, 'b', closing.length ? '预测断交（积水超过阈值）：' : '预测无断交');
     closing.forEach(function(p) {
-      var li = add(scenarioList, 'li', p.name + '（' + (KIND_ZH[p.kind] || p.kind) + '）预测积水 ' +
-                   cm(p.predicted_depth_cm), 'gis-flood-scenario-closure');
+      var li = add(scenarioList, 'li', p.name + '（' + (KIND_ZH[p.kind] || p.kind) + (p.district ? '，' + p.district : '') +
+                   '）预测积水 ' + cm(p.predicted_depth_cm), 'gis-flood-scenario-closure');
       li.dataset.pointId = p.point_id;
       var m = state.markers[p.point_id];
       if (m) {
@@ -272,12 +271,18 @@ class _FloodCommand(MacroElement):
 {% endmacro %}
 """)
 
-    def __init__(self, gaode: bool, refresh_ms: int = REFRESH_MS):
+    def __init__(self, presets: list[tuple[str, str]], gaode: bool, refresh_ms: int = REFRESH_MS):
         super().__init__()
         self.status_url, self.scenario_url, self.refresh_ms = STATUS_URL, SCENARIO_URL, int(refresh_ms)
         self.colors, self.status_zh, self.kind_zh = STATUS_COLORS, STATUS_ZH, KIND_ZH
-        self.presets, self.gaode = list(PRESETS), gaode
+        self.presets, self.gaode = [list(p) for p in presets], gaode  # a list: tojson would sort an object
         self.gcj_a, self.gcj_ee = repr(float(_GCJ_A)), repr(float(_GCJ_EE))  # numbers only
+
+
+def scenario_presets(ctx: DomainContext) -> list[tuple[str, str]]:
+    """(preset key, option text) for the scenario control, from the rule the scenario endpoint reads."""
+    return [(key, f"{p['name_zh']}（{p['rain_mm']:g} 毫米，{p['duration_min']:g} 分钟）")
+            for key, p in ctx.rules.value(PRESETS_RULE).items()]
 
 
 def _status_legend(m: folium.Map) -> None:
@@ -320,5 +325,5 @@ def flood_map(ctx: DomainContext, factory: MapFactory, who: Principal | None) ->
                                      "radius": 8}, popup=popup, label_field=layer.label_field, key=layer_id)
     else:
         _status_legend(m)
-        _FloodCommand(gaode=factory.settings.basemap == "gaode").add_to(m)
+        _FloodCommand(scenario_presets(ctx), gaode=factory.settings.basemap == "gaode").add_to(m)
     return factory.finish(m)

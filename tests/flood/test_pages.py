@@ -6,6 +6,7 @@ text, the scenario overlay with its predicted closures, and the offline export w
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -26,6 +27,7 @@ from tests.maps.browser import browser_page, feature_count
 FAST_REFRESH = "window.gisFloodRefreshMs = 300;"  # the page's 30 s interval, shortened for the test
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                     "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")
+PRESET = "ampil_2018"  # flood.scenario_presets: 2018-07-24 台风安比
 HOSTILE = "<img src=x onerror=\"window.pwned=1\">"
 
 
@@ -73,6 +75,9 @@ def test_a_signed_in_flood_user_sees_the_command_map(server):
         markers = page.evaluate(MARKERS)
         closures = page.evaluate(CLOSURES)
         legend = page.inner_text(".gis-legend")
+        units = page.evaluate("""() => ['drainage_channels', 'drainage_gates', 'pumping_stations'].map(k => {
+            let html = ''; window.gisLayers[k].eachLayer(g => g.eachLayer(l => { html = html || l.getPopup().getContent(); }));
+            return html; })""")
         title = page.inner_text(".gis-title")
         presets = page.evaluate("() => Array.from(document.querySelectorAll('.gis-flood-preset option'))"
                                 ".map(o => o.value)")
@@ -84,8 +89,9 @@ def test_a_signed_in_flood_user_sees_the_command_map(server):
         assert markers[p["point_id"]]["colour"] == pages.STATUS_COLORS[p["status"]]
         assert markers[p["point_id"]]["label"] == ("禁止通行" if p["status"] == "closed" else None)
     assert {c["id"] for c in closures} == {p["point_id"] for p in status["points"] if p["status"] == "closed"}
+    assert "责任单位" in units[0] and "责任单位" in units[1] and "管理单位" in units[2]
     assert "每 30 秒刷新" in title and "监测点（黑圈）状态：断交（禁止通行）" in legend
-    assert presets == list(pages.PRESETS)
+    assert presets == list(RuleBook.load().domain("flood").value(pages.PRESETS_RULE))
 
 
 def test_a_report_above_the_threshold_turns_its_underpass_red_after_the_refresh_without_a_reload(server):
@@ -206,29 +212,35 @@ def test_a_failed_refresh_says_so_and_keeps_the_last_status(server):
 def test_running_a_scenario_preset_adds_the_depth_image_and_its_predicted_closures(server):
     key = server.key("flood")
     probe = httpx.post(f"{server.url}/api/flood/scenarios", headers={"X-API-Key": key}, timeout=120,
-                       json={"preset": pages.PRESETS[0]})
+                       json={"preset": PRESET})
     if probe.status_code in (404, 405):
         pytest.skip("POST /api/flood/scenarios is not there yet")
     expected = probe.json()
     with browser_page(allow=_local(server)) as (page, errors, refused):
         _signed_in(page, server)
         page.goto(server.url + "/maps/flood", wait_until="networkidle")
-        page.select_option(".gis-flood-preset", pages.PRESETS[0])
+        page.select_option(".gis-flood-preset", PRESET)
         page.click(".gis-flood-run")
         page.wait_for_function("() => window.gisFlood.scenario", timeout=120_000)
+        page.wait_for_function("() => { const img = window.gisFlood.scenarioOverlay.getElement();"
+                               " return img.complete && img.naturalWidth > 0; }", timeout=30_000)  # the PNG
         shown = page.evaluate("""() => ({
-            url: window.gisFlood.scenarioOverlay._url,
+            url: window.gisFlood.scenarioOverlay._url, answered: window.gisFlood.scenario.image_url,
             bounds: window.gisFlood.scenarioOverlay.getBounds().toBBoxString(),
             loaded: window.gisFlood.scenarioOverlay.getElement().complete &&
                     window.gisFlood.scenarioOverlay.getElement().naturalWidth > 0,
             rings: window.gisFlood.scenarioRings.getLayers().length,
             closures: Array.from(document.querySelectorAll('.gis-flood-scenario-closure'))
                            .map(li => li.dataset.pointId)})""")
+        panel = page.inner_text(".gis-flood-panel")
     assert errors == [] and refused == []
-    assert shown["url"] == expected["image_url"] and shown["loaded"]
+    assert shown["url"] == shown["answered"] and shown["loaded"]  # each run has its own scenario_id
+    assert re.fullmatch(r"/api/flood/scenarios/\w+/depth\.png", shown["url"])
     assert [float(v) for v in shown["bounds"].split(",")] == pytest.approx(expected["bounds"])
     assert shown["closures"] == [p["point_id"] for p in expected["points"] if p["closes"]]
     assert shown["rings"] == len(shown["closures"])
+    assert "2018-07-24 台风安比" in panel and expected["method"] in panel
+    assert all(p["name"] in panel for p in expected["points"] if p["closes"])
 
 
 def test_the_exported_map_has_no_live_controls_and_says_so(server, catalog, store, tmp_path):
