@@ -40,7 +40,7 @@ _CSS = """<style>
 .gis-flood-panel{background:#fff;padding:8px 10px;border-radius:4px;box-shadow:0 1px 4px rgba(0,0,0,.3);
  font-size:13px;max-width:340px;max-height:52vh;overflow:auto}
 .gis-flood-panel h4{margin:6px 0 4px;font-size:14px}.gis-flood-panel ul{margin:2px 0;padding-left:18px}
-.gis-flood-panel small{color:#555}.gis-flood-error{color:#b30000}
+.gis-flood-panel small{color:#555}.gis-flood-scenario-method{color:#555;font-size:12px;margin-top:4px}.gis-flood-error{color:#b30000}
 .gis-flood-closed-label{background:#de2d26;color:#fff;border:none;font-weight:bold;padding:1px 4px}
 .gis-flood-closed-label:before{display:none}
 .gis-flood-popup th{text-align:left;padding-right:8px;color:#555;vertical-align:top}
@@ -114,7 +114,7 @@ class _FloodCommand(MacroElement):
   window.gisLayers['flood_points'] = points;
 
   // --- the panel: closures now, status line, scenario control and its predicted closures ------------------
-  var box, closures, stamp, scenarioList, scenarioNote, select, button, clear;
+  var box, closures, stamp, scenarioList, scenarioNote, scenarioMethod, select, button, clear;
   var panel = L.control({position: 'bottomleft'});
   panel.onAdd = function() {
     box = L.DomUtil.create('div', 'gis-flood-panel');
@@ -130,6 +130,8 @@ class _FloodCommand(MacroElement):
     clear = add(row, 'button', '清除情景', 'gis-flood-clear'); clear.type = 'button'; clear.disabled = true;
     scenarioNote = add(box, 'div', '', 'gis-flood-scenario-note');
     scenarioList = add(box, 'ul', null, 'gis-flood-scenario-closures');
+    scenarioMethod = add(box, 'details', null, 'gis-flood-scenario-method');
+    scenarioMethod.style.display = 'none';
     L.DomEvent.disableClickPropagation(box);
     L.DomEvent.disableScrollPropagation(box);
     return box;
@@ -230,6 +232,7 @@ class _FloodCommand(MacroElement):
   function dropScenario() {
     if (state.scenarioOverlay) { map.removeLayer(state.scenarioOverlay); state.scenarioOverlay = null; }
     rings.clearLayers(); scenarioList.textContent = ''; scenarioNote.textContent = ''; clear.disabled = true;
+    scenarioMethod.textContent = ''; scenarioMethod.style.display = 'none';
     state.scenario = null;
   }
   function showScenario(d) {
@@ -237,10 +240,12 @@ class _FloodCommand(MacroElement):
     state.scenarioOverlay = L.imageOverlay(d.image_url, [sw, ne], {opacity: 0.65, interactive: false}).addTo(map);
     clear.disabled = false;
     add(scenarioNote, 'b', '情景：' + select.options[select.selectedIndex].textContent);
-    add(scenarioNote, 'div', '方法：' + d.method);
-    (d.assumptions || []).forEach(function(s) { add(scenarioNote, 'div', '假设：' + s); });
+    scenarioMethod.style.display = '';
+    add(scenarioMethod, 'summary', '计算方法与假设');
+    add(scenarioMethod, 'div', '方法：' + d.method);
+    (d.assumptions || []).forEach(function(s) { add(scenarioMethod, 'div', '假设：' + s); });
     var closing = (d.points || []).filter(function(p) { return p.closes; });
-    add(scenarioNote, 'b', closing.length ? '预测断交（积水超过阈值）：' : '预测无断交');
+    add(scenarioNote, 'div', closing.length ? '预测断交（积水超过阈值）' + closing.length + ' 处：' : '预测无断交');
     closing.forEach(function(p) {
       var li = add(scenarioList, 'li', p.name + '（' + (KIND_ZH[p.kind] || p.kind) + (p.district ? '，' + p.district : '') +
                    '）预测积水 ' + cm(p.predicted_depth_cm), 'gis-flood-scenario-closure');

@@ -174,7 +174,7 @@ def test_server_text_is_shown_as_text_never_as_html(server):
         page.click(".gis-flood-run")
         page.wait_for_function("() => window.gisFlood.scenario")
         popup = page.inner_text(".leaflet-popup-content")
-        panel = page.inner_text(".gis-flood-panel")
+        panel = page.text_content(".gis-flood-panel")  # with the folded method
         overlay = page.evaluate("() => window.gisFlood.scenarioOverlay.getBounds().toBBoxString()")
         rings = page.evaluate("() => window.gisFlood.scenarioRings.getLayers().length")
         images = page.evaluate("() => document.querySelectorAll('.leaflet-popup img, .gis-flood-panel img').length")
@@ -232,7 +232,7 @@ def test_running_a_scenario_preset_adds_the_depth_image_and_its_predicted_closur
             rings: window.gisFlood.scenarioRings.getLayers().length,
             closures: Array.from(document.querySelectorAll('.gis-flood-scenario-closure'))
                            .map(li => li.dataset.pointId)})""")
-        panel = page.inner_text(".gis-flood-panel")
+        panel = page.text_content(".gis-flood-panel")  # with the folded method
     assert errors == [] and refused == []
     assert shown["url"] == shown["answered"] and shown["loaded"]  # each run has its own scenario_id
     assert re.fullmatch(r"/api/flood/scenarios/\w+/depth\.png", shown["url"])
