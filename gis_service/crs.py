@@ -54,8 +54,8 @@ def transform_geometry(geoms, src: str, dst: str, swap_output: bool = False):
 
 # --- GCJ-02 ("Mars coordinates") ----------------------------------------------------------------------
 # The published forward formula on the Krasovsky ellipsoid; the inverse is iterative (no closed form).
-_GCJ_A = 6378245.0
-_GCJ_EE = 0.00669342162296594323
+GCJ_A = 6378245.0  # Krasovsky semi-major axis (public: the flood page repeats the formula in JS)
+GCJ_EE = 0.00669342162296594323
 
 
 def _gcj_delta(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,10 +69,10 @@ def _gcj_delta(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray
             + (20.0 * np.sin(x * np.pi) + 40.0 * np.sin(x / 3.0 * np.pi)) * 2.0 / 3.0
             + (150.0 * np.sin(x / 12.0 * np.pi) + 300.0 * np.sin(x / 30.0 * np.pi)) * 2.0 / 3.0)
     radlat = lat / 180.0 * np.pi
-    magic = 1 - _GCJ_EE * np.sin(radlat) ** 2
+    magic = 1 - GCJ_EE * np.sin(radlat) ** 2
     sqrtmagic = np.sqrt(magic)
-    dlat = (dlat * 180.0) / ((_GCJ_A * (1 - _GCJ_EE)) / (magic * sqrtmagic) * np.pi)
-    dlon = (dlon * 180.0) / (_GCJ_A / sqrtmagic * np.cos(radlat) * np.pi)
+    dlat = (dlat * 180.0) / ((GCJ_A * (1 - GCJ_EE)) / (magic * sqrtmagic) * np.pi)
+    dlon = (dlon * 180.0) / (GCJ_A / sqrtmagic * np.cos(radlat) * np.pi)
     return dlon, dlat
 
 

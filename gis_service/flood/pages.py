@@ -19,7 +19,7 @@ from branca.element import Element, MacroElement
 from jinja2 import Template
 
 from ..auth import Principal
-from ..crs import _GCJ_A, _GCJ_EE
+from ..crs import GCJ_A, GCJ_EE
 from ..domains import SYSTEM, DomainContext
 from ..maps.factory import APP_TITLE, MapFactory, Overlay, Style, display_geometries
 from ..store import display_title
@@ -281,7 +281,7 @@ class _FloodCommand(MacroElement):
         self.status_url, self.scenario_url, self.refresh_ms = STATUS_URL, SCENARIO_URL, int(refresh_ms)
         self.colors, self.status_zh, self.kind_zh = STATUS_COLORS, STATUS_ZH, KIND_ZH
         self.presets, self.gaode = [list(p) for p in presets], gaode  # a list: tojson would sort an object
-        self.gcj_a, self.gcj_ee = repr(float(_GCJ_A)), repr(float(_GCJ_EE))  # numbers only
+        self.gcj_a, self.gcj_ee = repr(float(GCJ_A)), repr(float(GCJ_EE))  # numbers only
 
 
 def scenario_presets(ctx: DomainContext) -> list[tuple[str, str]]:
