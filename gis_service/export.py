@@ -58,7 +58,7 @@ def export_layer(store: Store, layer: LayerDef, fmt: str, crs: str, output: Path
         if layer.personal_fields:
             if unmask:
                 AccessLog(Settings.from_env().var_dir / "personal_data_access.log").record(
-                    f"cli:{getpass.getuser()}", "operator", layer, [f.name for f in layer.personal_fields], len(frame), f"export {output}")
+                    f"cli:{getpass.getuser()}", "operator", layer.id, [f.name for f in layer.personal_fields], len(frame), f"export {output}")
             else:
                 rows = mask_properties(layer, frame[names].astype(object).to_dict("records"))
                 frame[names] = pd.DataFrame(rows, index=frame.index)[names]

@@ -59,9 +59,11 @@ class AccessLog:
         self.path = Path(path)
         self._lock = threading.Lock()
 
-    def record(self, who: str, role: str, layer: LayerDef, fields: list[str], count: int, request: str) -> None:
+    def record(self, who: str, role: str, collection: str, fields: list[str], count: int, request: str) -> None:
+        """Append one disclosure; `collection` names where the values come from: a layer id, or a record-store
+        table (e.g. flood_reports)."""
         entry = dict(time=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), who=who, role=role,
-                     collection=layer.id, fields=fields, count=count, request=request)
+                     collection=collection, fields=fields, count=count, request=request)
         line = json.dumps(entry, ensure_ascii=False) + "\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +75,7 @@ class AccessLog:
         is personal and shown unmasked (roles not entitled only ever see masked values: nothing to log)."""
         shown = [f.name for f in layer.personal_fields if f.name in fields]
         if shown and count and who is not None and layer.sees_personal(who.role):
-            self.record(who.name, who.role, layer, shown, count, request)
+            self.record(who.name, who.role, layer.id, shown, count, request)
 
     def entries(self) -> list[dict]:
         if not self.path.exists():

@@ -77,7 +77,12 @@ def parse_observed_at(text, now: dt.datetime, skew_s: float) -> str:
     if t.tzinfo is None or t.utcoffset() is None:
         raise _err("observed_at_no_offset", f"观测时间 {shown(text)} 缺少时区（加 +08:00 或 Z），以免相差8小时",
                    f"observed_at {shown(text)} has no offset (add +08:00 or Z): a bare time is ambiguous")
-    if t.year < 2000:
+    try:  # 9999-12-31T23:59:59-14:00 has no UTC equivalent within datetime's range
+        t = t.astimezone(dt.timezone.utc)
+    except (OverflowError, ValueError):
+        raise _err("bad_observed_at", f"观测时间 {shown(text)} 超出可表示范围",
+                   f"observed_at {shown(text)} is out of range") from None
+    if t.year < 2000:  # after the conversion: 2000-01-01T00:00:00+23:59 is 1999 in UTC
         raise _err("bad_observed_at", f"观测时间 {shown(text)} 过早", f"observed_at {shown(text)} is too early")
     if t > now + dt.timedelta(seconds=skew_s):
         raise _err("observed_at_in_future", f"观测时间 {utc_text(t)} 晚于服务器当前时间 {utc_text(now)}（允许误差 {skew_s:g} 秒）",
@@ -255,8 +260,8 @@ class FloodReports:
         found = analysis.snap(shapely.Point(float(east[0]), float(north[0])), points.metric, float(radius.value))
         if found.index < 0:
             raise _err("no_point_nearby",
-                       f"{radius.value} 米内没有监测点：最近的监测点在 {found.distance_m:,.0f} 米外（{radius.key}）",
-                       f"no monitored point within {radius.value} m: the nearest is {found.distance_m:,.0f} m away")
+                       f"{radius.value} 米内没有监测点：最近的监测点在 {found.distance_m:,.1f} 米外（{radius.key}）",
+                       f"no monitored point within {radius.value} m: the nearest is {found.distance_m:,.1f} m away")
         point_id = points.rows[found.index]["point_id"]
         return point_id, {"x": body["x"], "y": body["y"], "coord_sys": body.get("coord_sys") or "wgs84",
                           "snap_distance_m": round(found.distance_m, 1)}
@@ -306,7 +311,13 @@ class FloodReports:
             self._status_key, self._status_rows = key, rows
             return rows
 
-    def history(self, point_id: str, who: Principal) -> dict:
+    def log_reporters(self, who: Principal, rows: list[dict], request: str) -> None:
+        """Log, in the personal-data access log, that `who` was shown the non-empty reporter names of rows."""
+        count = sum(1 for r in rows if r.get("reporter"))
+        if count and who.role in REPORTERS:
+            self.ctx.access_log.record(who.name, who.role, REPORTS.name, ["reporter"], count, request)
+
+    def history(self, point_id: str, who: Principal, request: str = "") -> dict:
         points = self.points()
         if point_id not in points.index:
             raise not_found(f"监测点 {shown(point_id)}", f"monitored point {shown(point_id)}")
@@ -316,6 +327,8 @@ class FloodReports:
         t = self.thresholds(point_id)
         steps = analysis.classify(((r["observed_at"], r["depth_cm"]) for r in rows), t)
         show_reporter = who.role in REPORTERS
+        if show_reporter:
+            self.log_reporters(who, rows, request)
         out = [{**public_report(r, show_reporter), "status": s.status, "status_zh": analysis.STATUS_ZH[s.status],
                 "status_since": s.since} for r, s in zip(rows, steps)]
         return {**points.rows[points.index[point_id]], "threshold_cm": t.closure_cm, "reopen_cm": t.reopen_cm,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from .. import crs
@@ -52,9 +52,11 @@ def router(ctx: DomainContext) -> APIRouter:
         return {"rules": [rule.as_dict() for rule in ctx.rules]}
 
     @r.post("/reports", status_code=201, summary="上报积水深度（防汛、管理员）Report a ponding depth (flood, admin)")
-    def post_report(body: ReportIn, who: Principal | None = Depends(principal)):
+    def post_report(body: ReportIn, request: Request, who: Principal | None = Depends(principal)):
         who = _allowed(who, REPORTERS, "上报积水", "post depth reports")
         stored, duplicate = service.submit(who, body.model_dump())
+        if duplicate:  # the stored report (perhaps posted by someone else) with its reporter's name
+            service.log_reporters(who, [stored], str(request.url))
         return _json({**public_report(stored, True), "duplicate": duplicate}, 200 if duplicate else 201)
 
     @r.get("/status", summary="各监测点当前状态 Status of every monitored point")
@@ -72,10 +74,10 @@ def router(ctx: DomainContext) -> APIRouter:
                       "closures": rows, "rules_applied": service.rules_applied()})
 
     @r.get("/points/{point_id}/history", summary="一个监测点的全部上报及其后状态 A point's reports in time order")
-    def history(point_id: str = Path(max_length=40, description="监测点编号"),
+    def history(request: Request, point_id: str = Path(max_length=40, description="监测点编号"),
                 who: Principal | None = Depends(principal)):
         who = _allowed(who, None, "查看上报记录", "read reports")
-        return _json(service.history(point_id, who))
+        return _json(service.history(point_id, who, str(request.url)))
 
     @r.get("/responsibilities", summary="河渠、闸坝、泵站的责任单位与各区职责 Who answers for channels, gates, stations")
     def responsibilities(who: Principal | None = Depends(principal)):

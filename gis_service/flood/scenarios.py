@@ -15,8 +15,12 @@ Model (returned with every scenario as ``method`` and ``assumptions``):
 3. **Storage curve.** The volume a depression holds below level h is cell_area × Σ max(0, h − z) over its
    cells, a piecewise-linear function computed once from the cells' sorted elevations.
 4. **Overflow routing.** A depression spills at the lowest cell on its rim that does not drain back into it;
-   the water follows the D8 path from that cell to the depression (or the DEM edge) it drains to, which
-   always has a strictly lower spill level, so depressions are processed from the highest spill level down.
+   the water follows the D8 path from that cell to the depression (or the DEM edge) it drains to, whose spill
+   level is never higher. At equal levels an outlet into a neighbouring depression is preferred over one
+   off the DEM (the water stands at that level there too). Depressions at one level whose outlets lead into
+   each other form a cycle; it is broken deterministically (the lowest id takes its next outlet out of the
+   cycle). Depressions are processed in topological order of this spill graph: each before the one it
+   spills into, so no overflow arrives after its destination was processed.
 5. **Rain.** Rain excess depth = max(0, rain − drainage capacity × duration) × runoff coefficient, the same
    on every cell; a depression receives excess × its catchment area plus what spills into it, keeps up to its
    capacity at the spill level (the water level then follows from the storage curve) and passes the rest on.
@@ -40,6 +44,7 @@ are predicted dry in every scenario.
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 import time
@@ -47,6 +52,7 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -72,6 +78,9 @@ ASSUMPTIONS = [
     "DEM 为演示数据（gis_service/demo.py 生成，下穿立交处烧录下凹），预测结果只说明方法 The DEM is demo data "
     "(generated, sags burned in at the underpasses): predictions illustrate the method, not the city",
 ]
+
+STALE_TMP_S = 300  # a .tmp file this old belongs to a write that died
+SCENARIO_ROLES = ("flood", "admin")  # who may run scenarios and download their rasters
 
 _NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
@@ -243,11 +252,67 @@ def _spill_destinations(labels: np.ndarray, filled: np.ndarray, catchment: np.nd
     dest = np.zeros(n + 1, dtype=np.int64)
     if n:
         deps, levels, targets = np.concatenate(deps), np.concatenate(levels), np.concatenate(targets)
-        order = np.lexsort((levels, deps))
+        targets = np.maximum(targets, 0)  # unresolved (-1) counts as lost
+        # Lowest rim first; at equal levels a neighbouring depression before the DEM edge (the water there
+        # stands at the same level, so it fills that depression before leaving), then the lower id.
+        order = np.lexsort((targets, targets == 0, levels, deps))
         deps, targets = deps[order], targets[order]
         firsts = np.flatnonzero(np.r_[True, deps[1:] != deps[:-1]])
-        dest[deps[firsts]] = np.maximum(targets[firsts], 0)  # unresolved (-1) counts as lost
+        dest[deps[firsts]] = targets[firsts]
+        ends = np.r_[firsts[1:], len(deps)]
+        _break_cycles(dest, {int(deps[a]): targets[a:b] for a, b in zip(firsts, ends)})
     return dest
+
+
+def _break_cycles(dest: np.ndarray, candidates: dict) -> None:
+    """Make the spill graph acyclic, in place. A cycle can only join depressions at one spill level whose
+    lowest outlets lead into each other; the member with the lowest id then spills through its next outlet
+    (in the same order) that leads out of the cycle, or off the DEM if there is none."""
+    n = len(dest) - 1
+    for _ in range(n + 1):
+        cycle = _find_cycle(dest)
+        if cycle is None:
+            return
+        m = min(cycle)
+        members = set(cycle)
+        dest[m] = next((int(t) for t in candidates.get(m, ()) if int(t) not in members and int(t) != m), 0)
+    dest[1:] = 0  # unreachable: every round removes a cycle without creating one through m's old successors
+
+
+def _find_cycle(dest: np.ndarray) -> list[int] | None:
+    state = np.zeros(len(dest), dtype=np.int8)  # 0 new, 1 on the current path, 2 done
+    state[0] = 2
+    for start in range(1, len(dest)):
+        if state[start]:
+            continue
+        path, d = [], start
+        while state[d] == 0:
+            state[d] = 1
+            path.append(d)
+            d = int(dest[d])
+        if state[d] == 1:
+            return path[path.index(d):]
+        if path:
+            state[path] = 2
+    return None
+
+
+def spill_order(dest: np.ndarray) -> np.ndarray:
+    """Depressions in an order where each comes before the one it spills into (dest acyclic): by decreasing
+    number of steps to the DEM edge, then by id."""
+    n = len(dest) - 1
+    steps = np.full(n + 1, -1, dtype=np.int64)
+    steps[0] = 0
+    for start in range(1, n + 1):
+        path, d = [], start
+        while steps[d] < 0:
+            path.append(d)
+            d = int(dest[d])
+        k = steps[d]
+        for p in reversed(path):
+            k += 1
+            steps[p] = k
+    return np.lexsort((np.arange(1, n + 1), -steps[1:])) + 1
 
 
 @dataclass(frozen=True)
@@ -267,12 +332,18 @@ def rain_excess_mm(rain_mm: float, duration_h: float, runoff_coefficient: float,
 
 
 def fill_and_spill(dep: Depressions, excess_mm: float) -> Ponding:
-    """Route a uniform rain excess through the depressions (highest spill level first) and return the depths."""
+    """Route a uniform rain excess through the depressions (each before the one it spills into) and return
+    the depths. Water balance: rain excess on the DEM = held in depressions + lost (rain on cells draining
+    off the DEM or on unresolved flats, and overflow leaving the DEM)."""
     excess = excess_mm / 1000.0
     inflow = dep.catchment_cells.astype(np.float64) * dep.cell_area * excess
+    inflow[0] = 0.0
+    valid = np.isfinite(dep.dem)
+    total = float(valid.sum() * dep.cell_area * excess)
+    lost = total - float(inflow.sum())  # rain that never reaches a depression
     level = np.full(dep.count + 1, -np.inf)
     stored = 0.0
-    for d in np.argsort(-dep.spill_level[1:], kind="stable") + 1:
+    for d in spill_order(dep.dest):
         water = float(inflow[d])
         if water <= 0:
             continue
@@ -283,12 +354,12 @@ def fill_and_spill(dep: Depressions, excess_mm: float) -> Ponding:
         if over > 0:
             if dep.dest[d] > 0:
                 inflow[dep.dest[d]] += over
-    valid = np.isfinite(dep.dem)
-    total = float(valid.sum() * dep.cell_area * excess)
+            else:
+                lost += over
     depth = np.where(dep.labels > 0, np.maximum(level[dep.labels] - dep.dem, 0.0), 0.0)
     depth = np.where(valid, depth, np.nan).astype(np.float32)
     return Ponding(depth=depth, level=level, excess_mm=excess_mm, rain_volume_m3=total, stored_m3=stored,
-                   lost_m3=total - stored)
+                   lost_m3=lost)
 
 
 def depth_at(depth: np.ndarray, rows: np.ndarray, cols: np.ndarray, radius_cells: int = 1) -> list[float | None]:
@@ -364,6 +435,7 @@ class ScenarioService:
         self.ctx = ctx
         self.dir = Path(ctx.settings.var_dir) / "flood_scenarios"
         self._lock = threading.Lock()
+        self._running = threading.Lock()  # at most one scenario computing in this process (CPU and memory)
         self._model: tuple | None = None  # (DEM file stamp, Depressions, transform, crs)
 
     def model(self, who=None):
@@ -380,6 +452,15 @@ class ScenarioService:
 
     def run(self, req: ScenarioRequest, who) -> dict:
         inputs = resolve_inputs(req, self.ctx.rules)
+        if not self._running.acquire(blocking=False):
+            raise GisError("scenario_busy", "本进程正在计算另一个降雨情景，请稍后重试",
+                           "another rainfall scenario is being computed by this worker; retry shortly", 429)
+        try:
+            return self._run(inputs, who)
+        finally:
+            self._running.release()
+
+    def _run(self, inputs: dict, who) -> dict:
         started = time.perf_counter()
         dep, transform, crs = self.model(who)
         analysed = time.perf_counter()
@@ -450,9 +531,7 @@ class ScenarioService:
                 dst.write(_blue_ramp(small))
         tif.replace(self.dir / f"{scenario_id}.tif")
         png.replace(self.dir / f"{scenario_id}.png")
-        for stale in sorted(self.dir.glob("*.tif"), key=lambda p: p.stat().st_mtime)[:-self._keep()]:
-            stale.unlink(missing_ok=True)
-            stale.with_suffix(".png").unlink(missing_ok=True)
+        self._clean()
         west, north = dst_t * (0, 0)
         east, south = dst_t * (dw, dh)
         return [round(west, 7), round(south, 7), round(east, 7), round(north, 7)]
@@ -460,11 +539,38 @@ class ScenarioService:
     def _keep(self) -> int:
         return int(self.ctx.rules.value("scenario_keep"))
 
-    def file(self, scenario_id: str, suffix: str) -> Path:
-        path = self.dir / f"{scenario_id}{suffix}"
-        if not _ID.match(scenario_id) or not path.exists():
-            raise not_found(f"情景 {scenario_id[:40]}（只保留最近的情景）", f"scenario '{scenario_id[:40]}' (only the latest are kept)")
-        return path
+    def _clean(self, now: float | None = None) -> None:
+        """Keep the files of the newest scenario_keep scenarios; remove temporary files older than
+        STALE_TMP_S (left by a worker that died while writing). Other workers clean the same directory at
+        the same time, so any file may vanish between listing and stat or unlink: that is not an error."""
+        now = time.time() if now is None else now
+        stamped = []
+        for tif in self.dir.glob("*.tif"):
+            try:
+                stamped.append((tif.stat().st_mtime, tif.name, tif))
+            except FileNotFoundError:
+                continue
+        stamped.sort()
+        for _, _, stale in stamped[:max(len(stamped) - self._keep(), 0)]:
+            for path in (stale, stale.with_suffix(".png")):
+                path.unlink(missing_ok=True)
+        for tmp in self.dir.glob(".*.tmp"):
+            try:
+                if now - tmp.stat().st_mtime > STALE_TMP_S:
+                    tmp.unlink()
+            except FileNotFoundError:
+                continue
+
+    def open(self, scenario_id: str, suffix: str):
+        """The scenario's file opened for reading (the open file survives another worker's cleanup); 404 if
+        it is not (or no longer) there."""
+        try:
+            if not _ID.match(scenario_id):
+                raise FileNotFoundError(scenario_id)
+            return open(self.dir / f"{scenario_id}{suffix}", "rb")
+        except FileNotFoundError:
+            raise not_found(f"情景 {scenario_id[:40]}（只保留最近的情景）",
+                            f"scenario '{scenario_id[:40]}' (only the latest are kept)") from None
 
 
 def _blue_ramp(depth: np.ndarray) -> np.ndarray:
@@ -479,7 +585,7 @@ def _blue_ramp(depth: np.ndarray) -> np.ndarray:
 # --- routes -------------------------------------------------------------------------------------------------
 def router(ctx):
     from fastapi import APIRouter, Depends
-    from fastapi.responses import FileResponse
+    from fastapi.responses import StreamingResponse
 
     from ..api.deps import ERROR_RESPONSES, principal
 
@@ -490,19 +596,32 @@ def router(ctx):
         if who is None:
             raise GisError("sign_in_required", "降雨情景需要登录或 API 密钥（X-API-Key）",
                            "rainfall scenarios require an API key (X-API-Key) or a signed-in session", 401)
+        if who.role not in SCENARIO_ROLES:
+            raise GisError("forbidden", f"角色 {who.role} 无权运行降雨情景（限 {'、'.join(SCENARIO_ROLES)}）",
+                           f"role '{who.role}' may not run rainfall scenarios (only {', '.join(SCENARIO_ROLES)})", 403)
         return who
 
     @r.post("/scenarios", summary="降雨情景：预测下穿桥和积水点积水深度 Rainfall scenario on the DEM")
     def run(body: ScenarioRequest, who=Depends(signed_in)):  # sync: the thread pool, not the event loop
         return service.run(body, who)
 
+    def send(fh, media_type: str, filename: str | None = None):
+        def chunks():
+            with fh:
+                while chunk := fh.read(1 << 16):
+                    yield chunk
+
+        headers = {"Content-Length": str(os.fstat(fh.fileno()).st_size)}
+        if filename:
+            headers["Content-Disposition"] = f"attachment; filename*=utf-8''{quote(filename)}"
+        return StreamingResponse(chunks(), media_type=media_type, headers=headers)
+
     @r.get("/scenarios/{scenario_id}/depth.tif", summary="情景积水深度 GeoTIFF（米，EPSG:4548）")
     def depth_tif(scenario_id: str, who=Depends(signed_in)):
-        return FileResponse(service.file(scenario_id, ".tif"), media_type="image/tiff",
-                            filename=f"积水深度_{scenario_id}.tif")
+        return send(service.open(scenario_id, ".tif"), "image/tiff", f"积水深度_{scenario_id}.tif")
 
     @r.get("/scenarios/{scenario_id}/depth.png", summary="情景积水深度图（经纬度，透明为无积水）")
     def depth_png(scenario_id: str, who=Depends(signed_in)):
-        return FileResponse(service.file(scenario_id, ".png"), media_type="image/png")
+        return send(service.open(scenario_id, ".png"), "image/png")
 
     return r

@@ -169,3 +169,24 @@ def test_inconsistent_local_rules_stop_start_up_naming_the_key(tmp_path, overrid
     local.write_text(override, encoding="utf-8")
     with pytest.raises(RuleFileError, match="flood"):
         check_rules(RuleBook.load(override_path=local).domain("flood"))
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:59:59-14:00", "2000-01-01T00:00:00+23:59", "1999-12-31T23:59:59Z"])
+def test_out_of_range_and_pre_2000_utc_times_are_422_not_500(text):
+    import datetime as dt
+
+    from gis_service.errors import GisError
+    from gis_service.flood.reports import parse_observed_at
+
+    with pytest.raises(GisError) as e:
+        parse_observed_at(text, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), 120)
+    assert e.value.status == 422 and e.value.code == "bad_observed_at"
+
+
+def test_a_time_early_on_1_january_2000_local_but_2000_in_utc_is_accepted():
+    import datetime as dt
+
+    from gis_service.flood.reports import parse_observed_at
+
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert parse_observed_at("2000-01-01T00:00:00-01:00", now, 120) == "2000-01-01T01:00:00.000Z"

@@ -3,6 +3,8 @@ what, and every refusal as a {code, message} JSON (never a 500). Uses the underp
 test (test_load.py) uses the waterlogging points WL-*, so the two do not disturb each other."""
 
 import datetime as dt
+import json
+import re
 import uuid
 
 import httpx
@@ -102,6 +104,7 @@ def test_report_by_location_snaps_to_the_nearest_point_within_the_radius(server)
     assert r.json()["point_id"] == "UP-015" and r.json()["location"]["snap_distance_m"] < RULES.value("snap_radius_m")
     far = post(server, {**report(None, 2, ago(3)), "x": p["lon"], "y": p["lat"] + 0.01, "coord_sys": "cgcs2000"})
     assert error(far, 422)["code"] == "no_point_nearby" and "米" in far.json()["message"]
+    assert re.search(r"最近的监测点在 [\d,]+\.\d 米外", far.json()["message"]), far.json()["message"]
 
 
 def test_reporter_names_only_for_flood_and_admin(server):
@@ -121,6 +124,8 @@ def test_reporter_names_only_for_flood_and_admin(server):
     ({"point_id": None}, "missing_point"),
     ({"observed_at": "2099-01-01T00:00:00Z"}, "observed_at_in_future"),
     ({"observed_at": "gestern"}, "bad_observed_at"),
+    ({"observed_at": "9999-12-31T23:59:59-14:00"}, "bad_observed_at"),  # beyond datetime's range in UTC
+    ({"observed_at": "2000-01-01T00:00:00+23:59"}, "bad_observed_at"),  # 1999-12-31T00:01Z
     ({"observed_at": "2026-07-18 15:30"}, "observed_at_no_offset"),
     ({"observed_at": 1700000000}, "bad_parameter"),
     ({"report_id": ""}, "bad_parameter"),
@@ -175,3 +180,33 @@ def test_responsibilities_of_channels_gates_and_stations(server):
         elif g["channel"] in ("六干渠", "九干渠", "五干渠", "龙河"):
             assert g["supervisor"] == "市水利局" and g["district"] in g["unit"] or g["caveat"]
     assert set(body["district_duties"]) >= {"广阳区", "安次区", "廊坊开发区"}
+
+
+def test_reporter_names_shown_in_history_and_duplicate_replies_are_logged_as_personal_data(server):
+    log = server.var_dir / "personal_data_access.log"
+
+    def entries():
+        return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
+
+    body = report("UP-014", 3, ago(4), reporter="李四")
+    assert post(server, body).status_code == 201
+    before = len(entries())
+    h = httpx.get(url(server, "/points/UP-014/history"), headers={"X-API-Key": server.key("flood")}, timeout=30)
+    assert h.status_code == 200
+    named = sum(1 for r in h.json()["reports"] if r.get("reporter"))
+    after = entries()
+    assert len(after) == before + 1
+    line = after[-1]
+    assert (line["collection"], line["fields"], line["count"]) == ("flood_reports", ["reporter"], named)
+    assert (line["who"], line["role"]) == ("test-flood", "flood") and "/points/UP-014/history" in line["request"]
+    # a planner sees no names: nothing logged
+    httpx.get(url(server, "/points/UP-014/history"), headers={"X-API-Key": server.key("planner")}, timeout=30)
+    assert len(entries()) == before + 1
+    # a duplicate retry answers with the stored report and its reporter: logged (the first answer only
+    # echoes what the caller sent)
+    again = post(server, body, role="admin")
+    assert again.status_code == 200 and again.json()["duplicate"] and again.json()["reporter"] == "李四"
+    last = entries()
+    assert len(last) == before + 2
+    assert (last[-1]["collection"], last[-1]["fields"], last[-1]["count"], last[-1]["role"]) == (
+        "flood_reports", ["reporter"], 1, "admin")

@@ -17,6 +17,14 @@ from gis_service.rules import RuleBook
 CELL = 5.0
 
 
+def balance(pond, z) -> None:
+    """held (depths in the raster) + lost = rain excess on the DEM, and the total is the excess × valid area."""
+    held = float(np.nansum(pond.depth.astype(np.float64))) * CELL ** 2
+    assert pond.rain_volume_m3 == pytest.approx(np.isfinite(z).sum() * CELL ** 2 * pond.excess_mm / 1000, rel=1e-12)
+    assert held == pytest.approx(pond.stored_m3, rel=1e-6, abs=1e-6)
+    assert pond.stored_m3 + pond.lost_m3 == pytest.approx(pond.rain_volume_m3, rel=1e-12, abs=1e-9)
+
+
 def paraboloid_bowl(a=1e-5, radius=500.0, margin=60):
     """z = a r² inside `radius`, a ridge at r = radius and an outward slope to the DEM edge beyond it."""
     n = int(2 * radius / CELL) + 2 * margin
@@ -47,7 +55,7 @@ def test_paraboloid_bowl_holds_the_rain_of_its_catchment_and_the_centre_depth_fo
     # The water surface is flat and ends where the bowl reaches it: r_w = √(h / a)
     wet = pond.depth > 0
     assert r[wet].max() == pytest.approx(math.sqrt(expected_h / a), abs=2 * CELL)
-    assert pond.stored_m3 + pond.lost_m3 == pytest.approx(pond.rain_volume_m3)
+    balance(pond, z)
 
 
 def test_bowl_holds_at_most_its_spill_volume_and_the_rest_leaves_the_dem():
@@ -60,6 +68,7 @@ def test_bowl_holds_at_most_its_spill_volume_and_the_rest_leaves_the_dem():
     pond = fill_and_spill(dep, 5000.0)  # 5 m of excess: far more than the bowl holds
     assert pond.stored_m3 == pytest.approx(capacity)
     assert float(np.nanmax(pond.depth)) == pytest.approx(dep.spill_level[1] - z[dep.labels == 1].min())
+    balance(pond, z)
 
 
 def two_pits():
@@ -99,6 +108,8 @@ def test_two_pits_the_upper_fills_to_its_spill_level_and_the_excess_spills_into_
     assert pond.level[b_id] == pytest.approx(level_b)
     assert pond.depth[5, 65] == pytest.approx(level_b - 18.30, abs=1e-5)  # 0.49 m
     assert pond.stored_m3 == pytest.approx(capacity_a + inflow_b)
+    balance(pond, z)
+    assert pond.lost_m3 == pytest.approx(np.isfinite(z).sum() * CELL ** 2 * 0.1 - capacity_a - inflow_b)
 
 
 def test_two_pits_below_the_upper_spill_nothing_reaches_the_lower_pit_from_it():
@@ -106,6 +117,7 @@ def test_two_pits_below_the_upper_spill_nothing_reaches_the_lower_pit_from_it():
     pond = fill_and_spill(dep, 50.0)  # A receives 652.5 m³ < 900 m³
     assert pond.depth[5, 25] == pytest.approx(29 * 18 * 25 * 0.05 / (10 * 18 * 25), abs=1e-6)  # 0.145 m
     assert pond.depth[5, 65] == pytest.approx(40 * 18 * 25 * 0.05 / (10 * 18 * 25), abs=1e-6)  # 0.2 m
+    balance(pond, two_pits())
 
 
 def test_rain_below_the_drainage_capacity_ponds_nothing():
@@ -125,6 +137,50 @@ def test_nodata_cells_are_outlets_and_stay_nodata():
     # Column 1 now drains west into the hole: A gets 28 columns (1260 m³), spills 360 m³, B holds 2160 m³.
     assert dep.catchment_cells[dep.labels[5, 25]] == 28 * 18
     assert pond.depth[5, 65] == pytest.approx(2160 / (10 * 18 * 25), abs=1e-5)
+    balance(pond, z)
+
+
+def equal_level_pits():
+    """The reviewer's case (5 × 9, walls 20): row 2 is edge, pit A (floor 0), shared rim R (8), pit B (3 cells,
+    floor 5), B's outlet sill C (8), then down to the east edge. A and B both spill at 8."""
+    z = np.full((5, 9), 20.0)
+    z[2, 1] = 0.0
+    z[2, 2] = 8.0
+    z[2, 3:6] = 5.0
+    z[2, 6] = 8.0
+    z[2, 7], z[2, 8] = 4.0, 0.0
+    return z
+
+
+def test_two_pits_at_one_spill_level_the_overflow_of_one_fills_the_other_and_the_balance_closes():
+    z = equal_level_pits()
+    dep = analyse(z, 1.0)
+    a, b = dep.labels[2, 1], dep.labels[2, 4]
+    assert dep.spill_level[a] == dep.spill_level[b] == 8.0
+    # Route by hand from the analysed catchments (1 m cells, 1.2 m excess).
+    cat_a, cat_b = dep.catchment_cells[a], dep.catchment_cells[b]
+    assert (dep.capacity[a], dep.capacity[b]) == (8.0, 9.0)
+    pond = fill_and_spill(dep, 1200.0)
+    into_b = cat_b * 1.2
+    over_b = max(into_b - 9.0, 0.0)
+    into_a = cat_a * 1.2 + over_b  # B's overflow at level 8 stands on the shared rim and fills A
+    assert into_a >= 8.0  # the reviewer's numbers: 6 × 1.2 + 1.8 = 9.0
+    assert pond.level[a] == 8.0 and pond.level[b] == 8.0  # not 7.2
+    assert pond.depth[2, 1] == pytest.approx(8.0) and pond.depth[2, 4] == pytest.approx(3.0)
+    assert pond.stored_m3 == pytest.approx(17.0)
+    held = float(np.nansum(pond.depth.astype(np.float64)))
+    assert held + pond.lost_m3 == pytest.approx(45 * 1.2, rel=1e-12)  # exactly the rain excess volume
+
+
+def test_spill_graph_cycles_at_one_level_are_broken_and_the_order_puts_sources_first():
+    from gis_service.flood.scenarios import _break_cycles, spill_order
+
+    dest = np.array([0, 2, 1, 1, 3])  # 1 ⇄ 2 (equal levels), 3 → 1, 4 → 3
+    _break_cycles(dest, {1: np.array([2, 0]), 2: np.array([1, 0]), 3: np.array([1]), 4: np.array([3])})
+    assert list(dest) == [0, 0, 1, 1, 3]  # the lowest id of the cycle leaves it through its next outlet
+    order = list(spill_order(dest))
+    assert sorted(order) == [1, 2, 3, 4]
+    assert all(order.index(d) < order.index(dest[d]) for d in range(1, 5) if dest[d] > 0)
 
 
 def test_depth_at_takes_the_deepest_cell_around_a_point_and_none_outside():
@@ -204,3 +260,105 @@ def test_api_2021_preset_closes_some_underpasses_and_not_others_and_the_geotiff_
         assert float(src.read(1).max()) * 100 >= max(p["predicted_depth_cm"] for p in closing)
     req = urllib.request.Request(server.url + body["image_url"], headers={"X-API-Key": key})
     assert urllib.request.urlopen(req, timeout=60).read()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_second_scenario_in_the_same_process_is_refused_with_429_while_one_computes(flood_rules, tmp_path):
+    import threading
+    from types import SimpleNamespace
+
+    from gis_service.errors import GisError
+    from gis_service.flood.scenarios import ScenarioService
+
+    service = ScenarioService(SimpleNamespace(settings=SimpleNamespace(var_dir=tmp_path), rules=flood_rules))
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_run(inputs, who):  # stands in for the computation
+        entered.set()
+        release.wait(60)
+        return {"ran": inputs["rain_mm"]}
+
+    service._run = slow_run
+    results = []
+    first = threading.Thread(target=lambda: results.append(service.run(ScenarioRequest(rain_mm=50, duration_min=60), None)))
+    first.start()
+    assert entered.wait(60)
+    with pytest.raises(GisError) as err:
+        service.run(ScenarioRequest(rain_mm=60, duration_min=60), None)
+    assert (err.value.status, err.value.code) == (429, "scenario_busy")
+    assert "重试" in err.value.message_zh and "retry" in err.value.message_en
+    release.set()
+    first.join(60)
+    assert results == [{"ran": 50}]
+    assert service.run(ScenarioRequest(rain_mm=70, duration_min=60), None) == {"ran": 70}  # free again
+
+
+def test_api_scenarios_only_for_the_flood_and_admin_roles(server):
+    for role in ("planner", "environment", "rural"):
+        status, body = _post(server, "/api/flood/scenarios", {"rain_mm": -5, "duration_min": 60}, server.key(role))
+        assert (status, body["code"]) == (403, "forbidden"), role
+        req = urllib.request.Request(server.url + "/api/flood/scenarios/" + "0" * 32 + "/depth.tif",
+                                     headers={"X-API-Key": server.key(role)})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=30)
+        assert err.value.code == 403
+    status, body = _post(server, "/api/flood/scenarios", {"rain_mm": -5, "duration_min": 60}, server.key("admin"))
+    assert (status, body["code"]) == (422, "bad_parameter")  # admin passes the role check
+    req = urllib.request.Request(server.url + "/api/flood/scenarios/" + "0" * 32 + "/depth.png",
+                                 headers={"X-API-Key": server.key("flood")})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 404 and json.loads(err.value.read())["code"] == "not_found"
+
+
+def test_cleanup_survives_files_vanishing_under_another_worker_and_removes_stale_temporaries(
+        flood_rules, tmp_path, monkeypatch):
+    import os
+    import pathlib
+    import time
+    from types import SimpleNamespace
+
+    import rasterio.transform
+    from rasterio.crs import CRS
+
+    from gis_service.errors import GisError
+    from gis_service.flood.scenarios import STALE_TMP_S, ScenarioService
+
+    service = ScenarioService(SimpleNamespace(settings=SimpleNamespace(var_dir=tmp_path), rules=flood_rules))
+    keep = flood_rules.value("scenario_keep")
+    folder = tmp_path / "flood_scenarios"
+    folder.mkdir()
+    now = time.time()
+    old = [f"{i:032x}" for i in range(1, keep + 3)]  # keep + 2 earlier scenarios, oldest first
+    for age, sid in zip(range(len(old), 0, -1), old):
+        for suffix in (".tif", ".png"):
+            (folder / f"{sid}{suffix}").write_bytes(b"x")
+            os.utime(folder / f"{sid}{suffix}", (now - 100 * age, now - 100 * age))
+    ghost = folder / ("f" * 32 + ".tif")  # listed, then removed by another worker before stat
+    ghost.write_bytes(b"x")
+    dead, fresh = folder / ".dead.tif.tmp", folder / ".fresh.png.tmp"
+    dead.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    os.utime(dead, (now - STALE_TMP_S - 60, now - STALE_TMP_S - 60))
+    real_stat = pathlib.Path.stat
+
+    def racing_stat(self, *a, **k):
+        if self.name == ghost.name:
+            raise FileNotFoundError(self)
+        return real_stat(self, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "stat", racing_stat)
+    depth = np.zeros((8, 8), dtype=np.float32)
+    depth[3, 3] = 0.5
+    transform = rasterio.transform.from_origin(500000.0, 4380000.0, 5.0, 5.0)
+    service._write("e" * 32, depth, transform, CRS.from_epsg(4548))
+    monkeypatch.undo()
+    kept = {p.stem for p in folder.glob("*.tif")} - {ghost.stem}
+    assert kept == {"e" * 32, *old[-(keep - 1):]}  # the newest scenario_keep scenarios
+    assert {p.stem for p in folder.glob("*.png")} == kept
+    assert not dead.exists() and fresh.exists()
+    with pytest.raises(GisError) as err:
+        service.open(old[0], ".tif")  # removed by the cleanup: 404, not 500
+    assert err.value.status == 404
+    with service.open("e" * 32, ".tif") as fh:  # an open download survives another worker's cleanup
+        (folder / ("e" * 32 + ".tif")).unlink()
+        assert fh.read(4) in (b"II*\x00", b"MM\x00*")
