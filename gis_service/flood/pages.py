@@ -26,6 +26,7 @@ from ..store import display_title
 
 STATUS_URL = "/api/flood/status"
 SCENARIO_URL = "/api/flood/scenarios"
+STATUS_TIMEOUT_MS = 20_000  # a status request still unanswered after this is aborted (the next refresh retries)
 REFRESH_MS = 30_000  # issue #8 item 6: statuses refresh every 30 s (a page may set window.gisFloodRefreshMs)
 PRESETS_RULE = "scenario_presets"  # flood.toml: the named rainfall events POST /api/flood/scenarios accepts
 CONTEXT_LAYERS = ("urban_districts", "drainage_channels", "drainage_gates", "pumping_stations")  # bottom first
@@ -58,6 +59,7 @@ class _FloodCommand(MacroElement):
   var map = {{ this._parent.get_name() }};
   var STATUS_URL = {{ this.status_url|tojson }}, SCENARIO_URL = {{ this.scenario_url|tojson }};
   var REFRESH_MS = window.gisFloodRefreshMs || {{ this.refresh_ms }};
+  var STATUS_TIMEOUT_MS = window.gisFloodStatusTimeoutMs || {{ this.status_timeout_ms }};  // then abort
   var COLORS = {{ this.colors|tojson }}, STATUS_ZH = {{ this.status_zh|tojson }}, KIND_ZH = {{ this.kind_zh|tojson }};
   var PRESETS = {{ this.presets|tojson }}, GAODE = {{ this.gaode|tojson }};
 
@@ -99,7 +101,11 @@ class _FloodCommand(MacroElement):
     return fetch(url, Object.assign(base, options))
       .then(function(r) { return r.json().then(function(d) { return {status: r.status, ok: r.ok, data: d}; },
                                                 function() { return {status: r.status, ok: false, data: {}}; }); })
-      .catch(function() { return {status: 0, ok: false, data: {message: '网络错误：无法连接服务器'}}; });
+      .catch(function(e) {
+        var aborted = e && e.name === 'AbortError';
+        return {status: 0, ok: false, data: {message: aborted ? '服务器 ' + Math.round(STATUS_TIMEOUT_MS / 1000) +
+                ' 秒无响应，已放弃本次请求' : '网络错误：无法连接服务器'}};
+      });
   }
   function failure(a) {
     if (a.status === 401 || a.status === 403 || a.status === 404) {
@@ -211,7 +217,11 @@ class _FloodCommand(MacroElement):
   function refresh() {
     if (busy) { return Promise.resolve(); }
     busy = true;
-    return request(STATUS_URL, {method: 'GET'}).then(function(a) {
+    // A hung request is aborted after STATUS_TIMEOUT_MS: otherwise `busy` would stop every later refresh.
+    var ctl = window.AbortController ? new AbortController() : null;
+    var timer = ctl ? setTimeout(function() { ctl.abort(); }, STATUS_TIMEOUT_MS) : null;
+    return request(STATUS_URL, {method: 'GET', signal: ctl ? ctl.signal : undefined}).then(function(a) {
+      if (timer) { clearTimeout(timer); }
       busy = false;
       state.refreshes += 1;
       if (!a.ok) {
@@ -279,6 +289,7 @@ class _FloodCommand(MacroElement):
     def __init__(self, presets: list[tuple[str, str]], gaode: bool, refresh_ms: int = REFRESH_MS):
         super().__init__()
         self.status_url, self.scenario_url, self.refresh_ms = STATUS_URL, SCENARIO_URL, int(refresh_ms)
+        self.status_timeout_ms = STATUS_TIMEOUT_MS
         self.colors, self.status_zh, self.kind_zh = STATUS_COLORS, STATUS_ZH, KIND_ZH
         self.presets, self.gaode = [list(p) for p in presets], gaode  # a list: tojson would sort an object
         self.gcj_a, self.gcj_ee = repr(float(GCJ_A)), repr(float(GCJ_EE))  # numbers only

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import logging
 import math
 import threading
 from dataclasses import asdict, dataclass
@@ -36,6 +37,8 @@ from ..domains import SYSTEM, DomainContext
 from ..errors import GisError, RuleFileError, not_found, shown
 from ..store import Column, Table
 from . import analysis
+
+log = logging.getLogger("gis_service")
 
 REPORTERS = ("flood", "admin")  # who may post reports and read reporter names
 POINT_LAYERS = (("underpasses", "underpass"), ("waterlogging_points", "waterlogging"))  # underpasses first
@@ -201,6 +204,26 @@ class FloodReports:
                                                   "district_governments", "pumping_station_owner_city",
                                                   "pumping_station_owner_other")]
 
+    def check_override_points(self) -> None:
+        """At start-up: every per-point override must name a monitored point (a typo would silently leave
+        that point at the default depth), else RuleFileError naming the entry. If the point layers are not
+        built yet, the check cannot run: a warning in the log instead."""
+        overrides = self._overrides()
+        if not overrides:
+            return
+        try:
+            known = self.points().index
+        except GisError as exc:
+            log.warning("flood.point_threshold_overrides not checked: the monitored point layers are not "
+                        "available (%s)", exc.message_en)
+            return
+        rule = self._rule("point_threshold_overrides")
+        for i, entry in enumerate(rule.value):
+            if entry["point_id"] not in known:
+                raise RuleFileError(rule.path, f"flood.point_threshold_overrides[{i}]",
+                                    f"未知的监测点 {shown(entry['point_id'])}",
+                                    f"unknown monitored point {shown(entry['point_id'])}")
+
     def points(self) -> Points:
         with self._lock:
             current = self._points
@@ -270,7 +293,7 @@ class FloodReports:
     def _sync(self) -> int:
         """Read the reports appended since the last call; reclassify the points they touch. Returns max id."""
         with self._lock:
-            with self.ctx.records.transaction() as tx:
+            with self.ctx.records.reading() as tx:  # reads never take the write lock
                 new = tx.find(REPORTS, after_id=self._last_id)
             for r in new:
                 bisect.insort(self._by_point.setdefault(r["point_id"], []), (r["observed_at"], r["id"], r["depth_cm"]))
@@ -321,7 +344,7 @@ class FloodReports:
         points = self.points()
         if point_id not in points.index:
             raise not_found(f"监测点 {shown(point_id)}", f"monitored point {shown(point_id)}")
-        with self.ctx.records.transaction() as tx:
+        with self.ctx.records.reading() as tx:
             rows = tx.find(REPORTS, {"point_id": point_id})
         rows.sort(key=lambda r: (r["observed_at"], r["id"]))
         t = self.thresholds(point_id)

@@ -46,6 +46,7 @@ def _json(body: dict, status: int = 200) -> Response:
 def router(ctx: DomainContext) -> APIRouter:
     r = APIRouter(responses=ERROR_RESPONSES)
     service = service_for(ctx)
+    service.check_override_points()  # start-up: an override naming an unknown point stops it
 
     @r.get("/rules", summary="防汛规则 Flood rules in force")
     def rules():

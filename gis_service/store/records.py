@@ -99,6 +99,10 @@ class RecordStore(Protocol):
     def transaction(self) -> Iterator[Records]:
         """A context manager: everything inside commits together, or nothing does."""
 
+    def reading(self) -> Iterator[Records]:
+        """A context manager for reads only: one consistent snapshot that never waits for (or blocks) a
+        writer. Do not write inside it (use transaction())."""
+
 
 class SQLiteRecords:
     def __init__(self, conn: sqlite3.Connection):
@@ -223,6 +227,20 @@ class SQLiteRecordStore:
             if conn.in_transaction:  # the body failed, or COMMIT itself did (disk full, I/O error)
                 conn.execute("ROLLBACK")
             raise
+
+
+    @contextmanager
+    def reading(self) -> Iterator[SQLiteRecords]:
+        conn = self._connection()
+        if conn.in_transaction:  # inside a transaction or another read: its snapshot
+            yield SQLiteRecords(conn)
+            return
+        conn.execute("BEGIN")  # deferred: a WAL read snapshot, no write lock
+        try:
+            yield SQLiteRecords(conn)
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
 
 
 def _sql_columns(column: Column) -> list[tuple[str, str]]:

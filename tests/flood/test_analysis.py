@@ -190,3 +190,77 @@ def test_a_time_early_on_1_january_2000_local_but_2000_in_utc_is_accepted():
 
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     assert parse_observed_at("2000-01-01T00:00:00-01:00", now, 120) == "2000-01-01T01:00:00.000Z"
+
+
+def test_status_and_history_reads_proceed_while_another_connection_holds_the_write_lock(tmp_path):
+    import sqlite3
+    from types import SimpleNamespace
+
+    from gis_service.flood.reports import REPORTS, FloodReports
+    from gis_service.store import SQLiteRecordStore
+
+    path = tmp_path / "records.sqlite"
+    store = SQLiteRecordStore(path)
+    service = FloodReports(SimpleNamespace(rules=RuleBook.load().domain("flood"), records=store))
+    row = {"report_id": "r1", "point_id": "UP-001", "depth_cm": 31.0, "observed_at": "2026-01-01T00:00:00.000Z",
+           "received_at": "2026-01-01T00:00:01.000Z", "reporter": None, "author": "t", "author_role": "flood"}
+    with store.transaction() as tx:
+        tx.insert(REPORTS, row)
+    store._connection().execute("PRAGMA busy_timeout = 1000")  # a read that waited would fail within 1 s
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another worker in the middle of a write
+    writer.execute("INSERT INTO flood_reports (report_id, point_id, depth_cm, observed_at, received_at, author, "
+                   "author_role) VALUES ('r2', 'UP-001', 5, '2026-01-01T01:00:00.000Z', 'x', 't', 'flood')")
+    try:
+        assert service._sync() == 1  # the committed report only, read without the write lock
+        assert service._steps["UP-001"][-1].status == "closed"
+        with store.reading() as tx:  # the history's read path
+            assert [r["report_id"] for r in tx.find(REPORTS, {"point_id": "UP-001"})] == ["r1"]
+    finally:
+        writer.execute("COMMIT")
+        writer.close()
+    assert service._sync() == 2 and service._steps["UP-001"][-1].status == "normal"
+
+
+def _flood_context(tmp_path, catalog, store, override: str):
+    from gis_service.config import Settings
+    from gis_service.domains import DomainContext
+    from gis_service.privacy import AccessLog
+    from gis_service.store import SQLiteRecordStore
+
+    local = tmp_path / "rules.local.toml"
+    local.write_text(override, encoding="utf-8")
+    return DomainContext(settings=Settings.from_env(var_dir=tmp_path), catalog=catalog, store=store,
+                         records=SQLiteRecordStore(tmp_path / "records.sqlite"),
+                         rules=RuleBook.load(override_path=local).domain("flood"),
+                         access_log=AccessLog(tmp_path / "access.log"))
+
+
+def test_an_override_naming_an_unknown_point_stops_start_up_naming_the_key(tmp_path, catalog, store):
+    from gis_service.errors import RuleFileError
+    from gis_service.flood.reports import FloodReports
+
+    ctx = _flood_context(tmp_path, catalog, store, '[flood]\npoint_threshold_overrides = ['
+                         '{ point_id = "UP-001", closure_depth_cm = 25 }, { point_id = "UP-0O2", closure_depth_cm = 25 }]\n')
+    with pytest.raises(RuleFileError) as err:
+        FloodReports(ctx).check_override_points()
+    assert err.value.key == "flood.point_threshold_overrides[1]" and "UP-0O2" in err.value.message_en
+    ok = _flood_context(tmp_path, catalog, store,
+                        '[flood]\npoint_threshold_overrides = [{ point_id = "UP-001", closure_depth_cm = 25 }]\n')
+    FloodReports(ok).check_override_points()  # a known point passes
+
+
+def test_overrides_are_only_warned_about_when_the_point_layers_are_not_built(tmp_path, catalog, store, caplog):
+    from gis_service.errors import GisError
+    from gis_service.flood.reports import FloodReports
+
+    ctx = _flood_context(tmp_path, catalog, store,
+                         '[flood]\npoint_threshold_overrides = [{ point_id = "UP-999", closure_depth_cm = 25 }]\n')
+
+    def not_built(layer_id, who=None):
+        raise GisError("layer_not_available", "未构建", f"layer '{layer_id}' is not built", 503)
+
+    ctx.layer = not_built
+    with caplog.at_level("WARNING", logger="gis_service"):
+        FloodReports(ctx).check_override_points()
+    assert "point_threshold_overrides not checked" in caplog.text

@@ -285,3 +285,34 @@ def test_over_a_gaode_basemap_the_points_are_shifted_as_the_server_shifts_them(s
     assert [p[0] for p in shifted] == pytest.approx(list(lat), abs=1e-9)
     assert [p[1] for p in shifted] == pytest.approx(list(lon), abs=1e-9)
     assert abs(shifted[0][1] - 116.70) > 0.003  # really shifted (≈ 500 m here)
+
+
+def test_a_hung_status_request_is_aborted_and_refreshing_goes_on(server):
+    calls, hung = [], []
+
+    def answer(route):
+        calls.append(1)
+        if len(calls) == 1:
+            hung.append(route)  # never answered: the server hangs
+        else:
+            route.fulfill(status=200, content_type="application/json", body=json.dumps(_canned_status()))
+
+    with browser_page(allow=_local(server)) as (page, errors, refused):
+        _signed_in(page, server)
+        page.add_init_script(FAST_REFRESH + "window.gisFloodStatusTimeoutMs = 500;")
+        page.route("**/api/flood/status", answer)
+        page.goto(server.url + "/maps/flood", wait_until="load")
+        page.wait_for_function("() => window.gisFlood && window.gisFlood.status && window.gisFlood.refreshes >= 2",
+                               timeout=30_000)
+        markers = page.evaluate(MARKERS)
+    assert refused == [] and errors == []
+    assert len(hung) == 1 and len(calls) >= 2  # the hung first request did not stop the later ones
+    assert markers["up-1"]["colour"] == pages.STATUS_COLORS["closed"]
+
+
+def test_the_status_timeout_is_20_seconds_in_the_page(server):
+    with browser_page(allow=_local(server)) as (page, errors, refused):
+        _signed_in(page, server)
+        page.goto(server.url + "/maps/flood", wait_until="load")
+        html = page.content()
+    assert pages.STATUS_TIMEOUT_MS == 20_000 and "AbortController" in html and "|| 20000" in html
