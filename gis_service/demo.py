@@ -885,14 +885,13 @@ WATERLOGGING = [("银河大桥北下坡", (116.712, 39.5495), "2021-07-18 严重
 
 
 def waterlogging_points(districts, unders: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The waterlogging points that are not underpasses (the underpasses are monitored points of their own,
+    UP-*: a copy here would be a second point at the same place, counted twice in closures and never the
+    target of a report by location). `unders` is kept in the signature for the build order."""
     records, geoms = [], []
     for name, ll, hist in WATERLOGGING:
         records.append(dict(name=name, history=hist, name_source="新闻报道" if "虚构" not in name else "虚构"))
         geoms.append(shapely.Point(_metric(*ll)))
-    for u in unders.itertuples():
-        records.append(dict(name=u.name, history="下穿立交低洼处" + ("；2018-07-24 安比台风积水封闭" if u.road == "解放道" else ""),
-                            name_source=u.name_source))
-        geoms.append(u.geometry)
     frame = _frame(records, geoms)
     frame["district"] = _district_of(districts, frame.geometry.values)
     frame["point_id"] = [f"WL-{i:03d}" for i in range(1, len(frame) + 1)]  # stable: the seeded order

@@ -37,8 +37,8 @@ mm_per_h = 10): the 2018 安比 preset (147.9 mm over 12 h: 19.5 mm excess) clos
 — cannot be reproduced with one rain excess on this DEM: the sags that close first are those with the largest
 catchments (光明道, 爱民道, 建设路 under the high-speed line, 0.5–7.6 km²), 解放道's high-speed-line sag closes
 from 3 mm of excess, 解放道's conventional-line sag (catchment 0.06 km²) only from about 53 mm. The demo DEM has
-no lows at the waterlogging points that are not underpasses (demo.py burns sags at underpasses only), so they
-are predicted dry in every scenario.
+no lows at the waterlogging points (demo.py burns sags at underpasses only, and no waterlogging point lies on an
+underpass), so they are predicted dry in every scenario. (Figures unchanged by the topological routing order.)
 """
 
 from __future__ import annotations

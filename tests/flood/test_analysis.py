@@ -264,3 +264,17 @@ def test_overrides_are_only_warned_about_when_the_point_layers_are_not_built(tmp
     with caplog.at_level("WARNING", logger="gis_service"):
         FloodReports(ctx).check_override_points()
     assert "point_threshold_overrides not checked" in caplog.text
+
+
+def test_no_waterlogging_point_sits_on_an_underpass(catalog, store):
+    """Each place is monitored once: an underpass is UP-*, so no WL-* point may coincide with one (it would be
+    a second closure for one place and, being the second row, never the target of a report by location)."""
+    from gis_service.crs import METRIC_CRS
+
+    unders = store.read_frame(catalog.get("underpasses")).to_crs(METRIC_CRS)
+    points = store.read_frame(catalog.get("waterlogging_points")).to_crs(METRIC_CRS)
+    assert len(points) > 0 and points["point_id"].is_unique
+    radius = RULES.value("snap_radius_m")
+    nearest = [float(unders.distance(g).min()) for g in points.geometry]
+    assert min(nearest) > 2 * radius, dict(zip(points["point_id"], nearest))
+    assert {"银河大桥北下坡", "爱民道积水点", "建设路积水点", "广阳道积水点", "永兴路积水点", "迎春路积水点"} <= set(points["name"])

@@ -33,7 +33,7 @@ def test_50_clients_2000_reports_none_lost_none_duplicated_status_follows_latest
     headers = {"X-API-Key": server.key("flood")}
     status = httpx.get(f"{server.url}/api/flood/status", headers=headers, timeout=30).json()
     points = [p["point_id"] for p in status["points"] if p["point_id"].startswith("WL-")]
-    assert len(points) >= 10
+    assert len(points) >= 8
     before = {p: httpx.get(f"{server.url}/api/flood/points/{p}/history", headers=headers).json()["count"]
               for p in points}
     rng = random.Random(8)

@@ -248,6 +248,11 @@ def test_api_2021_preset_closes_some_underpasses_and_not_others_and_the_geotiff_
     assert 0 < len(closing) < len(underpasses)
     assert all((p["predicted_depth_cm"] > p["closure_depth_cm"]) == p["closes"] for p in underpasses)
     assert {p["point_id"] for p in body["closures"]} >= {p["point_id"] for p in closing}
+    status = json.loads(urllib.request.urlopen(urllib.request.Request(
+        server.url + "/api/flood/status", headers={"X-API-Key": key}), timeout=60).read())
+    where = {p["point_id"]: (p["lon"], p["lat"]) for p in status["points"]}
+    places = [where[p["point_id"]] for p in body["closures"]]
+    assert len(places) == len(set(places))  # one closure per place: no point counted twice
     assert body["method"] and body["assumptions"]
     west, south, east, north = body["bounds"]
     assert 116.5 < west < east < 117.0 and 39.3 < south < north < 39.7
