@@ -40,11 +40,6 @@ def _signed_in(page, server) -> None:
     assert answer.status == 303
 
 
-def _has_status_api(server) -> bool:
-    return httpx.get(f"{server.url}/api/flood/status", headers={"X-API-Key": server.key("flood")},
-                     timeout=30).status_code == 200
-
-
 def _point(server, point_id):
     status = httpx.get(f"{server.url}/api/flood/status", headers={"X-API-Key": server.key("flood")}, timeout=30).json()
     return next(p for p in status["points"] if p["point_id"] == point_id)
@@ -63,8 +58,6 @@ WAIT_REFRESH = """async (n) => {
 
 
 def test_a_signed_in_flood_user_sees_the_command_map(server):
-    if not _has_status_api(server):
-        pytest.skip("GET /api/flood/status is not there yet")
     status = httpx.get(f"{server.url}/api/flood/status", headers={"X-API-Key": server.key("flood")}, timeout=30).json()
     with browser_page(allow=_local(server)) as (page, errors, refused):
         _signed_in(page, server)
@@ -95,8 +88,6 @@ def test_a_signed_in_flood_user_sees_the_command_map(server):
 
 
 def test_a_report_above_the_threshold_turns_its_underpass_red_after_the_refresh_without_a_reload(server):
-    if not _has_status_api(server):
-        pytest.skip("GET /api/flood/status is not there yet")
     key = server.key("flood")
     status = httpx.get(f"{server.url}/api/flood/status", headers={"X-API-Key": key}, timeout=30).json()
     observed = (datetime.now(timezone.utc) - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -214,8 +205,7 @@ def test_running_a_scenario_preset_adds_the_depth_image_and_its_predicted_closur
     key = server.key("flood")
     probe = httpx.post(f"{server.url}/api/flood/scenarios", headers={"X-API-Key": key}, timeout=120,
                        json={"preset": PRESET})
-    if probe.status_code in (404, 405):
-        pytest.skip("POST /api/flood/scenarios is not there yet")
+    assert probe.status_code == 200, probe.text
     expected = probe.json()
     with browser_page(allow=_local(server)) as (page, errors, refused):
         _signed_in(page, server)
