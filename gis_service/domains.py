@@ -77,6 +77,16 @@ class DomainContext:
     access_log: AccessLog
     _frames: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _shared: dict = field(default_factory=dict, repr=False)
+    _shared_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def shared(self, make: Callable):
+        """The one object `make(ctx)` builds for this context (a domain's service and its caches), built on
+        first use and shared by the routes, the map pages and derive."""
+        with self._shared_lock:
+            if make not in self._shared:
+                self._shared[make] = make(self)
+            return self._shared[make]
 
     def publish(self, layer_id: str, frame: gpd.GeoDataFrame) -> int:
         """Replace a derived layer (atomically) with a frame computed by the domain."""

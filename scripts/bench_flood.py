@@ -200,7 +200,7 @@ def main() -> None:
 
     print(f"\nflood benchmark — {machine()}; one uvicorn worker, {args.points} monitored points, "
           f"{total} reports in the records store at the end\n")
-    print(f"| measurement | n | p50 ms | p99 ms | goal p50 ms |\n|---|---|---|---|---|")
+    print("| measurement | n | p50 ms | p99 ms | goal p50 ms |\n|---|---|---|---|---|")
     for name, n, p50, p99, goal in rows:
         print(f"| {name} | {n} | {p50:.2f} | {p99:.2f} | {goal} |")
 

@@ -99,6 +99,17 @@ def principal(request: Request,
     return caller(request)
 
 
+def require_role(who: Principal | None, roles: tuple[str, ...] | None, what_zh: str, what_en: str) -> Principal:
+    """The caller if signed in (and in roles, when given); else 401 (anonymous) or 403 (another role)."""
+    if who is None:
+        raise GisError("sign_in_required", f"{what_zh}需要登录或 API 密钥（X-API-Key）",
+                       f"{what_en} requires an API key (X-API-Key) or a signed-in session", 401)
+    if roles is not None and who.role not in roles:
+        raise GisError("forbidden", f"角色 {who.role} 无权{what_zh}（限 {'、'.join(roles)}）",
+                       f"role '{who.role}' may not {what_en} (only {', '.join(roles)})", 403)
+    return who
+
+
 API_KEY_PARAMETER = {"name": "X-API-Key", "in": "header", "required": False, "description": "API 密钥（可选）",
                      "schema": {"type": "string"}}
 

@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field, field_validator
 from shapely.geometry import mapping, shape
 
 from .. import crs
-from ..api.deps import ERROR_RESPONSES, principal
+from ..api.deps import ERROR_RESPONSES, principal, require_role
 from ..auth import Principal
 from ..domains import DomainContext
 from ..errors import GisError, not_found
@@ -351,18 +351,6 @@ def _zone_json(zone: dict, repair_note_zh: str | None = None) -> dict:
             "geometry": mapping(zone["geometry"]), "crs": "EPSG:4490 (lon, lat)"}
 
 
-# --- access -----------------------------------------------------------------------------------------------
-def _allowed(who: Principal | None, roles: tuple[str, ...] | None, what_zh: str, what_en: str) -> Principal:
-    """The caller if signed in (and in roles, when given); else 401 (anonymous) or 403 (other role)."""
-    if who is None:
-        raise GisError("sign_in_required", f"{what_zh}需要登录或 API 密钥（X-API-Key）",
-                       f"{what_en} requires an API key (X-API-Key) or a signed-in session", 401)
-    if roles is not None and who.role not in roles:
-        raise GisError("forbidden", f"角色 {who.role} 无权{what_zh}（限 {'、'.join(roles)}）",
-                       f"role '{who.role}' may not {what_en} (only {', '.join(roles)})", 403)
-    return who
-
-
 # --- routes -----------------------------------------------------------------------------------------------
 def router(ctx: DomainContext) -> APIRouter:
     """Routes under /control-zones; the canal router includes them (so: /api/canal/control-zones)."""
@@ -373,29 +361,29 @@ def router(ctx: DomainContext) -> APIRouter:
 
     @r.post("", status_code=201, summary="新建规划管控区（规划、管理员）Create a control zone (planner, admin)")
     def create_zone(body: ControlZoneIn, who: Principal | None = Depends(principal)):
-        return create(ctx, _allowed(who, EDITORS, "新建管控区", "create control zones"), body)
+        return create(ctx, require_role(who, EDITORS, "新建管控区", "create control zones"), body)
 
     @r.get("", summary="当前管控区（GeoJSON）Current control zones")
     def list_zones(who: Principal | None = Depends(principal)):
-        _allowed(who, None, "查看管控区", "read control zones")
+        require_role(who, None, "查看管控区", "read control zones")
         return listing(ctx)
 
     @r.get("/{zone_id}", summary="一个管控区的当前版本 A control zone's current version")
     def get_zone(zone_id: int = zone_id_path, who: Principal | None = Depends(principal)):
-        _allowed(who, None, "查看管控区", "read control zones")
+        require_role(who, None, "查看管控区", "read control zones")
         return get(ctx, zone_id)
 
     @r.put("/{zone_id}", summary="修改管控区：保存新版本，旧版本保留 Edit: a new version, the old one kept")
     def update_zone(body: ControlZoneIn, zone_id: int = zone_id_path, who: Principal | None = Depends(principal)):
-        return update(ctx, _allowed(who, EDITORS, "修改管控区", "edit control zones"), zone_id, body)
+        return update(ctx, require_role(who, EDITORS, "修改管控区", "edit control zones"), zone_id, body)
 
     @r.delete("/{zone_id}", summary="删除管控区（仅管理员；历史保留）Delete (admin only; history kept)")
     def delete_zone(zone_id: int = zone_id_path, who: Principal | None = Depends(principal)):
-        return delete(ctx, _allowed(who, DELETERS, "删除管控区", "delete control zones"), zone_id)
+        return delete(ctx, require_role(who, DELETERS, "删除管控区", "delete control zones"), zone_id)
 
     @r.get("/{zone_id}/history", summary="管控区的全部版本 Every version of a control zone")
     def zone_history(zone_id: int = zone_id_path, who: Principal | None = Depends(principal)):
-        _allowed(who, None, "查看管控区", "read control zones")
+        require_role(who, None, "查看管控区", "read control zones")
         return history(ctx, zone_id)
 
     return r

@@ -483,19 +483,15 @@ def check_rules(rules, river_half_width_m: float = 0.0) -> None:
              "else the default village list is refused")
 
 
-_SERVICES: dict[int, CanalService] = {}
-_SERVICES_LOCK = threading.Lock()
+def _checked_service(ctx: DomainContext) -> CanalService:
+    service = CanalService(ctx)
+    check_rules(ctx.rules, service.boundary_half_width())
+    return service
 
 
 def service_for(ctx: DomainContext) -> CanalService:
     """The one CanalService of a context, shared by the routes, the map pages and derive (one set of caches)."""
-    with _SERVICES_LOCK:
-        found = _SERVICES.get(id(ctx))
-        if found is None or found.ctx is not ctx:
-            found = CanalService(ctx)
-            check_rules(ctx.rules, found.boundary_half_width())
-            _SERVICES[id(ctx)] = found
-        return found
+    return ctx.shared(_checked_service)
 
 
 def _bad_geometry(code: str, zh: str, en: str) -> GisError:

@@ -382,14 +382,6 @@ def public_report(row: dict, show_reporter: bool) -> dict:
     return out
 
 
-_SERVICES: dict[int, FloodReports] = {}
-_SERVICES_LOCK = threading.Lock()
-
-
 def service_for(ctx: DomainContext) -> FloodReports:
     """The one FloodReports of a context, shared by the routes and the map page (one set of caches)."""
-    with _SERVICES_LOCK:
-        found = _SERVICES.get(id(ctx))
-        if found is None or found.ctx is not ctx:
-            found = _SERVICES[id(ctx)] = FloodReports(ctx)
-        return found
+    return ctx.shared(FloodReports)

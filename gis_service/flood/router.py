@@ -9,10 +9,9 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from .. import crs
-from ..api.deps import ERROR_RESPONSES, principal
+from ..api.deps import ERROR_RESPONSES, principal, require_role
 from ..auth import Principal
 from ..domains import DomainContext
-from ..errors import GisError
 from . import reports, scenarios
 from .reports import REPORTERS, public_report, service_for, utc_text
 
@@ -26,17 +25,6 @@ class ReportIn(BaseModel):
     depth_cm: float = Field(strict=True, description="积水深度（厘米），0–不可信上限")
     observed_at: str = Field(max_length=64, description="观测时间，ISO 8601 带时区，如 2021-07-18T15:30:00+08:00")
     reporter: str | None = Field(None, max_length=100, description="上报人（仅防汛、管理员角色可见）")
-
-
-def _allowed(who: Principal | None, roles: tuple[str, ...] | None, what_zh: str, what_en: str) -> Principal:
-    """The caller if signed in (and in roles, when given); else 401 (anonymous) or 403 (other role)."""
-    if who is None:
-        raise GisError("sign_in_required", f"{what_zh}需要登录或 API 密钥（X-API-Key）",
-                       f"{what_en} requires an API key (X-API-Key) or a signed-in session", 401)
-    if roles is not None and who.role not in roles:
-        raise GisError("forbidden", f"角色 {who.role} 无权{what_zh}（限 {'、'.join(roles)}）",
-                       f"role '{who.role}' may not {what_en} (only {', '.join(roles)})", 403)
-    return who
 
 
 def _json(body: dict, status: int = 200) -> Response:
@@ -54,7 +42,7 @@ def router(ctx: DomainContext) -> APIRouter:
 
     @r.post("/reports", status_code=201, summary="上报积水深度（防汛、管理员）Report a ponding depth (flood, admin)")
     def post_report(body: ReportIn, request: Request, who: Principal | None = Depends(principal)):
-        who = _allowed(who, REPORTERS, "上报积水", "post depth reports")
+        who = require_role(who, REPORTERS, "上报积水", "post depth reports")
         stored, duplicate = service.submit(who, body.model_dump())
         if duplicate:  # the stored report (perhaps posted by someone else) with its reporter's name
             service.log_reporters(who, [stored], str(request.url))
@@ -62,14 +50,14 @@ def router(ctx: DomainContext) -> APIRouter:
 
     @r.get("/status", summary="各监测点当前状态 Status of every monitored point")
     def status(who: Principal | None = Depends(principal)):
-        _allowed(who, None, "查看防汛状态", "read flood status")
+        require_role(who, None, "查看防汛状态", "read flood status")
         rows = service.status_rows()
         return _json({"generated_at": utc_text(dt.datetime.now(dt.timezone.utc)), "count": len(rows),
                       "points": rows, "rules_applied": service.rules_applied()})
 
     @r.get("/closures", summary="当前断交的监测点 Points closed now")
     def closures(who: Principal | None = Depends(principal)):
-        _allowed(who, None, "查看防汛状态", "read flood status")
+        require_role(who, None, "查看防汛状态", "read flood status")
         rows = [p for p in service.status_rows() if p["status"] == "closed"]
         return _json({"generated_at": utc_text(dt.datetime.now(dt.timezone.utc)), "count": len(rows),
                       "closures": rows, "rules_applied": service.rules_applied()})
@@ -77,12 +65,12 @@ def router(ctx: DomainContext) -> APIRouter:
     @r.get("/points/{point_id}/history", summary="一个监测点的全部上报及其后状态 A point's reports in time order")
     def history(request: Request, point_id: str = Path(max_length=40, description="监测点编号"),
                 who: Principal | None = Depends(principal)):
-        who = _allowed(who, None, "查看上报记录", "read reports")
+        who = require_role(who, None, "查看上报记录", "read reports")
         return _json(service.history(point_id, who, str(request.url)))
 
     @r.get("/responsibilities", summary="河渠、闸坝、泵站的责任单位与各区职责 Who answers for channels, gates, stations")
     def responsibilities(who: Principal | None = Depends(principal)):
-        _allowed(who, None, "查看防汛责任", "read flood responsibilities")
+        require_role(who, None, "查看防汛责任", "read flood responsibilities")
         return _json(reports.responsibilities(ctx))
 
     r.include_router(scenarios.router(ctx))  # POST /scenarios, depth.tif, depth.png (scenarios.py)

@@ -587,19 +587,13 @@ def router(ctx):
     from fastapi import APIRouter, Depends
     from fastapi.responses import StreamingResponse
 
-    from ..api.deps import ERROR_RESPONSES, principal
+    from ..api.deps import ERROR_RESPONSES, principal, require_role
 
     r = APIRouter(responses=ERROR_RESPONSES)
     service = ScenarioService(ctx)
 
     def signed_in(who=Depends(principal)):
-        if who is None:
-            raise GisError("sign_in_required", "降雨情景需要登录或 API 密钥（X-API-Key）",
-                           "rainfall scenarios require an API key (X-API-Key) or a signed-in session", 401)
-        if who.role not in SCENARIO_ROLES:
-            raise GisError("forbidden", f"角色 {who.role} 无权运行降雨情景（限 {'、'.join(SCENARIO_ROLES)}）",
-                           f"role '{who.role}' may not run rainfall scenarios (only {', '.join(SCENARIO_ROLES)})", 403)
-        return who
+        return require_role(who, SCENARIO_ROLES, "运行降雨情景", "run rainfall scenarios")
 
     @r.post("/scenarios", summary="降雨情景：预测下穿桥和积水点积水深度 Rainfall scenario on the DEM")
     def run(body: ScenarioRequest, who=Depends(signed_in)):  # sync: the thread pool, not the event loop

@@ -2,7 +2,6 @@
 plus cases written by hand from the seed text, so that a wrong table cannot pass its own tests."""
 
 import math
-from pathlib import Path
 
 import geopandas as gpd
 import pytest
