@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -29,18 +28,11 @@ import shapely
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchlib import machine  # noqa: E402
 from gis_service import crs  # noqa: E402
 from gis_service.api.app import create_app  # noqa: E402
 from gis_service.canal import analysis  # noqa: E402
 from gis_service.canal.service import CanalService, zone_specs  # noqa: E402
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-               if line.startswith("MemTotal"))
-    return f"{os.cpu_count()} cores ({cpu}), {mem / 1024 ** 2:.1f} GB RAM, Python {platform.python_version()}"
 
 
 def timed(fn, runs: int, warmup: int = 2) -> np.ndarray:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -38,18 +37,11 @@ import shapely
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchlib import machine  # noqa: E402
 from gis_service import crs  # noqa: E402
 from gis_service.auth import KeyStore  # noqa: E402
 from gis_service.catalog import Catalog  # noqa: E402
 from gis_service.store import GeoPackageStore  # noqa: E402
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-               if line.startswith("MemTotal"))
-    return f"{os.cpu_count()} cores ({cpu}), {mem / 1024 ** 2:.1f} GB RAM, Python {platform.python_version()}"
 
 
 def layers_with_points(n_points: int, seed: int = 8) -> Path:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,28 +50,36 @@ class LiveServer:
         return self._keys[role]
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory) -> LiveServer:
-    var_dir = tmp_path_factory.mktemp("var")
+@contextmanager
+def live_server(var_dir: Path, *args: str):
+    """`gis-service serve *args` on a free port over var_dir; yields (process, url); stops it and checks its log
+    for unexpected (500) errors."""
     port = _free_port()
     env = dict(os.environ, GIS_VAR_DIR=str(var_dir), GIS_HOST="127.0.0.1", GIS_PORT=str(port))
     log = var_dir / "server.log"  # a file, not a pipe: a full pipe would block the server
-    proc = subprocess.Popen([sys.executable, "-m", "gis_service.cli", "serve"], env=env, cwd=REPO_ROOT,
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gis_service.cli", "serve", *args], env=env, cwd=REPO_ROOT,
+                                stdout=out, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
         try:
-            urllib.request.urlopen(url + "/ogc/conformance", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(log.read_text()) from None
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise RuntimeError("server did not start")
-    yield LiveServer(url, var_dir)
-    proc.terminate()
-    proc.wait(10)
+            deadline = time.time() + 90
+            while True:
+                try:
+                    urllib.request.urlopen(url + "/ogc/conformance", timeout=1)
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.time() > deadline:
+                        raise RuntimeError(f"server did not start: {log.read_text()}") from None
+                    time.sleep(0.2)
+            yield proc, url
+        finally:
+            proc.terminate()
+            proc.wait(20)
     assert "unexpected error" not in log.read_text(), "the server logged an unexpected (500) error"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> LiveServer:
+    var_dir = tmp_path_factory.mktemp("var")
+    with live_server(var_dir) as (_, url):
+        yield LiveServer(url, var_dir)

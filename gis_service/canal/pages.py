@@ -166,13 +166,7 @@ class _DrawCheck(MacroElement):
   };
   panel.addTo(map);
 
-  function add(parent, tag, text, cls) {
-    var e = document.createElement(tag);
-    if (cls) { e.className = cls; }
-    if (text != null) { e.textContent = text; }
-    parent.appendChild(e);
-    return e;
-  }
+  var add = window.gisEl;  // text only (gis_service/maps/factory.py)
   function post(url, method, body) {
     return fetch(url, {method: method, credentials: 'same-origin', headers: {'Content-Type': 'application/json'},
                        body: JSON.stringify(body)})

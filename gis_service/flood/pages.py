@@ -27,7 +27,7 @@ from ..store import display_title
 STATUS_URL = "/api/flood/status"
 SCENARIO_URL = "/api/flood/scenarios"
 STATUS_TIMEOUT_MS = 20_000  # a status request still unanswered after this is aborted (the next refresh retries)
-REFRESH_MS = 30_000  # issue #8 item 6: statuses refresh every 30 s (a page may set window.gisFloodRefreshMs)
+REFRESH_RULE = "status_refresh_s"  # the refresh interval (a page may set window.gisFloodRefreshMs for tests)
 PRESETS_RULE = "scenario_presets"  # flood.toml: the named rainfall events POST /api/flood/scenarios accepts
 CONTEXT_LAYERS = ("urban_districts", "drainage_channels", "drainage_gates", "pumping_stations")  # bottom first
 POINT_LAYERS = ("underpasses", "waterlogging_points")  # the monitored points, for the offline file
@@ -83,13 +83,7 @@ class _FloodCommand(MacroElement):
   }
   window.gisFloodToMap = toMap;
 
-  function add(parent, tag, text, cls) {
-    var e = document.createElement(tag);
-    if (cls) { e.className = cls; }
-    if (text != null) { e.textContent = text; }
-    parent.appendChild(e);
-    return e;
-  }
+  var add = window.gisEl;  // text only (gis_service/maps/factory.py)
   function when(s) {  // an ISO instant from the API, shown in Beijing time
     var d = new Date(s);
     if (s == null || isNaN(d.getTime())) { return s; }
@@ -286,7 +280,7 @@ class _FloodCommand(MacroElement):
 {% endmacro %}
 """)
 
-    def __init__(self, presets: list[tuple[str, str]], gaode: bool, refresh_ms: int = REFRESH_MS):
+    def __init__(self, presets: list[tuple[str, str]], gaode: bool, refresh_ms: int):
         super().__init__()
         self.status_url, self.scenario_url, self.refresh_ms = STATUS_URL, SCENARIO_URL, int(refresh_ms)
         self.status_timeout_ms = STATUS_TIMEOUT_MS
@@ -314,7 +308,7 @@ def flood_map(ctx: DomainContext, factory: MapFactory, who: Principal | None) ->
     if factory.standalone:
         title = "城区防汛指挥图（离线文件：无实时状态刷新与降雨情景，需连接服务器使用）"
     else:
-        title = f"城区防汛指挥图：易涝点与下穿立交实时状态（每 {REFRESH_MS // 1000} 秒刷新）、断交清单、降雨情景"
+        title = f"城区防汛指挥图：易涝点与下穿立交实时状态（每 {ctx.rules.value(REFRESH_RULE):g} 秒刷新）、断交清单、降雨情景"
     layers = [ctx.layer(i, SYSTEM) for i in CONTEXT_LAYERS + POINT_LAYERS]  # not built here: 503 (export skips)
     if not all(layer.can_see_layer(role) for layer in layers):  # internal layers: a signed-in caller only
         m = factory.new_map(f"城区防汛指挥图（请登录后查看） — {APP_TITLE}", zoom=12)
@@ -341,5 +335,6 @@ def flood_map(ctx: DomainContext, factory: MapFactory, who: Principal | None) ->
                                      "radius": 8}, popup=popup, label_field=layer.label_field, key=layer_id)
     else:
         _status_legend(m)
-        _FloodCommand(scenario_presets(ctx), gaode=factory.settings.basemap == "gaode").add_to(m)
+        _FloodCommand(scenario_presets(ctx), gaode=factory.settings.basemap == "gaode",
+                      refresh_ms=round(ctx.rules.value(REFRESH_RULE) * 1000)).add_to(m)
     return factory.finish(m)

@@ -225,6 +225,14 @@ body{font-family:'Noto Sans CJK SC','Microsoft YaHei',sans-serif}
 # Shared browser code: the same styling, popups and labels for embedded, dynamically loaded and exported layers.
 _PAGE_JS = """<script>
 window.gisLayers = window.gisLayers || {};
+// A child element with text (never HTML): what domain pages use to show server strings.
+window.gisEl = function(parent, tag, text, cls) {
+  var e = document.createElement(tag);
+  if (cls) { e.className = cls; }
+  if (text != null) { e.textContent = text; }
+  parent.appendChild(e);
+  return e;
+};
 window.gisMap = {
   options: function(style) {
     function kind(f) {

@@ -1,17 +1,12 @@
 """serve --workers 2: two processes over the same layers, keys and sessions; a sign-in made through one
 worker holds in the other, and revoking the key ends it in both."""
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from gis_service.auth import KeyStore
-from gis_service.config import REPO_ROOT
-from tests.conftest import _free_port
+from tests.conftest import live_server
 
 
 def _children(pid: int) -> list[int]:
@@ -20,21 +15,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_two_workers_share_sessions_and_revocation(tmp_path):
-    port = _free_port()
-    env = dict(os.environ, GIS_VAR_DIR=str(tmp_path), GIS_PORT=str(port))
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "gis_service.cli", "serve", "--workers", "2"], env=env,
-                            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if httpx.get(url + "/ogc/conformance", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                assert proc.poll() is None, (tmp_path / "server.log").read_text()
-                time.sleep(0.3)
+    with live_server(tmp_path, "--workers", "2") as (proc, url):
         keys = KeyStore(tmp_path / "keys.sqlite")
         key = keys.add("rural", "two-workers")
         with httpx.Client(base_url=url, timeout=30) as client:
@@ -47,8 +28,3 @@ def test_two_workers_share_sessions_and_revocation(tmp_path):
         keys.revoke("two-workers")
         after = [httpx.get(url + "/maps/", cookies=cookies, timeout=30).text for _ in range(20)]
         assert all("当前为匿名访问" in page for page in after)
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        log.close()
-    assert "unexpected error" not in (tmp_path / "server.log").read_text()

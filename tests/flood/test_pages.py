@@ -83,7 +83,7 @@ def test_a_signed_in_flood_user_sees_the_command_map(server):
         assert markers[p["point_id"]]["label"] == ("禁止通行" if p["status"] == "closed" else None)
     assert {c["id"] for c in closures} == {p["point_id"] for p in status["points"] if p["status"] == "closed"}
     assert "责任单位" in units[0] and "责任单位" in units[1] and "管理单位" in units[2]
-    assert "每 30 秒刷新" in title and "监测点（黑圈）状态：断交（禁止通行）" in legend
+    assert f"每 {RuleBook.load().domain('flood').value('status_refresh_s'):g} 秒刷新" in title and "监测点（黑圈）状态：断交（禁止通行）" in legend
     assert presets == list(RuleBook.load().domain("flood").value(pages.PRESETS_RULE))
 
 
