@@ -13,11 +13,7 @@ and over HTTP against a live `gis-service serve` (one uvicorn worker, sequential
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +24,7 @@ import shapely
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchlib import machine  # noqa: E402
+from benchlib import machine, serve  # noqa: E402
 from gis_service import crs  # noqa: E402
 from gis_service.api.app import create_app  # noqa: E402
 from gis_service.canal import analysis  # noqa: E402
@@ -68,25 +64,6 @@ def geometries(svc: CanalService, n: int, seed: int = 6) -> list[dict]:
         lonlat = crs.transform_geometry(g, crs.METRIC_CRS, crs.STORAGE_CRS)
         out.append(shapely.geometry.mapping(lonlat))
     return [{"type": g["type"], "coordinates": np.asarray(g["coordinates"]).tolist()} for g in out]
-
-
-def serve() -> tuple[subprocess.Popen, str, Path]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    var = Path(tempfile.mkdtemp(prefix="bench-canal-"))
-    env = dict(os.environ, GIS_VAR_DIR=str(var), GIS_HOST="127.0.0.1", GIS_PORT=str(port))
-    proc = subprocess.Popen([sys.executable, "-m", "gis_service.cli", "serve"], env=env, cwd=ROOT,
-                            stdout=open(var / "server.log", "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            httpx.get(url + "/ogc/conformance", timeout=1)
-            return proc, url, var
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start")
 
 
 def main() -> None:
@@ -131,7 +108,7 @@ def main() -> None:
                  timed(lambda: svc.check(shapes[next(it) % len(shapes)], "wgs84", None), len(shapes), warmup=20),
                  "p50 < 20"))
     if not args.no_http:
-        proc, url, var = serve()
+        proc, url, var = serve("bench-canal-")
         try:
             with httpx.Client(timeout=30) as client:
                 it2 = iter(range(10 ** 9))
