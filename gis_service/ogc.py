@@ -345,6 +345,24 @@ def items(ctx: Context, collection_id: str, params: dict[str, str], request: str
     return body, headers, summary
 
 
+def link_header(links: list[dict], html: bool) -> str:
+    """The page's links as an HTTP Link header (RFC 8288; OGC API – Features /rec/core/link-header), for the
+    format actually served: for an HTML page `self` is the HTML page, `alternate` the GeoJSON one and `next`/`prev`
+    stay HTML. Titles are left out (a header is Latin-1; the body carries them)."""
+    by_rel = {link["rel"]: link for link in links}
+    out = []
+    for link in links:
+        rel, href, type_ = link["rel"], link["href"], link["type"]
+        if html and rel == "self":
+            href, type_ = by_rel["alternate"]["href"], "text/html"
+        elif html and rel == "alternate":
+            href, type_ = by_rel["self"]["href"], GEOJSON
+        elif html and rel in ("next", "prev"):
+            href, type_ = f"{href}&f=html", "text/html"
+        out.append(f'<{href}>; rel="{rel}"; type="{type_}"')
+    return ", ".join(out)
+
+
 def item(ctx: Context, collection_id: str, feature_id: str, params: dict[str, str], request: str) -> tuple[bytes, dict]:
     layer = ctx.layer(collection_id)
     unknown = set(params) - {"f", "crs"}

@@ -127,7 +127,7 @@ _HTTP_ZH = {404: "未找到", 405: "不支持的请求方法", 413: "请求体�
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GisError)
     async def gis_error(request: Request, exc: GisError):
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):

@@ -5,6 +5,8 @@ which costs more than returning an attribute); ``principal`` is sync because it 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 
 from fastapi import Header, Request, Response
@@ -41,7 +43,8 @@ class ErrorBody(BaseModel):
 
 
 ERROR_RESPONSES = {status: {"model": ErrorBody, "description": desc} for status, desc in (
-    (400, "请求参数无效 Bad request"), (401, "API 密钥无效 Invalid API key"),
+    (400, "请求参数无效 Bad request"),
+    (401, "API 密钥无效（X-API-Key、Authorization: Basic 或 Bearer） Invalid API key"),
     (403, "无权访问 Forbidden"), (404, "未找到 Not found"), (422, "无法处理的输入 Unprocessable input"))}
 
 
@@ -49,18 +52,60 @@ async def services(request: Request) -> Services:
     return request.app.state.services
 
 
+AUTH_REALM = "gis_service"  # the realm desktop clients (QGIS, GDAL, curl) show when they ask for a password
+
+
+class InvalidKey(GisError):
+    """401 for a key that names no live key; the WWW-Authenticate header makes desktop clients ask for one."""
+
+    headers = {"WWW-Authenticate": f'Basic realm="{AUTH_REALM}", charset="UTF-8"'}
+
+    def __init__(self, message_zh: str = "API 密钥无效或已吊销", message_en: str = "the API key is invalid or revoked"):
+        super().__init__("invalid_api_key", message_zh, message_en, 401)
+
+
+def presented_key(request: Request) -> str | None:
+    """The key the caller presents: the X-API-Key header, else `Authorization: Basic` (the key is the password,
+    any user name: what QGIS's authentication manager and GDAL send) or `Authorization: Bearer <key>`.
+
+    None when the request carries neither header. A malformed or unsupported Authorization header is a 401
+    (never a silent anonymous view). The key is only ever read from headers, never from the URL."""
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    if scheme == "bearer" and value:
+        return value
+    if scheme == "basic" and value:
+        try:
+            _, sep, password = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise InvalidKey("Authorization: Basic 的内容不是有效的 Base64（用户名:密钥）",
+                             "Authorization: Basic is not valid base64 of user:key") from None
+        if not sep or not password:
+            raise InvalidKey("Authorization: Basic 须以 API 密钥作为密码（用户名任意）",
+                             "Authorization: Basic needs the API key as the password (any user name)")
+        return password
+    raise InvalidKey("不支持的 Authorization 方式：请用 Basic（密码为 API 密钥）、Bearer 或 X-API-Key",
+                     "unsupported Authorization scheme: use Basic (password = API key), Bearer or X-API-Key")
+
+
 def caller(request: Request) -> Principal | None:
-    """The caller, from the X-API-Key header or else the map pages' session cookie; None = anonymous.
+    """The caller, from a presented key (presented_key) or else the map pages' session cookie; None = anonymous.
 
     A wrong key is a 401. A session cookie that names no live session (expired, signed out, key revoked,
     unknown) is no error: the caller is anonymous and the request is marked (session_ended) so that the map
     pages show the sign-in form with a notice and clear the cookie."""
     keys = request.app.state.services.keys
-    key = request.headers.get("x-api-key")
-    if key:
+    key = presented_key(request)
+    if key is not None:
         found = keys.lookup(key)
         if found is None:
-            raise GisError("invalid_api_key", "API 密钥无效或已吊销", "the API key is invalid or revoked", 401)
+            raise InvalidKey()
         return found
     cookies = request.cookies
     token = cookies.get(SESSION_COOKIE)
@@ -102,8 +147,8 @@ def principal(request: Request,
 def require_role(who: Principal | None, roles: tuple[str, ...] | None, what_zh: str, what_en: str) -> Principal:
     """The caller if signed in (and in roles, when given); else 401 (anonymous) or 403 (another role)."""
     if who is None:
-        raise GisError("sign_in_required", f"{what_zh}需要登录或 API 密钥（X-API-Key）",
-                       f"{what_en} requires an API key (X-API-Key) or a signed-in session", 401)
+        raise GisError("sign_in_required", f"{what_zh}需要登录或 API 密钥（X-API-Key 或 Authorization）",
+                       f"{what_en} requires an API key (X-API-Key or Authorization) or a signed-in session", 401)
     if roles is not None and who.role not in roles:
         raise GisError("forbidden", f"角色 {who.role} 无权{what_zh}（限 {'、'.join(roles)}）",
                        f"role '{who.role}' may not {what_en} (only {', '.join(roles)})", 403)

@@ -34,6 +34,7 @@ def _json_or_html(request: Request, f: str | None, doc: dict, render) -> Respons
 
 
 @router.get("", responses=JSON_OR_HTML, summary="服务首页 Landing page")
+@router.get("/", responses=JSON_OR_HTML, summary="服务首页 Landing page ({root}/)", include_in_schema=False)
 def landing(request: Request, f: str | None = FORMAT, svc: Services = Depends(services),
             who: Principal | None = Depends(principal)):
     return _json_or_html(request, f, ogc.landing(_context(request, svc, who)), html_pages.landing)
@@ -105,7 +106,9 @@ async def items(request: Request, collection_id: str = COLLECTION_ID):
 def _items(request: Request, collection_id: str) -> Response:
     ctx = _context(request, request.app.state.services, caller(request))
     body, headers, summary = ogc.items(ctx, collection_id, _params(request), str(request.url))
-    if wants_html(request, request.query_params.get("f")):
+    html = wants_html(request, request.query_params.get("f"))
+    headers["Link"] = ogc.link_header(summary["links"], html)
+    if html:
         return HTMLResponse(html_pages.items(summary), headers=headers)
     return Response(body, media_type=ogc.GEOJSON, headers=headers)
 

@@ -1,0 +1,154 @@
+"""What desktop GIS and OGC clients need: keys sent as HTTP Basic or Bearer, the landing page at /ogc/, and
+HTTP Link headers on every items page (OGC API – Features /rec/core/link-header)."""
+
+import base64
+import re
+import shutil
+import subprocess
+
+import httpx
+import pytest
+
+
+def basic(user: str, password: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def get(server, path, headers=None, **params):
+    return httpx.get(server.url + path, params=params, headers=headers or {}, timeout=60)
+
+
+def collection_ids(response) -> set:
+    assert response.status_code == 200, response.text
+    return {c["id"] for c in response.json()["collections"]}
+
+
+def test_basic_and_bearer_see_what_x_api_key_sees(server):
+    key = server.key("rural")
+    by_header = collection_ids(get(server, "/ogc/collections", {"X-API-Key": key}))
+    anonymous = collection_ids(get(server, "/ogc/collections"))
+    assert "contractor_households" in by_header and "contractor_households" not in anonymous
+    for headers in (basic("any-user", key), basic("", key), {"Authorization": f"Bearer {key}"},
+                    {"Authorization": f"bearer   {key}"}):
+        assert collection_ids(get(server, "/ogc/collections", headers)) == by_header
+    # the restricted layer reads with Basic, and stays a 404 for a role not entitled (as with X-API-Key)
+    page = get(server, "/ogc/collections/contractor_households/items", basic("qgis", key), limit=3)
+    assert page.status_code == 200 and page.json()["numberReturned"] == 3
+    planner = get(server, "/ogc/collections/contractor_households/items", basic("qgis", server.key("planner")))
+    assert planner.status_code == 404 and planner.json()["code"] == "not_found"
+
+
+def test_basic_auth_masks_personal_fields_for_roles_not_entitled_and_logs_clear_access(server):
+    params = dict(limit=5, sortby="dkbm")
+    planner = get(server, "/ogc/collections/plots/items", basic("u", server.key("planner")), **params).json()
+    rural = get(server, "/ogc/collections/plots/items", basic("u", server.key("rural")), **params).json()
+    names = [f["properties"]["contractor_name"] for f in rural["features"]]
+    masked = [f["properties"]["contractor_name"] for f in planner["features"]]
+    assert all(n and "*" not in n for n in names)
+    assert all("*" in m for m in masked) and [m[0] for m in masked] == [n[0] for n in names]
+    log = (server.var_dir / "personal_data_access.log").read_text(encoding="utf-8")
+    assert "test-rural" in log and "test-planner" not in log
+
+
+@pytest.mark.parametrize("headers, phrase", [
+    (lambda k: basic("qgis", k + "x"), "invalid or revoked"),
+    (lambda k: {"Authorization": f"Bearer {k}x"}, "invalid or revoked"),
+    (lambda k: {"Authorization": "Basic !!!notbase64"}, "base64"),
+    (lambda k: basic("only-a-user", ""), "password"),
+    (lambda k: {"Authorization": f"Digest {k}"}, "unsupported"),
+])
+def test_a_wrong_credential_is_a_401_that_asks_for_basic_never_a_public_view(server, headers, phrase):
+    for path in ("/ogc/collections", "/ogc/collections/counties/items", "/maps/"):
+        response = get(server, path, headers(server.key("planner")))
+        assert response.status_code == 401, (path, response.text)
+        body = response.json()
+        assert body["code"] == "invalid_api_key" and phrase in body["message"]
+        assert re.fullmatch(r'Basic realm="[^"]+".*', response.headers["www-authenticate"])
+
+
+def test_a_revoked_key_sent_as_basic_is_a_401(server):
+    key = server.keys.add("planner", "test-clients-revoked")
+    assert get(server, "/ogc/collections", basic("u", key)).status_code == 200
+    server.keys.revoke("test-clients-revoked")
+    assert get(server, "/ogc/collections", basic("u", key)).status_code == 401
+
+
+def test_keys_sent_by_every_means_never_reach_the_logs(server):
+    key = server.key("rural")
+    for headers in (basic("u", key), {"Authorization": f"Bearer {key}"}, {"X-API-Key": key}):
+        assert get(server, "/ogc/collections/plots/items", headers, limit=2).status_code == 200
+    assert get(server, "/ogc/collections", basic("u", key + "x")).status_code == 401
+    for log in server.var_dir.rglob("*.log"):
+        text = log.read_text(encoding="utf-8", errors="replace")
+        assert key not in text and base64.b64encode(f"u:{key}".encode()).decode() not in text, log
+
+
+def test_ogc_with_and_without_slash_answer_the_landing_page(server):
+    for path in ("/ogc", "/ogc/"):
+        response = httpx.get(server.url + path, params={"f": "json"}, follow_redirects=False, timeout=30)
+        assert response.status_code == 200, (path, response.status_code)
+        assert {l["rel"] for l in response.json()["links"]} >= {"self", "service-desc", "conformance", "data"}
+        html = httpx.get(server.url + path, headers={"Accept": "text/html"}, follow_redirects=False, timeout=30)
+        assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+
+
+LINK = re.compile(r'<([^>]*)>\s*;\s*rel="([^"]+)"\s*;\s*type="([^"]+)"')
+
+
+def link_header(response) -> dict:
+    """rel -> (href, type), parsed by the RFC 8288 grammar (link-value = "<" URI-Reference ">" *( ";" param ))."""
+    values = [v.strip() for v in re.split(r",\s*(?=<)", response.headers["link"])]
+    parsed = [LINK.fullmatch(v) for v in values]
+    assert all(parsed), response.headers["link"]
+    return {m.group(2): (m.group(1), m.group(3)) for m in parsed}
+
+
+def test_every_items_page_of_every_collection_carries_link_headers(server):
+    key = server.key("admin")
+    ids = collection_ids(get(server, "/ogc/collections", {"X-API-Key": key}))
+    assert len(ids) > 20
+    for cid in sorted(ids):
+        path = f"/ogc/collections/{cid}/items"
+        first = get(server, path, {"X-API-Key": key}, limit=1)
+        matched = first.json()["numberMatched"]
+        links = link_header(first)
+        assert links["self"][1] == "application/geo+json" and links["alternate"][1] == "text/html"
+        assert "prev" not in links and ("next" in links) == (matched > 1), cid
+        # the header links are the body's links, and they work
+        body = {l["rel"]: l["href"] for l in first.json()["links"]}
+        assert {rel: href for rel, (href, _) in links.items()} == body
+        if matched > 1:
+            second = httpx.get(links["next"][0], headers={"X-API-Key": key}, timeout=60)
+            assert second.json()["features"][0]["id"] != first.json()["features"][0]["id"]
+            assert "prev" in link_header(second)
+        html = get(server, path, {"X-API-Key": key}, limit=1, f="html")
+        assert html.status_code == 200
+        hlinks = link_header(html)
+        assert hlinks["self"] == (links["alternate"][0], "text/html")
+        assert hlinks["alternate"] == (links["self"][0], "application/geo+json")
+        if matched > 1:
+            assert hlinks["next"][1] == "text/html"
+            assert httpx.get(hlinks["next"][0], headers={"X-API-Key": key}, timeout=60).headers[
+                "content-type"].startswith("text/html")
+
+
+def test_link_headers_keep_the_query_and_page_both_ways(server):
+    response = get(server, "/ogc/collections/villages/items", limit=10, offset=20, bbox="116.3,39.0,116.9,39.6")
+    links = link_header(response)
+    for rel, offset in (("self", 20), ("next", 30), ("prev", 10)):
+        href = links[rel][0]
+        assert f"offset={offset}" in href and "limit=10" in href and "bbox=116.3" in href, (rel, href)
+    last = get(server, "/ogc/collections/villages/items", limit=10,
+               offset=response.json()["numberMatched"] - 1, bbox="116.3,39.0,116.9,39.6")
+    assert "next" not in link_header(last) and "prev" in link_header(last)
+
+
+def test_gdal_still_reads_through_the_landing_page_with_basic_credentials(server):
+    ogrinfo = shutil.which("ogrinfo")
+    assert ogrinfo, "gdal-bin must be installed (make test installs it)"
+    key = server.key("rural")
+    listing = subprocess.run([ogrinfo, "-ro", "-q", f"OAPIF:{server.url}/ogc/", "--config", "GDAL_HTTP_AUTH", "BASIC",
+                              "--config", "GDAL_HTTP_USERPWD", f"qgis:{key}"], capture_output=True, text=True,
+                             timeout=180)
+    assert listing.returncode == 0, listing.stderr
+    assert "contractor_households" in listing.stdout and "villages" in listing.stdout
