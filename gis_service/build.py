@@ -89,9 +89,13 @@ def _build_demo(catalog: Catalog, store: Store, n_plots: int, bar, todo: set[str
     lu = out["land_use"]
     farmland = shapely.union_all(lu.loc[lu["class_name"].isin(["耕地", "永久基本农田"])].geometry.values)
     basic = shapely.union_all(lu.loc[lu["is_basic_farmland"]].geometry.values)
-    out["plots"], out["contractor_households"] = demo.plots(base, out["villages"], farmland, basic, n_plots, rng)
+    # Land, risk and flood layers draw from their own streams: changing one group (say the plot count)
+    # never moves the features of another.
+    out["plots"], out["contractor_households"] = demo.plots(base, out["villages"], farmland, basic, n_plots,
+                                                            np.random.default_rng([demo.SEED, 50]))
     bar.update()
     step("risk")
+    rng = np.random.default_rng([demo.SEED, 30])
     out["risk_sources"] = demo.risk_sources(base, built, rng)
     out["pipelines"] = demo.pipelines(base)
     bar.update()
@@ -102,6 +106,7 @@ def _build_demo(catalog: Catalog, store: Store, n_plots: int, bar, todo: set[str
     out["eco_redline"] = demo.eco_redline(base, out["canal_channels"])
     bar.update()
     step("flood")
+    rng = np.random.default_rng([demo.SEED, 40])
     out["urban_districts"] = demo.urban_districts(base)
     out["underpasses"] = demo.underpasses(base, out["urban_districts"], rng)
     out["waterlogging_points"] = demo.waterlogging_points(out["urban_districts"], out["underpasses"])
