@@ -511,7 +511,7 @@ def farmland_conflicts(corridor: gpd.GeoDataFrame, land_use: gpd.GeoDataFrame, p
         "county": [county_names.get(_int(a)) for a in plots["county_adcode"].to_numpy()[hit]],
         "is_basic_farmland": plots["is_basic_farmland"].fillna(False).astype(bool).to_numpy()[hit],
         "plot_area_m2": np.round(shapely.area(plots.geometry.values[hit]), 1),
-        "conflict_m2": np.round(plot_area[hit], 1)})
+        "conflict_m2": plot_area[hit]})
     plot_rows["conflict_mu"] = (plot_rows["conflict_m2"] / M2_PER_MU).round(2)
     plot_rows = plot_rows.sort_values("conflict_m2", ascending=False, kind="stable").reset_index(drop=True)
 
@@ -535,14 +535,15 @@ def farmland_conflicts(corridor: gpd.GeoDataFrame, land_use: gpd.GeoDataFrame, p
 
 
 def _overlap(parts: np.ndarray, frame: gpd.GeoDataFrame) -> np.ndarray:
-    """Area of each row of frame inside the corridor parts, via the frame's R-tree (candidates only)."""
+    """Area of each row of frame inside the corridor parts, via the frame's R-tree (candidates only), to the
+    0.1 m² reported: a row that merely touches or meets the corridor in a sliver below that has none."""
     area = np.zeros(len(frame))
     if not len(parts) or not len(frame):
         return area
     which, rows = frame.sindex.query(parts, predicate="intersects")
     if len(rows):
         np.add.at(area, rows, shapely.area(shapely.intersection(parts[which], frame.geometry.values[rows])))
-    return area
+    return np.round(area, 1)
 
 
 def _int(value):

@@ -257,6 +257,17 @@ def test_corridor_over_farmland_and_plots_is_counted_once_per_plot():
     assert not {"contractor_name", "contractor_id_number"} & set(got.plots.columns)
 
 
+def test_a_plot_meeting_the_corridor_in_a_sliver_below_the_reported_precision_is_not_listed():
+    corridor = frame([{}], [shapely.box(0, 0, 100, 1000)])
+    land_use = frame([{"class_name": "耕地", "is_basic_farmland": False, "county": "甲县"}], [shapely.box(0, 0, 1000, 1000)])
+    plots = frame([{"dkbm": "SLIVER", "village_code": "V1", "county_adcode": 1, "is_basic_farmland": False},
+                   {"dkbm": "REAL", "village_code": "V1", "county_adcode": 1, "is_basic_farmland": False}],
+                  [shapely.box(99.9996, 0, 199.9996, 100),  # 0.0004 m × 100 m = 0.04 m² inside: rounds to 0.0
+                   shapely.box(99.9, 200, 199.9, 300)])  # 0.1 m × 100 m = 10 m² inside
+    got = analysis.farmland_conflicts(corridor, land_use, plots, ["耕地"], ["永久基本农田"], {1: "甲县"}, {"V1": "一村"})
+    assert got.plots[["dkbm", "conflict_m2"]].values.tolist() == [["REAL", 10.0]]
+
+
 # --- siting verdict ---------------------------------------------------------------------------------------
 RULES = SitingRules(
     verdicts={"heritage_protection": "prohibited", "heritage_construction_control": "needs_review",
