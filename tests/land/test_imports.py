@@ -1,0 +1,257 @@
+"""Plot import: GBK and zone-prefix Shapefiles, CRS detection, validation report, zip bombs and traversal,
+an import failing half-way (previous data intact) and rollback."""
+
+import io
+import shutil
+import warnings
+import zipfile
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import pytest
+import shapely
+
+from gis_service.catalog import Catalog
+from gis_service.config import REPO_ROOT, Settings
+from gis_service.domains import DomainContext
+from gis_service.errors import GisError
+from gis_service.land import imports
+from gis_service.rules import RuleBook
+from gis_service.store import GeoPackageStore
+
+NATIONAL = {"dkbm": "DKBM", "dkmc": "DKMC", "fbfbm": "FBFBM", "cbfbm": "CBFBM", "contractor_name": "CBFMC",
+            "contract_area_mu": "HTMJ", "measured_area_mu": "SCMJ", "is_basic_farmland": "SFJBNT"}
+
+
+def sample_plots(catalog, store, n=40):
+    """n adjoining plots of one 发包方 from the built demo layer, with every field the definition lists."""
+    frame = store.read_frame(catalog.get("plots"))
+    first = frame["fbfbm"].iloc[0]
+    frame = frame[frame["fbfbm"] == first].head(n).reset_index(drop=True)
+    for f in catalog.get("plots").fields:
+        if f.name not in frame:
+            frame[f.name] = None
+    return frame
+
+
+@pytest.fixture()
+def ctx(tmp_path, catalog, store):
+    layers = tmp_path / "layers"
+    (layers / "land").mkdir(parents=True)
+    (layers / "admin").mkdir()
+    shutil.copy(REPO_ROOT / "layers" / "groups.toml", layers)
+    shutil.copy(catalog.get("plots").path, layers / "land")
+    counties = catalog.get("counties")
+    shutil.copy(counties.path, layers / "admin")
+    shutil.copy(counties.data_path, layers / "admin")
+    own = Catalog.load(layers)
+    own_store = GeoPackageStore()
+    own_store.write(own.get("plots"), sample_plots(catalog, store), origin="demo")
+    settings = Settings(layers_dir=layers, var_dir=tmp_path / "var")
+    return DomainContext(settings, own, own_store, None, RuleBook.load().domain("land"), None)
+
+
+def national_frame(plots, crs="EPSG:4527"):
+    out = pd.DataFrame({code: plots[name].to_numpy() for name, code in NATIONAL.items()})
+    out["HTMJ"] = plots["measured_area_mu"].to_numpy()  # contract = measured: no area warnings
+    out["CBFMC"] = [f"张{'三四五六七八九十'[i % 8]}丰" for i in range(len(out))]
+    out["DKDZ"] = "机耕路"
+    return gpd.GeoDataFrame(out, geometry=plots.geometry.values, crs="EPSG:4490").to_crs(crs)
+
+
+def write_shapefile(frame, folder, encoding="GBK", keep_cpg=False, keep_prj=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # a frame without CRS (no .prj) is wanted here
+        warnings.simplefilter("ignore", UserWarning)
+        pyogrio.write_dataframe(frame, folder / "dk.shp", driver="ESRI Shapefile", encoding=encoding)
+    if not keep_cpg:
+        (folder / "dk.cpg").unlink(missing_ok=True)
+    if not keep_prj:
+        (folder / "dk.prj").unlink(missing_ok=True)
+    return folder / "dk.shp"
+
+
+def zip_folder(folder, target):
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(folder.iterdir()):
+            zf.write(p, p.name)
+    return target
+
+
+def test_gbk_shapefile_in_zone_prefix_coordinates_without_cpg_or_prj(ctx, tmp_path):
+    plots = ctx.store.read_frame(ctx.catalog.get("plots"))
+    shp = write_shapefile(national_frame(plots), tmp_path / "gbk", keep_prj=False)
+    raw = (tmp_path / "gbk" / "dk.dbf").read_bytes()
+    with pytest.raises(UnicodeDecodeError):
+        raw[int.from_bytes(raw[8:10], "little"):].decode("utf-8")  # really GBK bytes
+    assert "张三丰".encode("gbk") in raw
+    # no .prj: eastings of 39 xxx xxx m are the zone-prefixed EPSG:4527
+    zipped = zip_folder(tmp_path / "gbk", tmp_path / "dk.zip")
+    assert not shp.with_suffix(".cpg").exists()
+    result = imports.run_import(ctx, zipped, dry_run=False)
+    report = result["report"]
+    assert report["ok"] and report["encoding"] == "gbk" and report["crs"] == "EPSG:4527"
+    assert "detected" in report["encoding_detection"] and "magnitudes" in report["crs_detection"]
+    assert report["field_mapping"]["measured_area_mu"] == "SCMJ" and report["field_mapping"]["contractor_name"] == "CBFMC"
+    back = ctx.store.read_frame(ctx.catalog.get("plots"))
+    assert ctx.store.origin(ctx.catalog.get("plots")) == "imported" and len(back) == len(plots)
+    assert back["contractor_name"].iloc[:2].tolist() == ["张三丰", "张四丰"] and set(back["dkdz"]) == {"机耕路"}
+    # coordinates come back to CGCS2000 lon/lat within a millimetre (Shapefile rings run clockwise: normalised)
+    a = shapely.get_coordinates(shapely.normalize(back.geometry.values))
+    b = shapely.get_coordinates(shapely.normalize(plots.geometry.values))
+    assert np.abs(a - b).max() < 1e-8
+    assert list(back["county_adcode"]) == list(plots["county_adcode"])
+
+
+def test_utf8_geojson_and_4548_geopackage(ctx, tmp_path):
+    plots = ctx.store.read_frame(ctx.catalog.get("plots"))
+    national_frame(plots, "EPSG:4490").to_file(tmp_path / "dk.geojson")
+    report = imports.run_import(ctx, tmp_path / "dk.geojson", dry_run=True)["report"]
+    assert report["ok"] and report["encoding"] == "utf-8" and report["crs"] == "EPSG:4490"
+    national_frame(plots, "EPSG:4548").to_file(tmp_path / "dk.gpkg")
+    report = imports.run_import(ctx, tmp_path / "dk.gpkg", dry_run=True)["report"]
+    assert report["ok"] and report["crs"] == "EPSG:4548" and "declared" in report["crs_detection"]
+
+
+def test_declared_crs_confirmed_against_langfang(ctx, tmp_path):
+    plots = ctx.store.read_frame(ctx.catalog.get("plots"))
+    # zone-prefixed numbers labelled EPSG:4548: the message names the zone prefix
+    wrong = national_frame(plots, "EPSG:4527").set_crs("EPSG:4548", allow_override=True)
+    wrong.to_file(tmp_path / "wrong.gpkg")
+    with pytest.raises(GisError) as err:
+        imports.run_import(ctx, tmp_path / "wrong.gpkg", dry_run=True)
+    assert err.value.status == 422 and "zone prefix" in err.value.message_en
+    # no .prj and half the eastings with the prefix, half without: ambiguous
+    mixed = national_frame(plots, "EPSG:4548")
+    mixed.loc[:10, "geometry"] = national_frame(plots, "EPSG:4527").geometry.values[:11]
+    write_shapefile(mixed.set_crs(None, allow_override=True), tmp_path / "mixed", encoding="UTF-8", keep_prj=False)
+    with pytest.raises(GisError) as err:
+        imports.run_import(ctx, tmp_path / "mixed" / "dk.shp", dry_run=True)
+    assert err.value.code == "ambiguous_crs" and "zone prefix 39" in err.value.message_en
+
+
+def test_validation_report_lists_every_fault_and_writes_nothing(ctx, tmp_path):
+    layer = ctx.catalog.get("plots")
+    before = ctx.store.version(layer)
+    frame = national_frame(ctx.store.read_frame(layer), "EPSG:4548")
+    geoms = frame.geometry.values.copy()
+    x0, y0, x1, y1 = geoms[0].bounds
+    geoms[0] = shapely.Polygon([(x0, y0), (x1, y1), (x1, y0), (x0, y1)])  # bow-tie: repair would halve it → rejected
+    geoms[1] = shapely.Polygon(list(geoms[1].exterior.coords)[:-1] + [geoms[1].exterior.coords[0]] * 2)  # repeated point: still valid
+    geoms[2] = shapely.affinity.translate(geoms[3], 3.0, 0.0)  # overlaps plot 3
+    frame["geometry"] = geoms
+    frame.loc[4, "DKBM"] = frame.loc[5, "DKBM"]  # duplicate
+    frame.loc[6, "DKBM"] = "131022101001010001X"  # malformed
+    frame.loc[7, "DKBM"] = "139999" + frame.loc[7, "DKBM"][6:]  # another county's code
+    frame.loc[8, "CBFBM"] = "12345"
+    frame.loc[9, "SCMJ"] = round(frame.loc[9, "HTMJ"] * 1.2, 2)  # area mismatch: a warning
+    frame.to_file(tmp_path / "bad.gpkg")
+    with pytest.raises(imports.ImportRefused) as err:
+        imports.run_import(ctx, tmp_path / "bad.gpkg", dry_run=False)
+    body = err.value.body()
+    assert err.value.status == 422 and body["code"] == "import_refused" and body["written"] == 0
+    errors = {e["code"]: e for e in body["report"]["errors"]}
+    assert set(errors) == {"geometry_rejected", "duplicate_dkbm", "malformed_dkbm", "malformed_cbfbm", "overlap",
+                           "fbfbm_not_in_dkbm"}  # plot 7's FBFBM column still names the right county
+    assert errors["duplicate_dkbm"]["examples"] == [frame.loc[5, "DKBM"]]
+    assert errors["malformed_dkbm"]["count"] == 2 and errors["overlap"]["count"] == 1
+    assert errors["geometry_rejected"]["examples"][0].startswith(frame.loc[0, "DKBM"])
+    warnings = {w["code"]: w for w in body["report"]["warnings"]}
+    assert warnings["area_mismatch"]["examples"][0].startswith(frame.loc[9, "DKBM"])
+    assert ctx.store.version(layer) == before and ctx.store.origin(layer) == "demo"
+
+
+def test_repairable_geometry_is_repaired(ctx, tmp_path):
+    layer = ctx.catalog.get("plots")
+    frame = national_frame(ctx.store.read_frame(layer), "EPSG:4548")
+    x0, y0, x1, y1 = frame.geometry.values[0].bounds
+    # a tiny spike (self-touching ring) that make_valid removes with a negligible area change
+    frame.loc[0, "geometry"] = shapely.Polygon([(x0, y0), (x1, y0), (x1, y1), (x0 + 5, y1), (x0 + 5, y1 + 0.001),
+                                                (x0 + 5, y1), (x0, y1)])
+    assert not frame.geometry.values[0].is_valid
+    frame.to_file(tmp_path / "spike.gpkg")
+    result = imports.run_import(ctx, tmp_path / "spike.gpkg", dry_run=False)
+    warnings = {w["code"]: w for w in result["report"]["warnings"]}
+    assert result["report"]["ok"] and warnings["geometry_repaired"]["count"] == 1
+    back = ctx.store.read_frame(layer)
+    assert back.geometry.is_valid.all()
+
+
+def test_import_failing_half_way_leaves_previous_data_and_rollback_restores(ctx, tmp_path, monkeypatch):
+    layer = ctx.catalog.get("plots")
+    before = ctx.store.read_frame(layer)
+    version = ctx.store.version(layer)
+    frame = national_frame(before, "EPSG:4548")
+    frame["CBFMC"] = "新户主"
+    frame.to_file(tmp_path / "new.gpkg")
+
+    import gis_service.store.gpkg as gpkg
+
+    def fail(*_):  # the new file is written, its origin table is not: the write stops half-way
+        raise OSError("disk full (injected)")
+
+    with monkeypatch.context() as m:
+        m.setattr(gpkg, "_write_origin", fail)
+        with pytest.raises(OSError, match="injected"):
+            imports.run_import(ctx, tmp_path / "new.gpkg", dry_run=False)
+    assert ctx.store.version(layer) == version and ctx.store.origin(layer) == "demo"
+    pd.testing.assert_frame_equal(ctx.store.read_frame(layer).drop(columns="geometry"), before.drop(columns="geometry"))
+    assert not list(layer.data_path.parent.glob(".*tmp*")) and imports.Versions(ctx.settings.var_dir, layer, 5).list() == []
+    # the same import succeeds, then rollback brings the demo data (and its origin) back
+    result = imports.run_import(ctx, tmp_path / "new.gpkg", dry_run=False)
+    assert result["written"] == len(before) and result["previous_version"]["origin"] == "demo"
+    assert set(ctx.store.read_frame(layer)["contractor_name"]) == {"新户主"}
+    restored = imports.run_rollback(ctx)
+    assert restored["features"] == len(before) and ctx.store.origin(layer) == "demo"
+    assert ctx.store.read_frame(layer)["contractor_name"].tolist() == before["contractor_name"].tolist()
+    with pytest.raises(GisError) as err:
+        imports.run_rollback(ctx)
+    assert err.value.status == 409
+
+
+def _limits(**kw):
+    base = dict(max_upload_bytes=50 * 2**20, max_unzipped_bytes=40 * 2**20, max_ratio=100, ratio_min_bytes=2**20,
+                max_members=200)
+    return imports.Limits(**{**base, **kw})
+
+
+def test_zip_bomb_traversal_and_oversize_refused(tmp_path):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("dk.shp", b"\0" * (20 * 2**20))  # 20 MB of zeros compress about 1000×
+    with pytest.raises(GisError) as err:
+        imports.unpack(bomb, tmp_path / "w1", _limits())
+    assert err.value.code == "zip_bomb" and err.value.status == 422
+    with pytest.raises(GisError) as err:
+        imports.unpack(bomb, tmp_path / "w2", _limits(max_ratio=100_000, max_unzipped_bytes=10 * 2**20))
+    assert err.value.code == "zip_bomb"  # total uncompressed size
+    for name in ("../evil.shp", "/etc/evil.shp", "a/../../evil.shp", "C:\\evil.shp", "..\\evil.shp"):
+        path = tmp_path / "trav.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(name, b"x")
+        with pytest.raises(GisError) as err:
+            imports.unpack(path, tmp_path / "w3", _limits())
+        assert err.value.code == "unsafe_archive_path", name
+    assert not (tmp_path / "evil.shp").exists()
+    big = tmp_path / "big.geojson"
+    big.write_bytes(b"{" + b" " * 2048)
+    with pytest.raises(GisError) as err:
+        imports.unpack(big, tmp_path / "w4", _limits(max_upload_bytes=1024))
+    assert err.value.status == 413
+
+
+def test_lying_zip_header_caught_while_inflating(tmp_path):
+    """A member whose directory entry claims fewer bytes than it inflates to is stopped at the claimed size."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("dk.geojson", b"{" + b" " * 5000)
+    data = bytearray(buf.getvalue())
+    # patch the uncompressed size in the central directory to 100 bytes
+    cd = data.rfind(b"PK\x01\x02")
+    data[cd + 24:cd + 28] = (100).to_bytes(4, "little")
+    (tmp_path / "lie.zip").write_bytes(bytes(data))
+    with pytest.raises(Exception) as err:
+        imports.unpack(tmp_path / "lie.zip", tmp_path / "w", _limits())
+    assert getattr(err.value, "code", None) == "zip_bomb" or isinstance(err.value, zipfile.BadZipFile)
