@@ -1,4 +1,4 @@
-"""Command line: gis-service serve | build-layers | layers | export | import | keys.
+"""Command line: gis-service serve | build-layers | layers | export | import | keys | maps | qgis-project.
 
 Imports are inside the commands so that light commands (keys, --help) start without loading GDAL/geopandas."""
 
@@ -163,6 +163,23 @@ def cmd_maps(args) -> None:
         print(f"已导出 exported: {done.path}{clear}")
 
 
+def cmd_qgis_project(args) -> None:
+    from .qgis import DEFAULT_AUTHCFG, LARGE_FEATURES, project_xml, qgz_bytes
+
+    settings, catalog, store = _services()
+    url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    url = url if url.endswith("/ogc") else url + "/ogc"
+    authcfg = None if args.role is None else (args.authcfg or DEFAULT_AUTHCFG)
+    large = LARGE_FEATURES if args.large_features is None else args.large_features
+    xml = project_xml(catalog, store, args.role, url, authcfg, large_features=large)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_bytes(qgz_bytes(xml, output.stem + ".qgs") if output.suffix == ".qgz" else xml.encode("utf-8"))
+    tmp.replace(output)  # atomic
+    print(f"已写出 QGIS 项目 wrote QGIS project: {output}（认证配置 authcfg: {authcfg or '无 none'}）")
+
+
 class _LazyChoices:
     """argparse choices read from a heavy module only when argparse needs them: when that command's option is
     parsed or its help printed; building the parser (so `keys` or `--help`) does not import GDAL/geopandas.
@@ -228,6 +245,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-features", type=int,
                    help="每个图层最多嵌入的要素数（默认见 maps.factory.EXPORT_FEATURE_CAP） features embedded per layer")
     s.set_defaults(func=cmd_maps)
+    s = sub.add_parser("qgis-project", help="生成 QGIS 项目 write a QGIS project (.qgz/.qgs) for a role")
+    s.add_argument("--role", choices=ROLES, help="该角色可见的全部图层（无则匿名，仅公开图层） layers this role may see")
+    s.add_argument("--authcfg", help="QGIS 认证配置 ID（7 个字母或数字，默认 lfgis01；项目中不含密钥） "
+                                     "QGIS authentication configuration id (default lfgis01); the key is never written")
+    s.add_argument("--output", required=True, help="输出文件 output file (.qgz or .qgs)")
+    s.add_argument("--url", help="服务地址 service URL (default http://GIS_HOST:GIS_PORT)")
+    s.add_argument("--large-features", type=int,
+                   help="超过此要素数的图层只请求视野范围（默认见 qgis.LARGE_FEATURES） layers above this many "
+                        "features request only the view extent")
+    s.set_defaults(func=cmd_qgis_project)
     return p
 
 

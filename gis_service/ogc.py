@@ -45,19 +45,6 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions-plus",
     "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
 ]
-# OGC API – Tiles and the 2D Tile Matrix Set standard, served by gis_service/tiles.py
-TILES_CONFORMANCE = [
-    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core",
-    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
-    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tilesets-list",
-    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geodata-tilesets",
-    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt",
-    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/oas30",
-    "http://www.opengis.net/spec/tms/2.0/conf/tilematrixset",
-    "http://www.opengis.net/spec/tms/2.0/conf/json-tilematrixset",
-    "http://www.opengis.net/spec/tms/2.0/conf/tilesetmetadata",
-    "http://www.opengis.net/spec/tms/2.0/conf/json-tilesetmetadata",
-]
 RESERVED_PARAMS = {"f", "bbox", "bbox-crs", "limit", "offset", "datetime", "properties", "sortby", "crs",
                    "filter", "filter-lang", "filter-crs"}
 _JSON_TYPES = {"string": "string", "integer": "integer", "real": "number", "boolean": "boolean",
@@ -106,23 +93,57 @@ def landing(ctx: Context) -> dict:
             _link(f"{b}/openapi", "service-desc", "application/vnd.oai.openapi+json;version=3.0", "OpenAPI 定义"),
             _link(f"{b}/conformance", "conformance", "application/json", "符合性声明 Conformance"),
             _link(f"{b}/collections", "data", "application/json", "要素集合 Collections"),
-            _link(f"{b}/tileMatrixSets", "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes", "application/json",
-                  "瓦片矩阵集 Tile matrix sets"),
         ],
     }
 
 
+def provenance(ctx: Context) -> str:
+    """The data sources document (layers/PROVENANCE.md) every collection's licence link points to."""
+    path = ctx.catalog.root / PROVENANCE_FILE if ctx.catalog.root else None
+    if path is None or not path.exists():
+        raise not_found("数据来源说明", "provenance document")
+    return path.read_text(encoding="utf-8")
+
+
 def conformance() -> dict:
-    return {"conformsTo": CONFORMANCE + TILES_CONFORMANCE}
+    return {"conformsTo": CONFORMANCE}
+
+
+ACCESS_LABELS = {"public": "公开 public", "internal": "内部 internal", "restricted": "受限 restricted"}
+DEMO_NOTE = "演示数据（非调查或权威数据）demo data, not survey or authoritative data"
+PROVENANCE_FILE = "PROVENANCE.md"  # in the layers/ directory: source, licence, CRS and accuracy of every layer
+
+
+def _metadata(ctx: Context, layer: LayerDef, demo: bool) -> dict:
+    """What desktop clients show as layer metadata (QGIS's OAPIF provider reads description → abstract,
+    keywords, license and the rel=license links, links, extent): description with provenance and demo status."""
+    group = ctx.catalog.groups.get(layer.group)
+    keywords = [group.title_zh, group.title_en] if group else []
+    keywords += [layer.title_zh, layer.title_en, ACCESS_LABELS[layer.access], *layer.keywords]
+    if demo:
+        keywords.append("演示数据 demo")
+    lines = [layer.description_zh or layer.title_en]
+    if demo:
+        lines.append(DEMO_NOTE)
+    if layer.provenance:
+        lines.append(f"来源 Provenance：{layer.provenance}")
+    licence = layer.license or f"见数据来源说明 see {PROVENANCE_FILE}：{layer.provenance or layer.title_en}"
+    return {"description": "\n".join(lines), "keywords": list(dict.fromkeys(keywords)),
+            "license": layer.license or "various", "provenance": layer.provenance,
+            "license_link": _link(f"{ctx.base_url}/provenance", "license", "text/markdown", licence)}
 
 
 def _collection_doc(ctx: Context, layer: LayerDef) -> dict:
     b = f"{ctx.base_url}/collections/{layer.id}"
     title = display_title(ctx.store, layer)
+    demo = is_demo(ctx.store, layer)
+    meta = _metadata(ctx, layer, demo)
     doc = {
         "id": layer.id,
         "title": title,
-        "description": layer.description_zh or layer.title_en,
+        "description": meta["description"],
+        "keywords": meta["keywords"],
+        "license": meta["license"],
         "itemType": "feature",
         "crs": list(crs_mod.ogc_crs_table()),
         "storageCrs": "http://www.opengis.net/def/crs/EPSG/0/4490",
@@ -133,12 +154,12 @@ def _collection_doc(ctx: Context, layer: LayerDef) -> dict:
             _link(f"{b}/items?f=html", "items", "text/html", f"{title} 要素（网页）"),
             _link(f"{b}/queryables", "http://www.opengis.net/def/rel/ogc/1.0/queryables", "application/schema+json",
                   "可查询字段 Queryables"),
-            _link(f"{b}/tiles", "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector", "application/json",
-                  "矢量瓦片 Vector tilesets"),
+            meta["license_link"],
         ],
         "title_en": layer.title_en,
         "access": layer.access,
-        "demo": is_demo(ctx.store, layer),
+        "demo": demo,
+        "provenance": meta["provenance"],
     }
     extent = ctx.store.extent(layer) if ctx.store.exists(layer) else None
     if extent:

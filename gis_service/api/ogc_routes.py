@@ -40,6 +40,12 @@ def landing(request: Request, f: str | None = FORMAT, svc: Services = Depends(se
     return _json_or_html(request, f, ogc.landing(_context(request, svc, who)), html_pages.landing)
 
 
+@router.get("/provenance", responses={200: {"content": {"text/markdown": {}}}},
+            summary="数据来源与许可 Data sources and licences")
+def provenance(request: Request, svc: Services = Depends(services)):
+    return Response(ogc.provenance(_context(request, svc, None)), media_type="text/markdown; charset=utf-8")
+
+
 @router.get("/conformance", responses=JSON_OR_HTML, summary="符合性声明 Conformance")
 def conformance(request: Request, f: str | None = FORMAT):
     return _json_or_html(request, f, ogc.conformance(), html_pages.conformance)
