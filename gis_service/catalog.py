@@ -56,6 +56,7 @@ class LayerDef:
     source_crs: str = "EPSG:4326"
     demo: bool = False
     derived: bool = False  # computed by a domain from other layers and its rules (written at start-up or on edit)
+    tiles: "TileDef | None" = None  # the [tiles] table (vector tiles); None: the defaults of TileDef
     provenance: str = ""
     basemap: bool = False  # drawn under every map (the offline base map); public vector layers only
     basemap_order: int = 0  # base layers are drawn in this order (lower first, i.e. underneath)
@@ -145,6 +146,7 @@ def load_definition(path: Path) -> LayerDef:
     known = {"id", "title_zh", "title_en", "description_zh", "geometry", "access", "roles", "personal_roles",
              "popup", "label_field", "time_field", "style", "source", "source_crs", "demo", "provenance", "fields",
              "basemap", "basemap_order", "label_min_zoom", "derived", "license", "keywords"}
+    known.add("tiles")  # vector tiles, see TileDef
     for key in data:
         if key not in known:
             raise DefinitionError(path, key, "未知的键", "unknown key")
@@ -201,6 +203,7 @@ def load_definition(path: Path) -> LayerDef:
         raise DefinitionError(path, "derived", "须为 true 或 false", "must be true or false")
     if derived and (data.get("source") or data.get("demo")):
         raise DefinitionError(path, "derived", "派生图层不能同时有 source 或 demo", "a derived layer has no source and is not demo")
+    tiles = _tiles_def(data.get("tiles"), path, fields, style, geometry)
     return LayerDef(
         id=layer_id,
         group=path.parent.name,
@@ -220,6 +223,7 @@ def load_definition(path: Path) -> LayerDef:
         source_crs=data.get("source_crs", "EPSG:4326"),
         demo=bool(data.get("demo", False)),
         derived=derived,
+        tiles=tiles,
         provenance=data.get("provenance", ""),
         basemap=basemap,
         basemap_order=basemap_order,
@@ -282,6 +286,82 @@ def _basemap_keys(data: dict, path: Path, geometry: str, access: str) -> tuple[b
         if "label_field" not in data:
             raise DefinitionError(path, "label_min_zoom", "须同时设置 label_field", "needs label_field")
     return basemap, order, zoom
+
+
+MAX_TILE_ZOOM = 24  # the deepest tile matrix of WebMercatorQuad (OGC 2D Tile Matrix Set, annex D.1)
+
+
+@dataclass(frozen=True)
+class TileDef:
+    """How a vector layer is served as Mapbox vector tiles (gis_service/tiles.py): its ``[tiles]`` table.
+
+    From ``detail_zoom`` on every feature is in the tiles (features smaller than a pixel dropped); below it a
+    tile holds square cells of ``cell_pixels`` with the number of features whose envelope centre lies in the
+    cell and, for each of ``aggregate_fields``, the most frequent value and its share — so a dense layer keeps
+    its styling when zoomed out. ``fields`` are the properties carried by the feature tiles (personal ones
+    masked per role); by default the label, style category and popup fields."""
+
+    min_zoom: int = 0
+    max_zoom: int = 20
+    detail_zoom: int | None = None  # None: features at every zoom (no aggregate)
+    fields: tuple[str, ...] | None = None
+    aggregate_fields: tuple[str, ...] = ()
+    cell_pixels: int = 8
+
+
+_TILE_KEYS = {"min_zoom", "max_zoom", "detail_zoom", "fields", "aggregate_fields", "cell_pixels"}
+
+
+def _tiles_def(table, path: Path, fields: list[FieldDef], style: dict, geometry: str) -> TileDef | None:
+    """The [tiles] table checked: zooms within WebMercatorQuad, fields defined, aggregates not personal."""
+    if table is None:
+        return None
+    if not isinstance(table, dict) or geometry == "Raster":
+        raise DefinitionError(path, "tiles", "须为表（仅矢量图层）", "must be a table (vector layers only)")
+    unknown = set(table) - _TILE_KEYS
+    if unknown:
+        raise DefinitionError(path, f"tiles.{sorted(unknown)[0]}", "未知的键", f"unknown key; known: {sorted(_TILE_KEYS)}")
+    zooms = {}
+    for key, default in (("min_zoom", 0), ("max_zoom", 20), ("detail_zoom", None)):
+        value = table.get(key, default)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_TILE_ZOOM):
+            raise DefinitionError(path, f"tiles.{key}", f"须为 0–{MAX_TILE_ZOOM} 的整数",
+                                  f"must be an integer from 0 to {MAX_TILE_ZOOM}")
+        zooms[key] = value
+    if zooms["min_zoom"] > zooms["max_zoom"]:
+        raise DefinitionError(path, "tiles.min_zoom", "不能大于 max_zoom", "must not exceed max_zoom")
+    detail = zooms["detail_zoom"]
+    if detail is not None and not zooms["min_zoom"] < detail <= zooms["max_zoom"]:
+        raise DefinitionError(path, "tiles.detail_zoom", "须大于 min_zoom 且不大于 max_zoom",
+                              "must be above min_zoom and not above max_zoom")
+    by_name = {f.name: f for f in fields}
+    chosen = {}
+    for key in ("fields", "aggregate_fields"):
+        names = table.get(key)
+        if names is None:
+            continue
+        if not isinstance(names, list) or any(n not in by_name for n in names) or len(set(names)) != len(names):
+            raise DefinitionError(path, f"tiles.{key}", "须为已定义字段名的列表（不重复）",
+                                  "must be a list of defined field names, each once")
+        chosen[key] = tuple(names)
+    aggregate = chosen.get("aggregate_fields")
+    if aggregate is None:  # default: the style's category field
+        aggregate = (style["category_field"],) if style.get("category_field") else ()
+    if aggregate and detail is None:
+        raise DefinitionError(path, "tiles.aggregate_fields", "须同时设置 detail_zoom", "needs detail_zoom")
+    personal = [n for n in aggregate if by_name[n].personal]
+    if personal:
+        raise DefinitionError(path, "tiles.aggregate_fields", f"{personal} 是个人信息字段，不能汇总展示",
+                              f"{personal} are personal fields and cannot be aggregated")
+    clash = [n for n in aggregate if n == "count" or n.endswith("_share") and n[:-6] in aggregate]
+    if clash:
+        raise DefinitionError(path, "tiles.aggregate_fields", f"{clash} 与汇总格网的属性名（count、*_share）冲突",
+                              f"{clash} clash with the cells' own properties (count, *_share)")
+    cell = table.get("cell_pixels", 8)
+    if not isinstance(cell, int) or isinstance(cell, bool) or cell < 1 or 256 % cell:
+        raise DefinitionError(path, "tiles.cell_pixels", "须为 256 的约数（1、2、4 … 256）",
+                              "must divide 256 (1, 2, 4 … 256)")
+    return TileDef(zooms["min_zoom"], zooms["max_zoom"], detail, chosen.get("fields"), aggregate, cell)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,19 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions-plus",
     "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
 ]
+# OGC API – Tiles and the 2D Tile Matrix Set standard, served by gis_service/tiles.py
+TILES_CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tilesets-list",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geodata-tilesets",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/tms/2.0/conf/tilematrixset",
+    "http://www.opengis.net/spec/tms/2.0/conf/json-tilematrixset",
+    "http://www.opengis.net/spec/tms/2.0/conf/tilesetmetadata",
+    "http://www.opengis.net/spec/tms/2.0/conf/json-tilesetmetadata",
+]
 RESERVED_PARAMS = {"f", "bbox", "bbox-crs", "limit", "offset", "datetime", "properties", "sortby", "crs",
                    "filter", "filter-lang", "filter-crs"}
 _JSON_TYPES = {"string": "string", "integer": "integer", "real": "number", "boolean": "boolean",
@@ -93,6 +106,8 @@ def landing(ctx: Context) -> dict:
             _link(f"{b}/openapi", "service-desc", "application/vnd.oai.openapi+json;version=3.0", "OpenAPI 定义"),
             _link(f"{b}/conformance", "conformance", "application/json", "符合性声明 Conformance"),
             _link(f"{b}/collections", "data", "application/json", "要素集合 Collections"),
+            _link(f"{b}/tileMatrixSets", "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes", "application/json",
+                  "瓦片矩阵集 Tile matrix sets"),
         ],
     }
 
@@ -106,7 +121,7 @@ def provenance(ctx: Context) -> str:
 
 
 def conformance() -> dict:
-    return {"conformsTo": CONFORMANCE}
+    return {"conformsTo": CONFORMANCE + TILES_CONFORMANCE}
 
 
 ACCESS_LABELS = {"public": "公开 public", "internal": "内部 internal", "restricted": "受限 restricted"}
@@ -154,6 +169,8 @@ def _collection_doc(ctx: Context, layer: LayerDef) -> dict:
             _link(f"{b}/items?f=html", "items", "text/html", f"{title} 要素（网页）"),
             _link(f"{b}/queryables", "http://www.opengis.net/def/rel/ogc/1.0/queryables", "application/schema+json",
                   "可查询字段 Queryables"),
+            _link(f"{b}/tiles", "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector", "application/json",
+                  "矢量瓦片 Vector tilesets"),
             meta["license_link"],
         ],
         "title_en": layer.title_en,

@@ -23,6 +23,8 @@ from ..privacy import AccessLog
 from ..rules import RuleBook
 from ..store import open_record_store, open_store
 from . import crs_routes, domain_routes, maps_routes, ogc_routes
+from . import tiles_routes
+from .. import tiles
 from .deps import Services
 
 log = logging.getLogger("gis_service")
@@ -45,6 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    domains, domain_contexts)
     app.state.services = svc
     app.include_router(ogc_routes.router)
+    app.include_router(tiles_routes.router)
+    tiles.warm_up(catalog, store)  # aggregate vector tiles' cell data, in the background
     app.include_router(crs_routes.router)
     app.include_router(domain_routes.rules_router)
     app.include_router(maps_routes.router)
