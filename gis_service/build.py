@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 from tqdm import tqdm
 
@@ -93,6 +94,7 @@ def _build_demo(catalog: Catalog, store: Store, n_plots: int, bar, todo: set[str
     # never moves the features of another.
     out["plots"], out["contractor_households"] = demo.plots(base, out["villages"], farmland, basic, n_plots,
                                                             np.random.default_rng([demo.SEED, 50]))
+    register = land_register(out, catalog, store, todo)
     bar.update()
     step("risk")
     rng = np.random.default_rng([demo.SEED, 30])
@@ -122,6 +124,10 @@ def _build_demo(catalog: Catalog, store: Store, n_plots: int, bar, todo: set[str
         bar.set_postfix_str(f"写入 {layer_id}")
         store.write(layer, frame, origin="demo")
         written.append(layer_id)
+    if register is not None:
+        bar.set_postfix_str("写入 land register")
+        land_register_write(catalog, register)
+        written.append("land_register")
     step("dem")
     dem_layer = catalog.get("dem")
     if dem_layer is not None and "dem" in todo:
@@ -130,3 +136,34 @@ def _build_demo(catalog: Catalog, store: Store, n_plots: int, bar, todo: set[str
     bar.update()
     return written
 
+
+
+def land_register(out: dict, catalog: Catalog, store: Store, todo: set[str]) -> dict | None:
+    """The land register (layers/land/register.sqlite) drawn with the demo plots, when it is to be written:
+    the plots are written now, or the register is missing beside demo plots. Sets the plots' transfer and
+    mortgage status and their extended end (rule land.extension_years). Never replaces a register whose
+    origin is not 'demo' (see gis_service/land/register.py)."""
+    from .land import register as land_reg
+    from .rules import RuleBook
+
+    layer = catalog.get("plots")
+    if layer is None or catalog.root is None:
+        return None
+    path = land_reg.path_in(catalog.root)
+    origin = land_reg.origin(path)
+    plots_now = "plots" in todo
+    if origin not in (None, "demo") or not (plots_now or (origin is None and store.origin(layer) == "demo")):
+        return None
+    years = RuleBook.load().domain("land").value("extension_years")
+    plots = out["plots"]
+    tables = demo.land_register(plots, out["contractor_households"], out["villages"],
+                                np.random.default_rng([demo.SEED, 51]))
+    end = pd.to_datetime(plots["contract_end"])
+    plots["extended_end"] = (end + pd.DateOffset(years=years)).dt.strftime("%Y-%m-%d")
+    return tables
+
+
+def land_register_write(catalog: Catalog, tables: dict) -> None:
+    from .land import register as land_reg
+
+    land_reg.write(land_reg.path_in(catalog.root), tables, "demo")

@@ -621,12 +621,45 @@ def land_use(base: Base, built, water, rng, cell: float = 4000.0) -> gpd.GeoData
     return frame
 
 
+# Land register codes (NY/T 2539 / GB/T 21010 code lists, see field-notes §4.3); the demo draws from them.
+SYQXZ = {"30": "集体土地所有权", "31": "村民小组", "32": "村级集体经济组织", "33": "乡级集体经济组织"}
+DKLB = {"10": "承包地块", "21": "自留地", "22": "机动地", "23": "开荒地", "99": "其他集体土地"}
+TDLYLX = {"011": "水田", "012": "水浇地", "013": "旱地"}
+TDYT = {"1": "种植业", "2": "林业", "3": "畜牧业", "4": "渔业", "5": "非农业用途"}
+CURRENT_USES = ("耕地", "林木", "坑塘", "建筑", "其他")
+BOUNDARY_OTHER = ("道路", "沟渠", "其他")  # what a 四至 side names when no plot adjoins it
+NON_FARM_SHARE = 0.04  # share of basic-farmland plots the demo puts under trees, ponds or buildings
+EXPIRING_VILLAGE_SHARE = 0.15  # villages whose second-round contracts end 2021–2027 instead of 2028
+SIDE_MISMATCH_SHARE = 0.02  # plots whose recorded 四至 has one side wrong, for the 四至 check
+
+
+def _strip_runs(selected_cm: np.ndarray, height: int, owner_cm: np.ndarray, rng, max_cells: int = 4,
+                p_break: float = 0.3) -> np.ndarray:
+    """Group selected grid cells (flat column-major indices, sorted) into strip fields of 1..max_cells cells
+    along a column: a new plot starts at a column/owner change, a gap, at random, or after max_cells cells.
+    Returns the plot number of each cell."""
+    n = len(selected_cm)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    col, row = np.divmod(selected_cm, height)
+    start = np.ones(n, dtype=bool)
+    start[1:] = (col[1:] != col[:-1]) | (row[1:] != row[:-1] + 1) | (owner_cm[1:] != owner_cm[:-1])
+    start |= rng.random(n) < p_break
+    pid = np.cumsum(start) - 1
+    first = np.flatnonzero(start)
+    pos = np.arange(n) - first[pid]
+    start |= (pos % max_cells == 0)
+    return np.cumsum(start) - 1
+
+
 def plots(base: Base, village_frame: gpd.GeoDataFrame, farmland, basic_farmland, n: int, rng,
-          cell_w: float = 20.0, cell_h: float = 60.0) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    """Plots on a 20 m × 60 m field grid, nearest farmland cells to each village first.
+          cell_w: float = 20.0, cell_h: float = 42.0) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """Strip fields of 1–5 亩 (1–4 cells of 20 m × 42 m along a column) on farmland, nearest to each village first.
 
     Returns (plots, contractor households). A distance transform gives every cell its nearest village,
-    so plots never overlap and each belongs to one 发包方 (village collective, group by quadrant)."""
+    so plots never overlap and each belongs to one 发包方 (village collective, group by quadrant). Contracts
+    start per village (most 1998, some villages 1991–1997 so that they expire 2021–2027); the recorded
+    四至 names the adjoining plot's contractor, or a road/ditch, with a few sides wrong on purpose."""
     x0, y0, x1, y1 = base.city.bounds
     width, height = int((x1 - x0) / cell_w) + 1, int((y1 - y0) / cell_h) + 1
     transform = from_origin(x0, y1, cell_w, cell_h)
@@ -643,57 +676,89 @@ def plots(base: Base, village_frame: gpd.GeoDataFrame, farmland, basic_farmland,
     owner_grid = np.full((height, width), -1, dtype=np.int32)
     owner_grid[rows, cols] = np.arange(len(rural))
     owner = owner_grid[ir, ic]
-    cand = np.flatnonzero(farm_mask.ravel())
-    if len(cand) < n:
-        raise ValueError(f"only {len(cand)} farmland cells for {n} plots")
-    chosen = cand[np.argpartition(dist.ravel()[cand], n - 1)[:n]]
-    chosen.sort()
-    r, c = np.divmod(chosen, width)
-    own = owner.ravel()[chosen]
+    del ir, ic, seeds
+    # Column-major order: a strip field runs north–south along one column.
+    farm_cm = np.flatnonzero(farm_mask.T.ravel())
+    dist_cm = dist.T.ravel()[farm_cm]
+    owner_cm_all = owner.T.ravel()[farm_cm]
+    take = min(len(farm_cm), int(n * 2.6) + 1000)
+    while True:
+        part = np.sort(np.argpartition(dist_cm, take - 1)[:take]) if take < len(farm_cm) else np.arange(len(farm_cm))
+        cells = farm_cm[part]
+        pid = _strip_runs(cells, height, owner_cm_all[part], rng)
+        count = int(pid[-1]) + 1 if len(pid) else 0
+        if count >= n or take >= len(farm_cm):
+            break
+        take = min(len(farm_cm), int(take * 1.4))
+    if count < n:
+        raise ValueError(f"only {count} strip fields fit on the farmland for {n} plots")
+    pdist = np.full(count, np.inf)
+    np.minimum.at(pdist, pid, dist_cm[part])
+    keep_plot = np.zeros(count, dtype=bool)
+    keep_plot[np.argpartition(pdist, n - 1)[:n]] = True
+    keep = keep_plot[pid]
+    cells, pid = cells[keep], pid[keep]
+    _, pid = np.unique(pid, return_inverse=True)
+    c_all, r_all = np.divmod(cells, height)
+    first = np.flatnonzero(np.r_[True, pid[1:] != pid[:-1]])
+    last = np.r_[first[1:] - 1, len(pid) - 1]
+    c, r_top, r_bot = c_all[first], r_all[first], r_all[last]
+    own = owner[r_top, c]
     left = x0 + c * cell_w
-    top = y1 - r * cell_h
+    top = y1 - r_top * cell_h
+    bottom = y1 - (r_bot + 1) * cell_h
     inset = 1.0  # field ridges between plots
-    jitter = rng.uniform(0, 4, len(chosen))
-    geoms = shapely.box(left + inset, top - cell_h + inset + jitter, left + cell_w - inset, top - inset)
+    jitter = rng.uniform(0, 1.5, len(c))
+    geoms = shapely.box(left + inset, bottom + inset + jitter, left + cell_w - inset, top - inset)
     # Group (组) by quadrant around the village, household by order within the group.
     qx = (left + cell_w / 2) >= vx[own]
-    qy = (top - cell_h / 2) >= vy[own]
+    qy = ((top + bottom) / 2) >= vy[own]
     group = 1 + qx.astype(int) + 2 * qy.astype(int)
     village_code = rural["code"].values[own]
     fbfbm = np.char.add(village_code.astype(str), np.char.zfill(group.astype(str), 2))
     frame = pd.DataFrame({"fbfbm": fbfbm, "village_code": village_code,
                           "county_adcode": rural["county_adcode"].values[own],
-                          "village": rural["name"].values[own]})
+                          "village": rural["name"].values[own], "_own": own})
     frame["seq"] = frame.groupby("fbfbm").cumcount()
-    frame["household"] = frame["seq"] // rng.integers(3, 7)
+    frame["household"] = frame["seq"] // rng.integers(2, 5)
     frame["dkbm"] = frame["fbfbm"] + (frame["seq"] + 1).map("{:05d}".format)
     frame["cbfbm"] = frame["fbfbm"] + (frame["household"] + 1).map("{:04d}".format)
     frame["cbhtbm"] = frame["cbfbm"] + "J"
     stem = frame["village"].str.replace(r"(村委会|村)$", "", regex=True).str.replace(r"村$", "", regex=True)
     frame["dkmc"] = stem + np.char.add(
         rng.choice(["东地", "西地", "南洼", "北洼", "大块", "长条地", "坟前", "渠边"], len(frame)), "")
-    households = frame.drop_duplicates("cbfbm")[["cbfbm", "fbfbm", "village", "village_code", "county_adcode"]]
+    households = frame.drop_duplicates("cbfbm")[["cbfbm", "fbfbm", "village", "village_code", "county_adcode", "_own"]]
     households = households.reset_index(drop=True)
     households["name"] = _person_names(rng, len(households))
     households["id_number"] = _id_numbers(rng, households["county_adcode"].values)
     households["phone"] = _phones(rng, len(households))
     households["members"] = rng.integers(1, 7, len(households))
     households["plot_count"] = households["cbfbm"].map(frame["cbfbm"].value_counts()).astype(int)
-    starts = pd.to_datetime("1998-10-01") + pd.to_timedelta(rng.integers(0, 450, len(households)), unit="D")
+    # Second-round contracts start per village: most in 1998 (ending 2028), some earlier (ending 2021–2027).
+    expiring = rng.random(len(rural)) < EXPIRING_VILLAGE_SHARE
+    start_year = np.where(expiring, rng.integers(1991, 1998, len(rural)), 1998)
+    village_start = pd.to_datetime(pd.DataFrame({"year": start_year, "month": 3, "day": 1})) + \
+        pd.to_timedelta(rng.integers(0, 300, len(rural)), unit="D")
+    starts = pd.DatetimeIndex(village_start.values[households["_own"].values])
     households["contract_start"] = starts.strftime("%Y-%m-%d")
     households["contract_end"] = (starts + pd.DateOffset(years=30) - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    households = households.drop(columns="_own")
     frame = frame.merge(households[["cbfbm", "name", "id_number", "phone", "contract_start", "contract_end"]],
                         on="cbfbm", how="left")
     metric_area = shapely.area(geoms)
     frame["measured_area_mu"] = np.round(metric_area / (10000 / 15), 2)
     frame["contract_area_mu"] = np.round(frame["measured_area_mu"] * rng.uniform(0.82, 1.0, len(frame)), 2)
-    frame["transfer_status"] = rng.choice(["未流转", "出租（转包）", "入股", "其他方式"], len(frame), p=[0.68, 0.25, 0.04, 0.03])
+    frame["transfer_status"] = "未流转"  # set from the transfer register (land_register)
+    frame["mortgage_status"] = "未抵押"
     basic_mask = rasterize([(g, 1) for g in getattr(basic_farmland, "geoms", [basic_farmland])], (height, width),
                            transform=transform, fill=0, dtype="uint8").astype(bool)
-    frame["is_basic_farmland"] = basic_mask.ravel()[chosen]
+    frame["is_basic_farmland"] = basic_mask[r_top, c]
+    _plot_attributes(frame, rng)
+    _recorded_sides(frame, c, r_top, r_bot, height, rng)
     frame = frame.rename(columns={"name": "contractor_name", "id_number": "contractor_id_number",
                                   "phone": "contractor_phone"})
-    plots_frame = gpd.GeoDataFrame(frame.drop(columns=["seq", "household", "village"]), geometry=geoms, crs=METRIC_CRS)
+    plots_frame = gpd.GeoDataFrame(frame.drop(columns=["seq", "household", "village", "_own"]), geometry=geoms,
+                                   crs=METRIC_CRS)
     plots_frame["demo"] = True
     # Household point: near its village (jittered 50–250 m) — the register's address, not a plot.
     hv = rural.set_index("code").loc[households["village_code"]]
@@ -705,6 +770,151 @@ def plots(base: Base, village_frame: gpd.GeoDataFrame, farmland, basic_farmland,
     hpts = shapely.points(hx, hy)
     households_frame = gpd.GeoDataFrame(households, geometry=hpts, crs=METRIC_CRS).assign(demo=True)
     return plots_frame, households_frame
+
+
+def _plot_attributes(frame: pd.DataFrame, rng) -> None:
+    """NY/T 2539 plot attributes: ownership, class, land-use type, grade, use, current use (现状)."""
+    m = len(frame)
+    frame["syqxz"] = rng.choice(["31", "32", "30"], m, p=[0.8, 0.15, 0.05])
+    frame["dklb"] = rng.choice(["10", "21", "22", "23"], m, p=[0.94, 0.03, 0.02, 0.01])
+    frame["tdlylx"] = rng.choice(["012", "013", "011"], m, p=[0.7, 0.29, 0.01])
+    frame["dldj"] = np.char.zfill(rng.integers(3, 9, m).astype(str), 2)
+    frame["tdyt"] = "1"
+    use = np.full(m, "耕地", dtype=object)
+    basic = frame["is_basic_farmland"].values
+    bad = basic & (rng.random(m) < NON_FARM_SHARE)
+    use[bad] = rng.choice(["林木", "坑塘", "建筑"], int(bad.sum()))
+    other = ~basic & (rng.random(m) < 0.02)
+    use[other] = rng.choice(["林木", "其他"], int(other.sum()))
+    frame["current_use"] = use
+
+
+def _recorded_sides(frame: pd.DataFrame, col, r_top, r_bot, height: int, rng) -> None:
+    """Recorded 四至 (DKDZ/DKXZ/DKNZ/DKBZ): the adjoining plot's contractor, else a road, ditch or other;
+    SIDE_MISMATCH_SHARE of the plots get one side wrong. The 指界人 (ZJRXM) is the contractor."""
+    key_top = col.astype(np.int64) * height + r_top  # cell index (column-major) of each plot's top cell
+    key_bot = col.astype(np.int64) * height + r_bot
+    order = np.argsort(key_top)
+    sorted_top = key_top[order]
+    # A plot's cells are contiguous in one column: map every covered cell to its plot.
+    lengths = (r_bot - r_top + 1).astype(np.int64)
+    cell_plot = np.repeat(np.arange(len(col)), lengths)
+    cell_key = np.repeat(key_top, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    corder = np.argsort(cell_key)
+    cell_key, cell_plot = cell_key[corder], cell_plot[corder]
+    del sorted_top, order
+
+    def neighbour(keys):
+        i = np.searchsorted(cell_key, keys)
+        i = np.clip(i, 0, len(cell_key) - 1)
+        hit = cell_key[i] == keys
+        return np.where(hit, cell_plot[i], -1)
+
+    mid = col.astype(np.int64) * height + (r_top + r_bot) // 2
+    sides = {"dkdz": neighbour(mid + height), "dkxz": neighbour(mid - height),
+             "dknz": neighbour(key_bot + 1), "dkbz": neighbour(key_top - 1)}
+    names = frame["name"].values
+    m = len(frame)
+    for field, nb in sides.items():
+        text = rng.choice(BOUNDARY_OTHER, m, p=[0.5, 0.3, 0.2]).astype(object)
+        has = nb >= 0
+        text[has] = names[nb[has]]
+        frame[field] = text
+    wrong = np.flatnonzero(rng.random(m) < SIDE_MISMATCH_SHARE)
+    side = rng.choice(list(sides), len(wrong))
+    for field in sides:
+        idx = wrong[side == field]
+        frame.loc[frame.index[idx], field] = _person_names(rng, len(idx))
+    frame["zjrxm"] = names
+
+
+# --- land register (非空间登记簿): employers, contracts, transfers, mortgages --------------------------------
+TRANSFER_FORMS = ("出租", "转包", "入股", "互换", "代耕代种", "其他")
+TRANSFER_FORM_SHARE = (0.5, 0.25, 0.08, 0.05, 0.07, 0.05)
+TRANSFER_AREA_SHARE = 0.30  # about 30% of the contracted area is transferred (issue #9 §2)
+STANDARD_FORM_SHARE = 0.82  # the rest oral: below the 90% target, so the roll-ups have something to show
+LENDERS = ("河北省农村信用社廊坊分社", "中国农业银行廊坊分行", "中国邮政储蓄银行廊坊分行", "廊坊银行", "河北银行廊坊分行")
+TRANSFEREE_KINDS = ("家庭农场", "农民专业合作社", "农业发展有限公司", "种植大户")
+MORTGAGE_STATUS_DATE = pd.Timestamp("2022-01-01")  # the demo register's date: released before, in force after
+TRANSFER_USES = ("种植粮食作物", "种植蔬菜", "种植经济作物", "种植粮食作物", "种植粮食作物")
+
+
+def land_register(plots_frame: gpd.GeoDataFrame, households: gpd.GeoDataFrame, village_frame: gpd.GeoDataFrame,
+                  rng, n_mortgages: int = 48) -> dict[str, pd.DataFrame]:
+    """The non-spatial register that goes with the demo plots: 发包方, 承包方, 承包合同, 流转合同, 抵押.
+
+    Sets plots_frame.transfer_status / mortgage_status from the transfers and mortgages it draws."""
+    m = len(plots_frame)
+    names = village_frame.set_index("code")["name"]
+    employers = plots_frame[["fbfbm", "village_code", "county_adcode"]].drop_duplicates("fbfbm").reset_index(drop=True)
+    vname = names.reindex(employers["village_code"]).fillna("").values
+    employers["name"] = np.char.add(np.char.add(vname.astype(str), "第"),
+                                    np.char.add(employers["fbfbm"].str[-2:].astype(int).astype(str).values, "村民小组"))
+    hh = pd.DataFrame(households.drop(columns=["geometry", "demo"], errors="ignore"))
+    area = plots_frame.groupby("cbfbm")["contract_area_mu"].sum().round(2)
+    contracts = hh[["cbfbm", "fbfbm", "contract_start", "contract_end", "plot_count"]].copy()
+    contracts.insert(0, "cbhtbm", contracts["cbfbm"] + "J")
+    contracts["cbfs"] = "110"  # 家庭承包
+    contracts["htzmj"] = contracts["cbfbm"].map(area).values
+    contracts = contracts.rename(columns={"contract_start": "cbqxq", "contract_end": "cbqxz", "plot_count": "cbdkzs"})
+    # Transfers: whole households (their contract) transfer all their plots to one transferee.
+    hh_transfer = rng.random(len(hh)) < TRANSFER_AREA_SHARE
+    transferring = set(hh["cbfbm"].values[hh_transfer])
+    tmask = plots_frame["cbfbm"].isin(transferring).values
+    tp = plots_frame.loc[tmask, ["dkbm", "cbfbm", "cbhtbm", "fbfbm", "contract_area_mu", "contract_end"]]
+    tp = tp.reset_index(drop=True)
+    k = len(tp)
+    form = rng.choice(TRANSFER_FORMS, k, p=TRANSFER_FORM_SHARE)
+    # One transferee per village group, one contract per household: plots of a household share its LZHTBM.
+    hh_rank = tp["cbfbm"].rank(method="dense").astype(int).values
+    start = pd.to_datetime("2015-01-01") + pd.to_timedelta(rng.integers(0, 365 * 10, k), unit="D")
+    hh_first = pd.Series(np.arange(k)).groupby(hh_rank).transform("min").values
+    start = start[hh_first]
+    years = rng.choice([5, 10, 10, 15, 15, 20], k)[hh_first]
+    end = start + pd.to_timedelta(years * 365, unit="D")
+    # A transfer may run past the second-round end: the contract is extended by 30 years (L1189).
+    cend = (pd.to_datetime(tp["contract_end"]) + pd.DateOffset(years=30)).values
+    end = np.minimum(end.values, cend)
+    transferee_kind = rng.choice(TRANSFEREE_KINDS, k)[hh_first]
+    surname = rng.choice(list("王李张刘陈杨赵黄周吴"), k)[hh_first]
+    transferee = np.char.add(np.char.add(np.char.add(tp["fbfbm"].str[6:9].values.astype(str), "号"), surname),
+                             np.char.add("氏", transferee_kind))
+    standard = (rng.random(k) < STANDARD_FORM_SHARE)[hh_first]
+    transfers = pd.DataFrame({
+        "lzhtbm": tp["cbhtbm"].str[:-1].values + "L" + pd.Series(start).dt.strftime("%Y").values,
+        "cbhtbm": tp["cbhtbm"].values, "cbfbm": tp["cbfbm"].values, "dkbm": tp["dkbm"].values,
+        "transferee": transferee, "lzfs": form[hh_first], "lzqx_years": years,
+        "start_date": pd.DatetimeIndex(start).strftime("%Y-%m-%d"),
+        "end_date": pd.DatetimeIndex(end).strftime("%Y-%m-%d"),
+        "lzmj": tp["contract_area_mu"].values, "use": rng.choice(TRANSFER_USES, k),
+        "standard_form": standard})
+    status = pd.Series(transfers["lzfs"].values, index=transfers["dkbm"].values)
+    plots_frame["transfer_status"] = plots_frame["dkbm"].map(status).fillna("未流转").values
+    # Mortgages on management rights: a few dozen transferees or households, on some of their plots.
+    lz_ids = transfers["lzhtbm"].drop_duplicates().values
+    chosen = rng.choice(lz_ids, min(n_mortgages, len(lz_ids)), replace=False) if len(lz_ids) else np.array([])
+    rows = []
+    first_of = transfers.drop_duplicates("lzhtbm").set_index("lzhtbm")
+    by_lz = transfers.groupby("lzhtbm")["dkbm"].apply(list)
+    for i, lz in enumerate(sorted(chosen)):
+        t = first_of.loc[lz]
+        s = max(pd.Timestamp(t["start_date"]), pd.Timestamp("2019-01-01")) + \
+            pd.Timedelta(days=int(rng.integers(0, 365 * 6)))
+        term = int(rng.choice([1, 2, 3]))
+        end = s + pd.DateOffset(years=term)
+        base = dict(dyid=f"DY{s.year}{i + 1:04d}", lzhtbm=lz, cbfbm=t["cbfbm"], borrower=t["transferee"],
+                    lender=str(rng.choice(LENDERS)), amount_wan=float(np.round(rng.uniform(10, 60), 1)),
+                    term_years=term, start_date=s.strftime("%Y-%m-%d"), end_date=end.strftime("%Y-%m-%d"),
+                    status="抵押中" if end >= MORTGAGE_STATUS_DATE else "已解除")
+        rows += [dict(base, dkbm=dkbm) for dkbm in by_lz[lz]]
+    mortgages = pd.DataFrame(rows, columns=["dyid", "dkbm", "lzhtbm", "cbfbm", "borrower", "lender", "amount_wan",
+                                            "term_years", "start_date", "end_date", "status"])
+    if len(mortgages):  # one amount per mortgage (万元), repeated on each of its plots' rows
+        mstatus = pd.Series(mortgages["status"].values, index=mortgages["dkbm"].values)
+        plots_frame["mortgage_status"] = plots_frame["dkbm"].map(mstatus).fillna("未抵押").values
+    hh_table = hh[["cbfbm", "fbfbm", "name", "id_number", "phone", "members", "village_code", "county_adcode"]]
+    return dict(employers=employers, households=hh_table, contracts=contracts, transfers=transfers,
+                mortgages=mortgages)
 
 
 # --- environmental risk and receptors -----------------------------------------------------------------

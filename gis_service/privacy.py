@@ -59,11 +59,14 @@ class AccessLog:
         self.path = Path(path)
         self._lock = threading.Lock()
 
-    def record(self, who: str, role: str, collection: str, fields: list[str], count: int, request: str) -> None:
+    def record(self, who: str, role: str, collection: str, fields: list[str], count: int, request: str,
+               subjects: list[str] | None = None) -> None:
         """Append one disclosure; `collection` names where the values come from: a layer id, or a record-store
-        table (e.g. flood_reports)."""
+        table (e.g. flood_reports); `subjects` which records (plot or household codes), when the caller knows."""
         entry = dict(time=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), who=who, role=role,
                      collection=collection, fields=fields, count=count, request=request)
+        if subjects is not None:
+            entry["subjects"] = list(subjects)
         line = json.dumps(entry, ensure_ascii=False) + "\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
