@@ -17,7 +17,8 @@ def mask_value(kind: str, value):
     if kind == "name":
         return text[:1] + "*" * max(len(text) - 1, 1)
     if kind == "id_number":
-        return text[:6] + "*" * max(len(text) - 10, 0) + text[-4:] if len(text) > 10 else "*" * len(text)
+        # Issue #9 §8: 1310**********1234 — province and city kept, birth date and sequence hidden.
+        return text[:4] + "*" * (len(text) - 8) + text[-4:] if len(text) > 10 else "*" * len(text)
     if kind == "phone":
         return text[:3] + "****" + text[-4:] if len(text) >= 7 else "*" * len(text)
     raise ValueError(f"unknown personal data kind {kind!r}")
@@ -32,8 +33,8 @@ def mask_sql(kind: str, column: str) -> str:
     if kind == "name":
         return f"CASE WHEN {c} IS NULL THEN NULL ELSE substr({c}, 1, 1) || substr({_STARS}, 1, max(length({c}) - 1, 1)) END"
     if kind == "id_number":
-        return (f"CASE WHEN {c} IS NULL THEN NULL WHEN length({c}) > 10 THEN substr({c}, 1, 6) || "
-                f"substr({_STARS}, 1, length({c}) - 10) || substr({c}, -4) ELSE substr({_STARS}, 1, length({c})) END")
+        return (f"CASE WHEN {c} IS NULL THEN NULL WHEN length({c}) > 10 THEN substr({c}, 1, 4) || "
+                f"substr({_STARS}, 1, length({c}) - 8) || substr({c}, -4) ELSE substr({_STARS}, 1, length({c})) END")
     if kind == "phone":
         return (f"CASE WHEN {c} IS NULL THEN NULL WHEN length({c}) >= 7 THEN substr({c}, 1, 3) || '****' || "
                 f"substr({c}, -4) ELSE substr({_STARS}, 1, length({c})) END")
