@@ -46,8 +46,11 @@ _CSS = """<style>
 _REPORT_CSS = """<style>
 @page{size:A4;margin:12mm}
 html,body{height:auto !important;overflow:visible !important}
-.folium-map{position:relative !important;height:115mm !important;width:100% !important}
-.gis-title{position:static !important;margin:0 0 4px 0}
+body{display:flex;flex-direction:column}
+.gis-title{position:static !important;margin:0 0 4px 0;order:-1}
+.folium-map{position:relative !important;height:115mm !important;width:100% !important;order:0;flex:none}
+.gis-report{order:1}
+.gis-legend,.leaflet-control-layers{display:none !important}
 .gis-report{font-size:12px;line-height:1.45;padding:4px 2px;max-width:186mm}
 .gis-report h1{font-size:18px;margin:6px 0}.gis-report h2{font-size:14px;margin:10px 0 4px;border-bottom:1px solid #999}
 .gis-report table{border-collapse:collapse;width:100%;margin:2px 0 6px}
@@ -233,6 +236,8 @@ class _Report(MacroElement):
     drawZones(zones, d);
     if (zones.getLayers().length) { map.fitBounds(zones.getBounds(), {maxZoom: 14}); }
     var g = d.grading;
+    add(root, 'small', '图例：黄点＝事发位置；黑色虚线圆＝初始隔离区；紫红色由深到浅＝关注浓度由高到低的烟羽范围；' +
+        '蓝色＝河流影响带（深蓝粗线为污染前锋经过的河段）；底图为县界、河流、铁路与乡镇驻地。');
     add(root, 'h1', '突发环境事件评估报告（第 ' + d.id + ' 号，第 ' + d.version + ' 版）');
     add(root, 'div', '事件类型：' + (KIND[d.kind] || d.kind) + '；位置：东经 ' + d.lon.toFixed(5) + '°，北纬 ' + d.lat.toFixed(5) +
         '°（CGCS2000）；事发县区：' + (d.admin.origin_county || '—') + '；评估时间（UTC）：' + d.updated_at +
