@@ -2,6 +2,7 @@
 
 import geopandas as gpd
 import pandas as pd
+import pytest
 import shapely
 
 from gis_service.crs import METRIC_CRS
@@ -13,21 +14,23 @@ W, H, GAP = 20.0, 60.0, 2.0  # strip fields 20 m × 60 m with 2 m ridges, as the
 WORDS = RuleBook.load().domain("land").value("boundary_kind_words")
 
 
-def grid(cols=3, rows=2, gap=GAP):
-    """Plot (i, j) = column i (west → east), row j (south → north); contractor 户ij."""
+def grid(cols=3, rows=2, gap=GAP, skew=0.0):
+    """Plot (i, j) = column i (west → east), row j (south → north); contractor 户ij. skew lifts the north-east
+    corner (a trapezoid: not a rectangle, measured with GEOS instead of from the bounds)."""
     records, geoms = [], []
     for j in range(rows):
         for i in range(cols):
             x, y = X0 + i * (W + gap), Y0 + j * (H + gap)
             records.append({"dkbm": f"13102210100101{j}{i:04d}", "contractor_name": f"户{i}{j}"})
-            geoms.append(shapely.box(x, y, x + W, y + H))
+            geoms.append(shapely.Polygon([(x, y), (x + W, y), (x + W, y + H + skew), (x, y + H)]))
     return gpd.GeoDataFrame(records, geometry=geoms, crs=METRIC_CRS)
 
 
 def features():
     east = X0 + 2 * (W + GAP) + W  # east edge of column 2
-    ditch = gpd.GeoDataFrame({"name": ["八干渠"]}, geometry=[shapely.LineString([(east + 3, Y0 - 50), (east + 3, Y0 + 200)])],
-                             crs=METRIC_CRS)
+    # a vertex every 5 m: each segment covers 5/60 of a side, the ditch as a whole all of it
+    course = [(east + 3 + 0.2 * (k % 2), Y0 - 50 + 5 * k) for k in range(51)]
+    ditch = gpd.GeoDataFrame({"name": ["八干渠"]}, geometry=[shapely.LineString(course)], crs=METRIC_CRS)
     top = Y0 + 2 * H + GAP  # north edge of row 1
     built = gpd.GeoDataFrame({"class_name": ["建设用地", "耕地"]},
                              geometry=[shapely.box(X0 - 10, top + 1, X0 + W + 1, top + 80),
@@ -41,8 +44,10 @@ def table(result):
             for r in result.itertuples()}
 
 
-def test_grid_neighbours_by_construction():
-    plots = grid()
+@pytest.mark.parametrize("skew", [0.0, 0.5])
+def test_grid_neighbours_by_construction(skew):
+    plots = grid(skew=skew)
+    assert b._rectangles(plots.geometry.values).all() == (skew == 0)
     got = table(b.compute(plots, features(), tolerance_m=5.0, min_share=0.2))
     P = lambda i, j: (f"户{i}{j}", f"13102210100101{j}{i:04d}")  # noqa: E731
     for j in range(2):
@@ -76,6 +81,25 @@ def test_neighbour_covering_too_little_of_the_side_is_other():
     both = pd.concat([plots, other], ignore_index=True)
     res = table(b.compute(gpd.GeoDataFrame(both, crs=METRIC_CRS), [], tolerance_m=5.0, min_share=0.2))
     assert res[("00000", "east")][0] == "其他"
+    # the share is along the side (6 m of 60 m), not of the probe's area (the 2 m ridge does not count against it)
+    half = both.copy()
+    half.loc[1, "geometry"] = shapely.box(X0 + W + GAP, Y0 + 30, X0 + 2 * W + GAP, Y0 + 90)
+    computed = b.compute(gpd.GeoDataFrame(half, crs=METRIC_CRS), [], tolerance_m=5.0, min_share=0.2)
+    east = computed[(computed["dkbm"] == both.loc[0, "dkbm"]) & (computed["side"] == "east")]
+    assert east["covered_share"].tolist() == [0.5]
+    # a road recorded along a side that a plot covers for less than the dominant share: unverified
+    recorded = pd.DataFrame({"dkbm": [both.loc[0, "dkbm"]], "dkdz": ["道路"]})
+    status = b.compare(east, recorded, WORDS, dominant_share=0.6)["status"].tolist()
+    assert status == ["unverified"] and b.compare(east, recorded, WORDS, dominant_share=0.5)["status"].tolist() == ["mismatch"]
+    # a side bounded by two plots (each half of it): either contractor is a correct record
+    two = pd.concat([half, half.iloc[[1]].assign(dkbm="1310221010010100" + "999", contractor_name="户99")], ignore_index=True)
+    two.loc[2, "geometry"] = shapely.box(X0 + W + GAP, Y0 - 30, X0 + 2 * W + GAP, Y0 + 30)
+    computed = b.compute(gpd.GeoDataFrame(two, crs=METRIC_CRS), [], tolerance_m=5.0, min_share=0.2)
+    east = computed[(computed["dkbm"] == both.loc[0, "dkbm"]) & (computed["side"] == "east")]
+    assert set(east["adjoining_contractors"].iloc[0].split("、")) == {"户99", two.loc[1, "contractor_name"]}
+    for name, expected in (("户99", "match"), (two.loc[1, "contractor_name"], "match"), ("户55", "mismatch")):
+        recorded = pd.DataFrame({"dkbm": [both.loc[0, "dkbm"]], "dkdz": [name]})
+        assert b.compare(east, recorded, WORDS)["status"].tolist() == [expected], name
     res = table(b.compute(gpd.GeoDataFrame(both, crs=METRIC_CRS), [], tolerance_m=5.0, min_share=0.05))
     assert res[("00000", "east")][0] == "地块"
 
@@ -87,17 +111,20 @@ def test_recorded_sizhi_compared():
     recorded = recorded.set_index(recorded["dkbm"].str[-5:])
     recorded.loc["00000", ["dkdz", "dkxz", "dknz", "dkbz"]] = ["户10", " 路 ", "空地", "户01"]
     recorded.loc["00001", ["dkdz", "dkxz"]] = ["户99", "13102210100101" + "00000"]  # wrong name; DKBM of the neighbour
-    recorded.loc["00002", "dkdz"] = "水沟"
+    recorded.loc["00002", ["dkdz", "dkxz"]] = ["水沟", "路"]  # a road where a plot adjoins
     recorded.loc["10000", "dkbz"] = "村庄"
+    recorded.loc["10002", "dkbz"] = "户77"  # a neighbour's name where nothing adjoins
     out = b.compare(computed, recorded.reset_index(drop=True), WORDS)
     status = {(r.dkbm[-5:], r.side): r.status for r in out.itertuples()}
     assert status[("00000", "east")] == "match"
-    assert status[("00000", "west")] == "mismatch"  # recorded a road, nothing mapped adjoins (no road layer)
+    assert status[("00000", "west")] == "unverified"  # recorded a road, nothing mapped adjoins (no road layer)
     assert status[("00000", "south")] == "match"  # 空地 is one of the 其他 words
     assert status[("00000", "north")] == "match"
     assert status[("00001", "east")] == "mismatch"
     assert status[("00001", "west")] == "match"
     assert status[("00002", "east")] == "match"  # 水沟 names a ditch
+    assert status[("00002", "west")] == "mismatch"
     assert status[("10000", "north")] == "match"
     assert status[("10001", "north")] == "unrecorded"
-    assert (out["status"] == "unrecorded").sum() == 24 - 8  # 8 sides recorded above
+    assert status[("10002", "north")] == "mismatch"
+    assert (out["status"] == "unrecorded").sum() == 24 - 10  # 10 sides recorded above
