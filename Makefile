@@ -34,9 +34,12 @@ frontend/node_modules/.installed: frontend/package.json frontend/package-lock.js
 layers: install
 	$(BIN)/gis-service build-layers --plots $(PLOTS)
 
-# Debian packages the tests use: GDAL's OGC client, a real browser, CJK fonts for screenshots.
+# Debian packages the tests use: GDAL's OGC client, a real browser, CJK fonts for screenshots, and PostgreSQL
+# with PostGIS (the tests start a throwaway cluster on loopback from these binaries; no Docker).
 system-deps:
 	@missing=""; \
+	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql"; \
+	[ -f /usr/share/postgresql/15/extension/postgis.control ] || missing="$$missing postgresql-15-postgis-3"; \
 	command -v ogrinfo >/dev/null || missing="$$missing gdal-bin"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	fc-list 2>/dev/null | grep -q "Noto Sans CJK" || missing="$$missing fonts-noto-cjk"; \

@@ -27,6 +27,15 @@ def catalog() -> Catalog:
 
 
 @pytest.fixture(scope="session")
+def pg_url():
+    """A throwaway PostgreSQL/PostGIS cluster on loopback for the whole session (gis_service.store.pgtemp)."""
+    from gis_service.store.pgtemp import TempCluster
+
+    with TempCluster() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def store() -> GeoPackageStore:
     return GeoPackageStore()
 
