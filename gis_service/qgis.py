@@ -18,6 +18,7 @@ import warnings
 import zipfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from pyproj import CRS
 
@@ -31,6 +32,7 @@ DEFAULT_AUTHCFG = "lfgis01"  # the id the README tells users to give their authe
 AUTHCFG = re.compile(r"[A-Za-z0-9]{7}")  # QGIS authentication configuration ids are 7 letters or digits
 PROJECT_CRS = "EPSG:4548"  # CGCS2000 / 3-degree Gauss-Kruger CM 117E: metres across Langfang (116.1–117.3°E)
 ELLIPSOID = "EPSG:1024"  # CGCS2000 ellipsoid, for QGIS's ellipsoidal measurements
+TILE_PROVIDER = "vectortile"  # QGIS's vector tile provider (type=xyz): the overview of large collections
 PROVIDER = "OAPIF"  # QGIS's provider key for OGC API – Features (as QGIS writes it in projects)
 LAYER_CRS = "OGC:CRS84"  # what QGIS 3.22's OAPIF provider reads (it never asks for crs=)
 # Above this many features a layer asks only for the view extent: QGIS 3.22 otherwise downloads the whole
@@ -39,6 +41,7 @@ LARGE_FEATURES = 5_000
 # ... and such a layer draws from 1:LARGE_MAX_SCALE in: a view of a few km, i.e. a few hundred plots a page.
 LARGE_MAX_SCALE = 25_000
 PAGE_SIZE = 1_000  # features per request: a tenth of the service's limit (ogc.MAX_LIMIT), ~1 MB of plots
+WEB_MERCATOR_Z0_SCALE = 559_082_264.028717  # OGC 2D Tile Matrix Set, WebMercatorQuad, zoom 0
 LABEL_FONT = "Noto Sans CJK SC"  # Debian fonts-noto-cjk; QGIS falls back to a system font with CJK glyphs
 LINE_WIDTH_PX = 2.0  # defaults of the web maps (gis_service/maps/factory.py Style) where a style gives none
 OUTLINE_WIDTH_PX = 1.0
@@ -181,8 +184,17 @@ def _labeling(parent: ET.Element, layer: LayerDef) -> None:
     # 0 around points, 2 parallel to lines, 1 over the polygon's centre (QgsPalLayerSettings::Placement)
     placement = {"marker": "0", "line": "2", "fill": "1"}[_kind(layer.geometry)]
     _sub(settings, "placement", placement=placement, dist="1", distUnits="Pixel", centroidInside="1")
-    _sub(settings, "rendering", obstacle="1", displayAll="0", scaleVisibility="0", upsidedownLabels="0",
-         limitNumLabels="0", mergeLines="1", drawLabels="1", fontLimitPixelSize="0")
+    # permanent labels from label_min_zoom on, as on the web maps (QGIS's "scaleMax" is the smallest scale shown)
+    shown_from = label_scale(layer.label_min_zoom) if layer.label_min_zoom is not None else 0
+    _sub(settings, "rendering", obstacle="1", displayAll="0", scaleVisibility="1" if shown_from else "0",
+         scaleMin="0", scaleMax=repr(shown_from), upsidedownLabels="0", limitNumLabels="0", mergeLines="1",
+         drawLabels="1", fontLimitPixelSize="0")
+
+
+def label_scale(zoom: int) -> float:
+    """The scale denominator of a web map zoom level (OGC WebMercatorQuad, 0.28 mm pixels): labels that the
+    web maps show from that zoom on are shown in QGIS from this scale on."""
+    return WEB_MERCATOR_Z0_SCALE / 2 ** zoom
 
 
 def datasource(base_url: str, layer: LayerDef, authcfg: str | None, large: bool, page_size: int = PAGE_SIZE) -> str:
@@ -198,8 +210,9 @@ def _maplayer(parent: ET.Element, item: ProjectLayer, base_url: str, authcfg: st
               large_max_scale: int) -> str:
     layer = item.layer
     layer_id = f"{layer.id}_oapif"
+    # the label field is set up for every layer that has one; shown where the web maps show permanent labels
     attrs = dict(type="vector", geometry={"marker": "Point", "line": "Line", "fill": "Polygon"}[_kind(layer.geometry)],
-                 labelsEnabled="1" if layer.label_field else "0", readOnly="1", autoRefreshEnabled="0",
+                 labelsEnabled="1" if layer.label_field and layer.label_min_zoom is not None else "0", readOnly="1", autoRefreshEnabled="0",
                  hasScaleBasedVisibilityFlag="1" if item.large else "0", styleCategories="AllStyleCategories",
                  minScale=str(large_max_scale) if item.large else "100000000", maxScale="0")
     el = _sub(parent, "maplayer", **attrs)
@@ -218,6 +231,47 @@ def _maplayer(parent: ET.Element, item: ProjectLayer, base_url: str, authcfg: st
         _sub(el, "previewExpression", f'"{layer.label_field}"')
     _sub(el, "layerOpacity", "1")
     return layer_id
+
+
+def tiles_datasource(base_url: str, layer: LayerDef, authcfg: str | None) -> str:
+    """The vectortile provider URI of the collection's Mapbox vector tiles (OGC API – Tiles, gis_service/tiles.py),
+    encoded as QgsDataSourceUri.encodedUri() writes it (the {z}/{y}/{x} template percent-encoded)."""
+    from .tiles import TMS_ID, tile_def
+
+    spec = tile_def(layer)
+    url = quote(f"{base_url}/collections/{layer.id}/tiles/{TMS_ID}/{{z}}/{{y}}/{{x}}", safe=":/")
+    params = [("type", "xyz"), ("url", url), ("zmax", spec.max_zoom), ("zmin", spec.min_zoom)]
+    if authcfg:
+        params.append(("authcfg", authcfg))
+    return "&".join(f"{k}={v}" for k, v in params)
+
+
+def _tile_layer(parent: ET.Element, item: ProjectLayer, base_url: str, authcfg: str | None,
+                large_max_scale: int) -> tuple[str, str, str]:
+    """The overview of a large collection: its vector tiles (every feature from the layer's detail zoom, count
+    cells below it), drawn where the OAPIF layer is not (scales smaller than 1:large_max_scale)."""
+    layer = item.layer
+    layer_id, name, source = f"{layer.id}_tiles", f"{item.title}（概览 矢量瓦片）", tiles_datasource(base_url, layer, authcfg)
+    el = _sub(parent, "maplayer", type="vector-tile", hasScaleBasedVisibilityFlag="1", autoRefreshEnabled="0",
+              styleCategories="AllStyleCategories", minScale="100000000", maxScale=str(large_max_scale))
+    _sub(el, "id", layer_id)
+    _sub(el, "datasource", source)
+    _sub(el, "layername", name)
+    _srs(_sub(el, "srs"), "EPSG:3857")
+    _sub(el, "provider", TILE_PROVIDER)
+    renderer = _sub(_sub(el, "renderer", type="basic"), "styles")
+    dimension = {"marker": "0", "line": "1", "fill": "2"}[_kind(layer.geometry)]
+    # cells below the detail zoom are squares: a polygon style for them whatever the layer's geometry
+    for geometry, kind, style_name in ((layer.geometry, dimension, "要素 features"), ("Polygon", "2", "格网 cells")):
+        if style_name.startswith("格网") and dimension == "2":
+            continue
+        style = _sub(renderer, "style", name=style_name, layer="", geometry=kind, enabled="1", **{
+            "min-zoom": "-1", "max-zoom": "-1", "expression": f"geometry_type($geometry)='{_QGIS_GEOMETRY[kind]}'"})
+        _symbol(_sub(style, "symbols"), "0", geometry, Style.parse(layer.style), Style.parse(layer.style).color)
+    return layer_id, name, source
+
+
+_QGIS_GEOMETRY = {"0": "Point", "1": "Line", "2": "Polygon"}
 
 
 def _extent(store: Store, items: list[ProjectLayer]) -> tuple[float, float, float, float]:
@@ -256,6 +310,11 @@ def project_xml(catalog: Catalog, store: Store, role: str | None, base_url: str,
                     source=datasource(base_url, item.layer, authcfg, item.large, page_size), providerKey=PROVIDER,
                     checked="Qt::Checked", expanded="0")
         _sub(node, "customproperties")
+        if item.large:
+            tile_id, tile_name, tile_source = _tile_layer(layers_el, item, base_url, authcfg, large_max_scale)
+            node = _sub(groups[item.group_title], "layer-tree-layer", id=tile_id, name=tile_name, source=tile_source,
+                        providerKey=TILE_PROVIDER, checked="Qt::Checked", expanded="0")
+            _sub(node, "customproperties")
     x0, y0, x1, y1 = _extent(store, items)
     canvas = _sub(root, "mapcanvas", name="theMapCanvas", annotationsVisible="1")
     _sub(canvas, "units", "meters")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from html import escape
 
 from fastapi import APIRouter, Depends, Form, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from .. import ogc
+from .. import ogc, qgis
 from ..auth import Principal
 from ..maps.factory import EMBED_LIMIT, MapFactory
 from ..store import display_title
@@ -39,6 +39,15 @@ def _identity(request: Request, who: Principal | None) -> str:
     return f"<p>当前身份：{escape(who.name)}（{escape(who.role)}）</p>{sign_out}"
 
 
+def _qgis_link(who: Principal | None) -> str:
+    """The download of a QGIS project with every layer the caller may see (README: QGIS 桌面端)."""
+    whose = f"角色 {escape(who.role)} 可见的全部图层" if who else "全部公开图层"
+    auth = (f"；图层通过 QGIS 认证配置 <code>{qgis.DEFAULT_AUTHCFG}</code> 登录（设置 → 选项 → 认证 → 新建 Basic，"
+            "用户名任意，密码为 API 密钥），项目文件中不含密钥") if who else ""
+    return (f'<h2>QGIS 桌面端</h2><p><a href="/maps/qgis-project.qgz" download>下载 QGIS 项目（.qgz）</a>：'
+            f"{whose}，分组与样式同地图首页，坐标系 EPSG:4548（量算单位为米）{auth}。</p>")
+
+
 def _index_page(request: Request, svc: Services, who: Principal | None, error: str = "", status: int = 200):
     """The index: groups in the order of layers/groups.toml; a dead session is announced and its cookie cleared."""
     visible = [l for l in svc.catalog.visible_to(who.role if who else None) if not l.is_raster]
@@ -55,7 +64,8 @@ def _index_page(request: Request, svc: Services, who: Principal | None, error: s
     notices = "".join(f'<p role="alert" style="color:#b00">{escape(text)}</p>'
                       for text in (error, SESSION_ENDED if ended else "") if text)
     response = HTMLResponse(html_pages.page("廊坊空间决策支持系统 · 地图",
-                                            notices + _identity(request, who) + "".join(sections)), status_code=status)
+                                            notices + _identity(request, who) + "".join(sections)
+                                            + _qgis_link(who)), status_code=status)
     if ended:
         clear_session_cookies(response, request)
     return response
@@ -64,6 +74,21 @@ def _index_page(request: Request, svc: Services, who: Principal | None, error: s
 @router.get("/", responses=HTML, summary="地图首页 Map index")
 def index(request: Request, svc: Services = Depends(services), who: Principal | None = Depends(principal)):
     return _index_page(request, svc, who)
+
+
+@router.get("/qgis-project.qgz", summary="QGIS 项目 QGIS project for the caller's role",
+            responses={200: {"content": {"application/zip": {}},
+                             "description": "QGIS 3.22+ 项目（.qgz），含调用者可见的全部要素集合，不含密钥"}})
+def qgis_project(request: Request, authcfg: str = Query(qgis.DEFAULT_AUTHCFG, description=(
+                     "QGIS 认证配置 ID（7 个字母或数字），项目中的图层按此 ID 使用 QGIS 中保存的 API 密钥")),
+                 svc: Services = Depends(services), who: Principal | None = Depends(principal)):
+    """Every collection the caller may see (anonymous: the public ones, no authentication configuration)."""
+    role = who.role if who else None
+    base = str(request.base_url).rstrip("/") + "/ogc"
+    xml = qgis.project_xml(svc.catalog, svc.store, role, base, qgis.check_authcfg(authcfg) if who else None)
+    name = f"langfang-{role or 'public'}"
+    return Response(qgis.qgz_bytes(xml, f"{name}.qgs"), media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{name}.qgz"'})
 
 
 @router.post("/session", summary="以 API 密钥登录地图页面 Sign in to map pages",
