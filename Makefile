@@ -35,7 +35,8 @@ layers: install
 	$(BIN)/gis-service build-layers --plots $(PLOTS)
 
 # Debian packages the tests use: GDAL's OGC client, a real browser, CJK fonts for screenshots, and PostgreSQL
-# with PostGIS (the tests start a throwaway cluster on loopback from these binaries; no Docker).
+# with PostGIS (the tests start a throwaway cluster on loopback from these binaries; no Docker), and QGIS 3.22
+# (PyQGIS in Debian's /usr/bin/python3 and its OGC API – Features provider, run headless by tests/qgis).
 system-deps:
 	@missing=""; \
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql"; \
@@ -43,6 +44,8 @@ system-deps:
 	command -v ogrinfo >/dev/null || missing="$$missing gdal-bin"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	fc-list 2>/dev/null | grep -q "Noto Sans CJK" || missing="$$missing fonts-noto-cjk"; \
+	/usr/bin/python3 -c "import qgis.core" 2>/dev/null || missing="$$missing python3-qgis"; \
+	[ -f /usr/lib/qgis/plugins/libprovider_wfs.so ] || missing="$$missing qgis-providers"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
