@@ -117,6 +117,26 @@ def cmd_import(args) -> None:
         print(f"已更新派生图层 refreshed derived layers: {', '.join(refreshed)}")
 
 
+def cmd_domain(args) -> None:
+    """`gis-service <domain> …`: the domain's own subcommands (Domain.commands), parsed once it is loaded."""
+    from .domains import refresh_derived
+
+    settings, catalog, store = _services()
+    domains, domain_contexts = _domains(settings, catalog, store)
+    domain = next(d for d in domains if d.name == args.command)
+    if domain.commands is None:
+        raise GisError("no_commands", f"领域 {domain.name} 没有命令行命令", f"domain '{domain.name}' has no commands", 404)
+    p = argparse.ArgumentParser(prog=f"gis-service {domain.name}", description=f"{domain.title_zh} {domain.title_en}")
+    domain.commands(p)
+    sub = p.parse_args(args.rest)
+    sub.run(sub, domain_contexts[domain.name], lambda: refresh_derived(domains, domain_contexts))
+
+
+def _domain_names() -> list[str]:
+    """Packages with a domain.py, found without importing them (the parser stays light)."""
+    return sorted(path.parent.name for path in Path(__file__).resolve().parent.glob("*/domain.py"))
+
+
 def cmd_keys(args) -> None:
     from .auth import KeyStore
     from .config import Settings
@@ -255,11 +275,21 @@ def parser() -> argparse.ArgumentParser:
                    help="超过此要素数的图层只请求视野范围（默认见 qgis.LARGE_FEATURES） layers above this many "
                         "features request only the view extent")
     s.set_defaults(func=cmd_qgis_project)
+    for name in _domain_names():  # gis-service land import … (Domain.commands, loaded when run)
+        if name in sub.choices:
+            continue
+        s = sub.add_parser(name, help=f"{name} 领域命令（gis-service {name} --help） domain commands", add_help=False)
+        s.add_argument("rest", nargs=argparse.REMAINDER)
+        s.set_defaults(func=cmd_domain)
     return p
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    args, extra = parser().parse_known_args(argv)
+    if args.func is cmd_domain:  # the domain parses its own options (a leading --help lands in extra)
+        args.rest = extra + args.rest
+    elif extra:
+        parser().error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "keys" and args.action in ("add", "revoke") and not args.name:
         parser().error("keys add/revoke 需要 --name")
     if args.command == "keys" and args.action == "add" and not args.role:

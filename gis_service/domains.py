@@ -60,6 +60,10 @@ class Domain:
     # (DomainContext) -> {layer id: GeoDataFrame}: the domain's derived layers (zones …), recomputed and
     # published by refresh_derived at start-up so that they are OGC collections and map layers like any other.
     derive: Callable | None = None
+    # (argparse.ArgumentParser) -> None: adds the domain's command-line subcommands, run as
+    # `gis-service <domain> <command> …`; each sets run=(args, ctx: DomainContext, refresh) where refresh()
+    # recomputes every domain's derived layers (after the domain replaced data). Imported only when used.
+    commands: Callable | None = None
 
     def page(self, name: str) -> MapPage | None:
         return next((p for p in self.pages if p.name == name), None)

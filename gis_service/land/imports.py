@@ -638,3 +638,54 @@ def _counties(ctx) -> gpd.GeoDataFrame | None:
         if exc.code in ("layer_not_available", "layer_not_built", "not_found"):
             return None
         raise
+
+
+# --- command line: gis-service land import FILE | --rollback (Domain.commands) ----------------------------
+def add_commands(parser) -> None:
+    sub = parser.add_subparsers(dest="land_command", required=True)
+    s = sub.add_parser("import", help="导入地块数据（先校验，无错误才写入；可回退） import plots (validated, atomic, reversible)")
+    s.add_argument("file", nargs="?", help="Shapefile 压缩包（.zip）、.shp、GeoPackage 或 GeoJSON")
+    s.add_argument("--dry-run", action="store_true", help="只校验并打印报告，不写入 validate and report only")
+    s.add_argument("--coord-sys", help="文件无坐标系时指定 when the file has no CRS: cgcs2000|epsg:4527|epsg:4548")
+    s.add_argument("--rollback", action="store_true", help="回退到上一次导入前的数据 restore the data before the last import")
+    s.add_argument("--json", action="store_true", help="以 JSON 打印完整报告 print the full report as JSON")
+    s.set_defaults(run=_cli_import)
+
+
+def _cli_import(args, ctx, refresh) -> None:
+    if args.rollback:
+        if args.file:
+            raise GisError("bad_parameter", "--rollback 不带文件", "--rollback takes no file", 400)
+        result = run_rollback(ctx, refresh)
+        meta = result["restored"]
+        print(f"已回退到 {meta['saved_at']} 的数据（{meta['features']} 块，来源 {meta['origin']}） "
+              f"restored the version saved at {meta['saved_at']}")
+        return
+    if not args.file:
+        raise GisError("bad_parameter", "请给出要导入的文件或 --rollback", "give a file to import or --rollback", 400)
+    try:
+        result = run_import(ctx, Path(args.file), dry_run=args.dry_run, coord_sys=args.coord_sys, refresh=refresh)
+    except ImportRefused as exc:
+        _print_report(exc.result["report"], args.json)
+        raise
+    _print_report(result["report"], args.json)
+    if args.dry_run:
+        print("校验完成，未写入（--dry-run） validated; nothing written")
+    else:
+        print(f"已导入 {result['written']} 块地 imported {result['written']} plots；"
+              "可用 gis-service land import --rollback 回退 (reversible)")
+        if result["refreshed"]:
+            print(f"已更新派生图层 refreshed derived layers: {', '.join(result['refreshed'])}")
+
+
+def _print_report(report: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    print(f"{report['source']}：{report['features']} 个要素，编码 {report['encoding']}（{report['encoding_detection']}），"
+          f"坐标系 {report['crs']}（{report['crs_detection']}）")
+    for severity, items in (("错误 error", report["errors"]), ("警告 warning", report["warnings"])):
+        for item in items:
+            shown_examples = "；".join(str(e) for e in item["examples"][:5])
+            print(f"  {severity} [{item['code']}] {item['message']}" + (f"：{item['count']} 处，如 {shown_examples}"
+                                                                          if item["count"] else ""))

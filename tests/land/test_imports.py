@@ -255,3 +255,36 @@ def test_lying_zip_header_caught_while_inflating(tmp_path):
     with pytest.raises(Exception) as err:
         imports.unpack(tmp_path / "lie.zip", tmp_path / "w", _limits())
     assert getattr(err.value, "code", None) == "zip_bomb" or isinstance(err.value, zipfile.BadZipFile)
+
+
+def test_cli_land_import_dry_run_import_and_rollback(ctx, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, GIS_LAYERS_DIR=str(ctx.settings.layers_dir), GIS_VAR_DIR=str(ctx.settings.var_dir))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "gis_service.cli", "land", *args], env=env, cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=300)
+
+    layer = ctx.catalog.get("plots")
+    before = ctx.store.read_frame(layer)
+    frame = national_frame(before, "EPSG:4548")
+    frame["CBFMC"] = "王五"
+    frame.to_file(tmp_path / "cli.gpkg")
+    dry = cli("import", str(tmp_path / "cli.gpkg"), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "EPSG:4548" in dry.stdout and "nothing written" in dry.stdout and ctx.store.origin(layer) == "demo"
+    done = cli("import", str(tmp_path / "cli.gpkg"))
+    assert done.returncode == 0, done.stderr
+    assert f"imported {len(before)} plots" in done.stdout
+    assert ctx.store.origin(layer) == "imported" and set(ctx.store.read_frame(layer)["contractor_name"]) == {"王五"}
+    frame.loc[0, "DKBM"] = "123"
+    frame.to_file(tmp_path / "bad.gpkg")
+    bad = cli("import", str(tmp_path / "bad.gpkg"))
+    assert bad.returncode == 2 and "malformed_dkbm" in bad.stdout and "import_refused" in bad.stderr
+    back = cli("import", "--rollback")
+    assert back.returncode == 0, back.stderr
+    assert ctx.store.origin(layer) == "demo"
+    assert ctx.store.read_frame(layer)["contractor_name"].tolist() == before["contractor_name"].tolist()
