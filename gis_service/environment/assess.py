@@ -188,10 +188,9 @@ class Assessor:
             reach = z.pop("reach", None)
             union.append(geom)
             inside = ex.inside(geom)
-            rec = self._receptor_rows(origin, inside.receptors, ex.rec_xy, ex.receptors, plume, tr, line, cap)
-            wat = self._receptor_rows(origin, inside.water_sources, ex.water_xy, ex.water, plume, tr, line, None)
-            counts = {label: int((ex.receptors["kind"].to_numpy()[inside.receptors] == kind).sum())
-                      for kind, label in kinds.items()}
+            rec = self._receptor_rows(origin, inside.receptors, ex.rec_xy, ex.rec_cols, plume, tr, line, cap)
+            wat = self._receptor_rows(origin, inside.water_sources, ex.water_xy, ex.water_cols, plume, tr, line, None)
+            counts = {label: int((ex.rec_kind[inside.receptors] == kind).sum()) for kind, label in kinds.items()}
             out_zones.append({**z, "area_m2": round(float(geom.area), 1), "population": round(inside.population),
                               "residential_areas": inside.residential[:cap], "receptor_count": int(len(inside.receptors)),
                               "receptor_counts": counts, "receptors": rec, "receptors_truncated": len(inside.receptors) > cap,
@@ -210,7 +209,7 @@ class Assessor:
                 "derived_facts": derived["facts"], "derived_reasons": derived["reasons"], "staff_facts": terms["facts"],
                 "facts_used": facts, "grading": grading.as_dict(), "notify": self.notify(admin)}
 
-    def _receptor_rows(self, origin, idx, xy, frame, plume, tr, line, cap) -> list[dict]:
+    def _receptor_rows(self, origin, idx, xy, columns, plume, tr, line, cap) -> list[dict]:
         if not len(idx):
             return []
         pts = xy[idx]
@@ -225,11 +224,10 @@ class Assessor:
         if tr is not None:
             chain = shapely.line_locate_point(line, shapely.points(pts))
             arrival = tr.arrival_h(chain)
-        cols = [c for c in ("name", "kind", "tier", "capacity", "capacity_unit", "county", "source_kind") if c in frame]
-        records = frame.iloc[sel][cols].to_dict("records")
+        picked = {c: values[sel] for c, values in columns.items()}
         rows = []
-        for k, rec in enumerate(records):
-            row = {c: (v.item() if hasattr(v, "item") else v) for c, v in rec.items()}
+        for k in range(len(sel)):
+            row = {c: values[k] for c, values in picked.items()}
             row.update(distance_m=round(float(dist[k]), 1), bearing_deg=round(float(bearing[k]), 1))
             if conc is not None:
                 row["concentration_mg_m3"] = float(f"{conc[k]:.4g}")

@@ -35,18 +35,24 @@ class Exposure:
         require_metric(residential=residential, receptors=receptors, water=water, counties=counties,
                        neighbours=neighbours)
         self.residential = residential.reset_index(drop=True)
-        self.res_geoms = self.residential.geometry.values
+        self.res_names = self.residential["name"].to_numpy(dtype=object)
+        self.res_geoms = np.asarray(self.residential.geometry.values)
         self.res_area = shapely.area(self.res_geoms)
         self.res_pop = self.residential["population"].to_numpy(dtype=float)
         self.res_tree = shapely.STRtree(self.res_geoms)
         self.receptors = receptors.reset_index(drop=True)
         self.rec_xy = shapely.get_coordinates(self.receptors.geometry.values).reshape(-1, 2)
         self.rec_tree = shapely.STRtree(self.receptors.geometry.values)
+        self.rec_cols = _columns(self.receptors)
+        self.rec_kind = self.receptors["kind"].to_numpy(dtype=object).astype(str)
         self.water = water.reset_index(drop=True)
+        self.water_cols = _columns(self.water)
         self.water_xy = shapely.get_coordinates(self.water.geometry.values).reshape(-1, 2)
         self.water_tree = shapely.STRtree(self.water.geometry.values)
         self.counties = counties.reset_index(drop=True)
         self.neighbours = neighbours.reset_index(drop=True)
+        shapely.prepare(self.counties.geometry.values)
+        shapely.prepare(self.neighbours.geometry.values)
         self.home = home
         self.eco = (eco_redline if eco_redline is not None else gpd.GeoDataFrame(
             {"name": []}, geometry=[], crs=counties.crs)).reset_index(drop=True)
@@ -62,7 +68,7 @@ class Exposure:
         share = shapely.area(shapely.intersection(self.res_geoms[idx], zone)) / self.res_area[idx]
         people = self.res_pop[idx] * share
         order = np.argsort(-people)
-        names = self.residential["name"].to_numpy()[idx]
+        names = self.res_names[idx]
         rows = [{"name": str(names[i]), "population": int(self.res_pop[idx][i]), "share": round(float(share[i]), 4),
                  "people": round(float(people[i]), 1)} for i in order if people[i] > 0]
         return float(people.sum()), rows
@@ -107,6 +113,15 @@ class Exposure:
                 "other_cities": [c for c in cities if c != self.home["city"]],
                 "other_provinces": [p for p in provinces if p != self.home["province"]],
                 "home_counties": home_counties}
+
+
+ROW_FIELDS = ("name", "kind", "tier", "capacity", "capacity_unit", "county", "source_kind")
+
+
+def _columns(frame) -> dict[str, np.ndarray]:
+    """The fields listed per receptor, as plain Python values (read once, not per zone)."""
+    return {c: np.array([v.item() if hasattr(v, "item") else v for v in frame[c]], dtype=object)
+            for c in ROW_FIELDS if c in frame}
 
 
 def bearing_deg(origin_xy, xy: np.ndarray) -> np.ndarray:

@@ -100,7 +100,7 @@ class EnvironmentService:
         radii = self.ctx.rules.value("ring_radii_m")
         kinds = self.ctx.rules.value("receptor_kinds")
         ex: Exposure = state["exposure"]
-        rec_kind = ex.receptors["kind"].to_numpy().astype(str)
+        rec_kind = ex.rec_kind
         rows, geoms = [], []
         for s in state["sources"].itertuples():
             inner = shapely.Polygon()
