@@ -378,9 +378,10 @@ def _load_centres(store, layer: LayerDef, spec: TileDef, version: str) -> _Centr
         xs, ys = [], []
         codes: dict[str, list] = {f: [] for f in spec.aggregate_fields}
         index: dict[str, dict] = {f: {} for f in spec.aggregate_fields}
-        for part in scan_chunks(store, layer, None, spec.aggregate_fields, None, geometry=False):
-            env = part.envelopes
-            lon, lat = (env[:, 0] + env[:, 2]) / 2, np.clip((env[:, 1] + env[:, 3]) / 2, -MAX_LATITUDE, MAX_LATITUDE)
+        for part in scan_chunks(store, layer, None, spec.aggregate_fields, None, geometry=True):
+            env = shapely.bounds(shapely.from_wkb(part.wkb))  # exact (the R-tree's are rounded to float32)
+            lon = (env[:, 0] + env[:, 2]) / 2
+            lat = np.clip((env[:, 1] + env[:, 3]) / 2, -MAX_LATITUDE, MAX_LATITUDE)
             xs.append(np.radians(lon) * EARTH_RADIUS)
             ys.append(EARTH_RADIUS * np.log(np.tan(math.pi / 4 + np.radians(lat) / 2)))
             for f in spec.aggregate_fields:
@@ -389,9 +390,13 @@ def _load_centres(store, layer: LayerDef, spec: TileDef, version: str) -> _Centr
                                          dtype=np.int32))
         x = np.concatenate(xs) if xs else np.empty(0)
         order = np.argsort(x, kind="stable")
-        result = _Centres(x[order], (np.concatenate(ys) if ys else np.empty(0))[order],
-                          {f: (np.concatenate(c) if c else np.empty(0, np.int32))[order] for f, c in codes.items()},
-                          {f: list(index[f]) for f in spec.aggregate_fields})
+        labels, sorted_codes = {}, {}
+        for f in spec.aggregate_fields:  # codes in value order, so that a tie goes to the lowest value
+            values = sorted(index[f], key=lambda v: (str(type(v)), v))
+            rank = np.array([values.index(v) for v in index[f]] + [-1], dtype=np.int32)  # [-1]: code -1 stays
+            raw = np.concatenate(codes[f]) if codes[f] else np.empty(0, np.int32)
+            labels[f], sorted_codes[f] = values, rank[raw][order]
+        result = _Centres(x[order], (np.concatenate(ys) if ys else np.empty(0))[order], sorted_codes, labels)
         _centres[layer.id] = (version, result)
         return result
 

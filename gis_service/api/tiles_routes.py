@@ -39,13 +39,15 @@ def tileset(request: Request, collection_id: str = COLLECTION_ID, tms_id: str = 
     return JSONResponse(tiles.tileset(_context(request, svc, who), collection_id, tms_id))
 
 
-@router.get("/collections/{collection_id}/tiles/{tms_id}/{z}/{y}/{x}", summary="矢量瓦片 Vector tile (MVT)",
-            responses={200: {"content": {tiles.MVT: {}}}, 204: {"description": "空瓦片 Empty tile"}},
-            openapi_extra={"parameters": [API_KEY_PARAMETER]})
+@router.api_route("/collections/{collection_id}/tiles/{tms_id}/{z}/{y}/{x}", methods=["GET", "HEAD"],
+                  summary="矢量瓦片 Vector tile (MVT)",
+                  responses={200: {"content": {tiles.MVT: {}}}, 204: {"description": "空瓦片 Empty tile"}},
+                  openapi_extra={"parameters": [API_KEY_PARAMETER]})
 async def tile(request: Request, collection_id: str = COLLECTION_ID, tms_id: str = TMS_ID,
                z: str = Path(description="瓦片层级 tileMatrix"), y: str = Path(description="行号 tileRow"),
                x: str = Path(description="列号 tileCol")):
-    """The hot path: the caller, the store read and the encoding in one trip to the thread pool."""
+    """The hot path: the caller, the store read and the encoding in one trip to the thread pool. HEAD too:
+    GDAL's /vsicurl/ (and so QGIS) asks for the size first."""
     return await run_in_threadpool(_tile, request, collection_id, tms_id, z, y, x)
 
 

@@ -38,6 +38,7 @@ PACKAGES: tuple[Package, ...] = (
     Package("leaflet.markercluster", js=("dist/leaflet.markercluster.js",),
             css=("dist/MarkerCluster.css", "dist/MarkerCluster.Default.css")),
     Package("leaflet-draw", js=("dist/leaflet.draw.js",), css=("dist/leaflet.draw.css",)),
+    Package("leaflet.vectorgrid", js=("dist/Leaflet.VectorGrid.bundled.min.js",)),  # Mapbox vector tiles (/ogc tiles)
 )
 
 # url(...) in CSS: quoted or not. data:, fragment (#default#VML) and absolute URLs are not files here.

@@ -353,6 +353,91 @@ var {{ this.get_name() }} = L.featureGroup();
         self.style = overlay.style.for_browser()
 
 
+class _VectorTileLayer(folium.map.Layer):
+    """A collection's Mapbox vector tiles (OGC API – Tiles, gis_service/tiles.py) drawn by Leaflet.VectorGrid.
+
+    The browser fetches the tiles with its session cookie, so the server masks personal fields for the signed-in
+    role. Popups are built with window.gisEl (text only); nothing from a tile is inserted as HTML."""
+
+    _template = Template("""
+{% macro script(this, kwargs) %}
+if (!L.DomEvent.fakeStop) {  // Leaflet.VectorGrid 1.3 calls what Leaflet 1.8 removed
+  L.DomEvent.fakeStop = function(e) { e._stopped = true; };
+}
+var {{ this.get_name() }} = (function() {
+  var map = {{ this._parent.get_name() }}, cfg = {{ this.cfg|tojson }};
+  function show(v) { return v === null || v === undefined ? '—' : v === true ? '是' : v === false ? '否' : String(v); }
+  function colour(field, table, p, fallback) { return field && table[p[field]] ? table[p[field]] : fallback; }
+  function featureStyle(p) {
+    var s = cfg.style, c = colour(cfg.outline_field, cfg.outline_categories, p, s.color || '#3388ff');
+    var fill = colour(cfg.category_field, cfg.categories, p, s.fill_color || s.color || '#3388ff');
+    return {color: c, weight: s.weight != null ? s.weight : (cfg.kind === 'line' ? 2 : 1),
+            fill: s.fill != null ? s.fill : cfg.kind !== 'line', fillColor: fill,
+            fillOpacity: s.fill_opacity != null ? s.fill_opacity : (cfg.kind === 'point' ? 0.85 : 0.3),
+            radius: s.radius, dashArray: s.dash_array || null};
+  }
+  function cellStyle(p) {
+    var fill = colour(cfg.category_field, cfg.categories, p, cfg.style.fill_color || cfg.style.color || '#3388ff');
+    var share = cfg.category_field && p[cfg.category_field + '_share'] != null ? p[cfg.category_field + '_share'] : 1;
+    return {stroke: false, fill: true, fillColor: fill, fillOpacity: 0.25 + 0.5 * share};
+  }
+  var styles = {};
+  styles[cfg.layer] = featureStyle;
+  styles[cfg.cells] = cellStyle;
+  var layer = L.vectorGrid.protobuf(cfg.url, {
+    rendererFactory: L.canvas.tile, interactive: true, vectorTileLayerStyles: styles,
+    minZoom: cfg.min_zoom, maxNativeZoom: cfg.max_zoom, fetchOptions: {credentials: 'same-origin'}
+  });
+  var state = {tiles: 0, key: cfg.key};
+  layer.on('tileload', function() { state.tiles += 1; });
+  layer.on('click', function(e) {
+    var p = (e.layer && e.layer.properties) || {}, box = document.createElement('div');
+    box.className = 'gis-popup';
+    var cells = Math.min(Math.round(map.getZoom()), cfg.max_zoom) < cfg.detail_zoom;
+    var rows = cells ? cfg.cell_popup : cfg.popup;
+    gisEl(box, 'b', cells ? cfg.title + '（汇总）' : (cfg.label_field && p[cfg.label_field] != null ?
+                                                   show(p[cfg.label_field]) : cfg.title));
+    var table = gisEl(box, 'table');
+    rows.forEach(function(r) {
+      if (!(r[0] in p)) { return; }
+      var tr = gisEl(table, 'tr');
+      gisEl(tr, 'th', r[1]);
+      gisEl(tr, 'td', r[0].slice(-6) === '_share' ? Math.round(p[r[0]] * 100) + '%' : show(p[r[0]]));
+    });
+    L.popup({maxWidth: 360}).setLatLng(e.latlng).setContent(box).openOn(map);
+  });
+  window.gisLayers[cfg.key] = layer;
+  window.gisVectorTiles = window.gisVectorTiles || {};
+  window.gisVectorTiles[cfg.key] = state;
+  return layer;
+})();
+{% endmacro %}
+""")
+
+    def __init__(self, layer: LayerDef, overlay: Overlay, outline: tuple[str, Mapping[str, str]] | None, show: bool):
+        from .. import tiles  # the tile core (it builds on the OGC core, which the map pages do not need)
+
+        super().__init__(name=html.escape(overlay.title), overlay=True, control=True, show=show)
+        spec = tiles.tile_def(layer)
+        carried = tiles.carried_fields(layer)
+        style = overlay.style
+        cell_popup = [["count", "要素数"]]
+        for name in spec.aggregate_fields:
+            label = layer.field(name).label
+            cell_popup += [[name, f"{label}（最多）"], [f"{name}_share", f"{label} 占比"]]
+        self.cfg = {
+            "key": overlay.key, "title": overlay.title, "layer": layer.id, "cells": tiles.cells_layer(layer),
+            "url": f"/ogc/collections/{layer.id}/tiles/{tiles.TMS_ID}/{{z}}/{{y}}/{{x}}",
+            "min_zoom": spec.min_zoom, "max_zoom": spec.max_zoom,
+            "detail_zoom": spec.detail_zoom if spec.detail_zoom is not None else spec.min_zoom,
+            "kind": _geometry_kind(layer.geometry), "style": style.for_browser(),
+            "category_field": style.category_field, "categories": dict(style.categories),
+            "outline_field": outline[0] if outline else None, "outline_categories": dict(outline[1]) if outline else {},
+            "label_field": overlay.label_field if overlay.label_field in carried else None,
+            "popup": [[n, label] for n, label in overlay.popup if n in carried], "cell_popup": cell_popup,
+        }
+
+
 def _kind_of(data: dict) -> str:
     """The kind of a FeatureCollection: point or line when every feature is one, else area."""
     kinds = {_geometry_kind(f["geometry"]["type"]) for f in data["features"]}
@@ -486,6 +571,29 @@ class MapFactory:
         self._add_overlay(m, frame, overlay, show)
         if legend:
             m.gis_legend.add(overlay, _geometry_kind(_dominant_type(frame)))
+
+    def add_vector_tiles(self, m: folium.Map, layer: LayerDef, role: str | None, style: Style | Mapping | None = None,
+                         outline: tuple[str, Mapping[str, str]] | None = None, title: str | None = None,
+                         show: bool = True) -> None:
+        """A collection as vector tiles from /ogc/collections/{id}/tiles (any size: two million plots draw as
+        fast as ten), styled by ``style`` (default: the layer's), optionally outlined by a second category
+        (``outline=(field, {value: colour})``); a click shows the popup fields the tiles carry (masked by the
+        server for the signed-in role) or, zoomed out, the cell's count and dominant values. A layer the role
+        may not see is a 404. A self-contained export cannot fetch tiles: the layer is embedded instead."""
+        if not layer.can_see_layer(role):
+            raise not_found(f"图层 {layer.id}", f"layer '{layer.id}'")
+        if self.standalone:
+            self._add_catalog_layer(m, layer, role, show, base=False)
+            return
+        overlay = Overlay.of_layer(layer, title or display_title(self.store, layer))
+        if style is not None:
+            overlay = dataclasses.replace(overlay, style=Style.parse(style))
+        names = [overlay.style.category_field] + ([outline[0]] if outline else [])
+        unknown = [n for n in names if n is not None and layer.field(n) is None]
+        if unknown:
+            raise ValueError(f"fields {unknown} are not in layer {layer.id}")
+        _VectorTileLayer(layer, overlay, outline, show).add_to(m)
+        m.gis_legend.add(overlay, _geometry_kind(layer.geometry))
 
     def _add_catalog_layer(self, m: folium.Map, layer: LayerDef, role: str | None, show: bool, base: bool) -> None:
         overlay = Overlay.of_layer(layer, display_title(self.store, layer))

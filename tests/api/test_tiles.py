@@ -1,0 +1,486 @@
+"""OGC API – Tiles over a live server on hand-made layers: metadata, access, masking, positions, cells.
+
+Tiles are decoded with mapbox-vector-tile (an independent decoder) and with GDAL's MVT driver; positions are
+checked against the source vertices projected by pyproj (EPSG:4490 → EPSG:3857) and placed in the tile by
+the WebMercatorQuad definition written out here, not by the service's code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+
+import geopandas as gpd
+import mapbox_vector_tile
+import numpy as np
+import pytest
+import shapely
+from pyproj import Transformer
+from shapely.geometry import LineString, MultiPolygon, Point, Polygon
+
+from gis_service.auth import KeyStore
+from gis_service.catalog import Catalog
+from gis_service.privacy import mask_value
+from gis_service.store import GeoPackageStore
+
+from ..conftest import live_server
+
+HALF = 20037508.342789244  # WebMercatorQuad: half the world's width in metres (2D TMS annex D.1)
+TO_MERC = Transformer.from_crs("EPSG:4490", "EPSG:3857", always_xy=True)
+TMS = "WebMercatorQuad"
+ORIGIN_LON, ORIGIN_LAT = 116.70, 39.50  # farmland west of 廊坊 (inside the city)
+STATUSES = ["未流转", "出租（转包）", "入股"]
+MARKUP = '<img src=x onerror="window.injected=1">'  # a plot code that must stay text
+
+
+def tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
+    x, y = TO_MERC.transform(lon, lat)
+    size = 2 * HALF / 2**z
+    return int((x + HALF) // size), int((HALF - y) // size)
+
+
+def to_tile_units(lon, lat, z: int, col: int, row: int) -> np.ndarray:
+    x, y = TO_MERC.transform(np.asarray(lon), np.asarray(lat))
+    size = 2 * HALF / 2**z
+    return np.column_stack([(x - (-HALF + col * size)) / size * 4096, ((HALF - row * size) - y) / size * 4096])
+
+
+def ring_area(coords) -> float:
+    """Surveyor's formula in tile coordinates (y down): positive for an MVT exterior ring."""
+    c = np.asarray(coords, float)
+    return float(np.sum(c[:-1, 0] * c[1:, 1] - c[1:, 0] * c[:-1, 1]) / 2)
+
+
+# --- the hand-made layers -------------------------------------------------------------------------------
+PARCELS_TOML = """
+id = "parcels"
+title_zh = "测试地块"
+title_en = "Test parcels"
+geometry = "MultiPolygon"
+access = "public"
+personal_roles = ["rural", "admin"]
+label_field = "code"
+popup = ["code", "owner", "status", "area_mu"]
+style = { color = "#8c6d31", category_field = "status", categories = { "未流转" = "#fee391", "入股" = "#31a354" } }
+[tiles]
+min_zoom = 4
+detail_zoom = 12
+cell_pixels = 8
+[[fields]]
+name = "code"
+type = "string"
+label = "编码"
+[[fields]]
+name = "owner"
+type = "string"
+label = "承包方"
+personal = "name"
+[[fields]]
+name = "owner_phone"
+type = "string"
+label = "电话"
+personal = "phone"
+[[fields]]
+name = "status"
+type = "string"
+label = "流转状态"
+[[fields]]
+name = "area_mu"
+type = "real"
+label = "面积（亩）"
+[[fields]]
+name = "farmland"
+type = "boolean"
+label = "基本农田"
+"""
+
+ROADS_TOML = """
+id = "roads"
+title_zh = "测试道路"
+title_en = "Test roads"
+geometry = "LineString"
+access = "internal"
+label_field = "name"
+[[fields]]
+name = "name"
+type = "string"
+label = "名称"
+"""
+
+WELLS_TOML = """
+id = "wells"
+title_zh = "测试水井"
+title_en = "Test wells"
+geometry = "Point"
+access = "restricted"
+roles = ["flood"]
+label_field = "name"
+[tiles]
+fields = ["name", "depth_m"]
+[[fields]]
+name = "name"
+type = "string"
+label = "名称"
+[[fields]]
+name = "depth_m"
+type = "integer"
+label = "井深"
+"""
+
+
+def parcels_frame() -> gpd.GeoDataFrame:
+    """A 30 × 12 grid of 0.0008° × 0.0004° strips (≈ 69 m × 44 m), a holed field, a two-part field, a
+    sliver of 0.00001° (≈ 1 m: under a pixel at zoom 12, over one at 18) and a field whose code is markup."""
+    rows = []
+    for i in range(30):
+        for j in range(12):
+            x0, y0 = ORIGIN_LON + i * 0.0008, ORIGIN_LAT + j * 0.0004
+            rows.append({"code": f"P{i:02d}{j:02d}", "owner": f"张{'三四五'[j % 3]}{'丰'* (i % 2)}",
+                         "owner_phone": f"1380000{i:02d}{j:02d}", "status": STATUSES[(i // 4 + j) % 3],
+                         "area_mu": round(1 + i * 0.1, 2), "farmland": (i + j) % 2 == 0,
+                         "geometry": MultiPolygon([Polygon([(x0, y0), (x0 + 0.0008, y0), (x0 + 0.0008, y0 + 0.0004),
+                                                            (x0, y0 + 0.0004)])])})
+    holed = Polygon([(116.73, 39.50), (116.732, 39.50), (116.732, 39.502), (116.73, 39.502)],
+                    [[(116.7305, 39.5005), (116.7305, 39.5015), (116.7315, 39.5015), (116.7315, 39.5005)]])
+    two = MultiPolygon([Polygon([(116.734, 39.50), (116.735, 39.50), (116.735, 39.501)]),
+                        Polygon([(116.736, 39.50), (116.737, 39.50), (116.737, 39.501), (116.736, 39.501)])])
+    sliver = MultiPolygon([Polygon([(116.738, 39.5), (116.73801, 39.5), (116.73801, 39.50001), (116.738, 39.50001)])])
+    markup = MultiPolygon([shapely.box(116.742, 39.500, 116.743, 39.5005)])  # a code a page must show as text
+    for code, geom in (("HOLED", MultiPolygon([holed])), ("TWO", two), ("SLIVER", sliver), (MARKUP, markup)):
+        rows.append({"code": code, "owner": "李四", "owner_phone": "13912345678", "status": "入股", "area_mu": 3.0,
+                     "farmland": False, "geometry": geom})
+    return gpd.GeoDataFrame(rows, crs="EPSG:4490")
+
+
+@pytest.fixture(scope="module")
+def tiles_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tile_layers")
+    (root / "groups.toml").write_text('[test]\ntitle_zh = "测试"\ntitle_en = "Test"\norder = 1\n', encoding="utf-8")
+    (root / "test").mkdir()
+    for name, text in (("parcels", PARCELS_TOML), ("roads", ROADS_TOML), ("wells", WELLS_TOML)):
+        (root / "test" / f"{name}.toml").write_text(textwrap.dedent(text), encoding="utf-8")
+    catalog, store = Catalog.load(root), GeoPackageStore()
+    frame = parcels_frame()
+    store.write(catalog.get("parcels"), frame, "source")
+    road = LineString([(116.60, 39.49), (116.80, 39.51)])  # crosses many zoom-14 tiles
+    store.write(catalog.get("roads"), gpd.GeoDataFrame({"name": ["测试路"]}, geometry=[road], crs="EPSG:4490"), "source")
+    store.write(catalog.get("wells"), gpd.GeoDataFrame({"name": ["井1", "井2"], "depth_m": [120, 80]},
+                                                       geometry=[Point(116.701, 39.501), Point(116.705, 39.503)],
+                                                       crs="EPSG:4490"), "source")
+    var = tmp_path_factory.mktemp("tile_var")
+    with _env(GIS_LAYERS_DIR=str(root)), live_server(var) as (_, url):
+        keys = KeyStore(var / "keys.sqlite")
+        server = type("S", (), {})()
+        server.url, server.var, server.frame, server.catalog = url, var, frame, catalog
+        server.keys = {role: keys.add(role, f"t-{role}") for role in ("planner", "rural", "flood", "admin")}
+        yield server
+
+
+@contextmanager
+def _env(**values):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def get(server, path: str, role: str | None = None):
+    headers = {"X-API-Key": server.keys[role]} if role else {}
+    req = urllib.request.Request(server.url + path, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def tile_path(layer: str, z: int, col: int, row: int) -> str:
+    return f"/ogc/collections/{layer}/tiles/{TMS}/{z}/{row}/{col}"
+
+
+def decode(data: bytes) -> dict:
+    return mapbox_vector_tile.decode(data, default_options={"y_coord_down": True})
+
+
+# --- metadata -------------------------------------------------------------------------------------------
+def test_conformance_landing_and_collection_link(tiles_server):
+    conf = json.loads(get(tiles_server, "/ogc/conformance")[2])["conformsTo"]
+    for cls in ("ogcapi-tiles-1/1.0/conf/core", "ogcapi-tiles-1/1.0/conf/tileset", "ogcapi-tiles-1/1.0/conf/mvt",
+                "ogcapi-tiles-1/1.0/conf/geodata-tilesets", "tms/2.0/conf/tilematrixset"):
+        assert f"http://www.opengis.net/spec/{cls}" in conf
+    landing = json.loads(get(tiles_server, "/ogc?f=json")[2])
+    assert any(link["href"].endswith("/ogc/tileMatrixSets") for link in landing["links"])
+    doc = json.loads(get(tiles_server, "/ogc/collections/parcels")[2])
+    tiles = [link for link in doc["links"] if link["rel"] == "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"]
+    assert [t["href"] for t in tiles] == [f"{tiles_server.url}/ogc/collections/parcels/tiles"]
+
+
+def test_webmercatorquad_matrices():
+    """Values from the 2D TMS standard's WebMercatorQuad table: level 0 is one 256-pixel tile with a cell of
+    156 543.03 m (scale 1:559 082 264.03); each level halves the cell."""
+    from gis_service import tiles
+
+    doc = tiles.tile_matrix_set()
+    assert doc["uri"] == "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad"
+    assert doc["crs"] == "http://www.opengis.net/def/crs/EPSG/0/3857"
+    m = {t["id"]: t for t in doc["tileMatrices"]}
+    assert len(m) == 25
+    assert m["0"]["cellSize"] == pytest.approx(156543.033928041, rel=1e-12)
+    assert m["0"]["scaleDenominator"] == pytest.approx(559082264.028717, rel=1e-12)
+    assert m["14"]["cellSize"] == pytest.approx(9.55462853565189, rel=1e-12)
+    assert (m["14"]["matrixWidth"], m["14"]["matrixHeight"]) == (2**14, 2**14)
+    assert m["3"]["pointOfOrigin"] == [-HALF, HALF] and m["3"]["cornerOfOrigin"] == "topLeft"
+
+
+def test_tile_matrix_sets_endpoints(tiles_server):
+    listing = json.loads(get(tiles_server, "/ogc/tileMatrixSets")[2])
+    assert [t["id"] for t in listing["tileMatrixSets"]] == [TMS]
+    status, _, body = get(tiles_server, f"/ogc/tileMatrixSets/{TMS}")
+    assert status == 200 and json.loads(body)["id"] == TMS
+    status, _, body = get(tiles_server, "/ogc/tileMatrixSets/WorldCRS84Quad")
+    assert status == 404 and set(json.loads(body)) == {"code", "message"}
+
+
+def test_tileset_metadata(tiles_server):
+    status, _, body = get(tiles_server, f"/ogc/collections/parcels/tiles/{TMS}")
+    assert status == 200
+    doc = json.loads(body)
+    assert doc["dataType"] == "vector" and doc["tileMatrixSetURI"].endswith("/WebMercatorQuad")
+    template = [link for link in doc["links"] if link["rel"] == "item"]
+    assert template[0]["href"].endswith("/ogc/collections/parcels/tiles/WebMercatorQuad/{tileMatrix}/{tileRow}/{tileCol}")
+    assert template[0]["type"] == "application/vnd.mapbox-vector-tile" and template[0]["templated"] is True
+    layers = {layer["id"]: layer for layer in doc["layers"]}
+    # default fields: label, style category, popup fields, each once
+    assert list(layers["parcels"]["propertiesSchema"]["properties"]) == ["code", "status", "owner", "area_mu"]
+    assert (layers["parcels"]["minTileMatrix"], layers["parcels"]["maxTileMatrix"]) == ("12", "20")
+    assert set(layers["parcels_cells"]["propertiesSchema"]["properties"]) == {"count", "status", "status_share"}
+    assert (layers["parcels_cells"]["minTileMatrix"], layers["parcels_cells"]["maxTileMatrix"]) == ("4", "11")
+    # the limits at zoom 14 hold the tiles of the grid's corners
+    limits = {t["tileMatrix"]: t for t in doc["tileMatrixSetLimits"]}
+    col0, row1 = tile_of(ORIGIN_LON, ORIGIN_LAT + 0.0048, 14)
+    col1, row0 = tile_of(116.73801, ORIGIN_LAT, 14)
+    lim = limits["14"]
+    assert lim["minTileCol"] <= col0 and lim["maxTileCol"] >= col1 and lim["minTileRow"] <= row1
+    assert lim["maxTileRow"] >= row0
+    listing = json.loads(get(tiles_server, "/ogc/collections/parcels/tiles")[2])
+    assert listing["tilesets"][0]["tileMatrixSetURI"] == doc["tileMatrixSetURI"]
+
+
+# --- access and errors -----------------------------------------------------------------------------------
+def test_access_rules_match_items(tiles_server):
+    col, row = tile_of(116.701, 39.501, 14)
+    for layer, role, expected in (("wells", None, 404), ("wells", "planner", 404), ("wells", "flood", 200),
+                                  ("wells", "admin", 200), ("roads", None, 404), ("roads", "planner", 200)):
+        for path in (f"/ogc/collections/{layer}/tiles", f"/ogc/collections/{layer}/tiles/{TMS}",
+                     tile_path(layer, 14, col, row)):
+            status, _, body = get(tiles_server, path, role)
+            assert status == expected, (path, role, status)
+            if status == 404:  # invisible looks like missing
+                assert json.loads(body)["code"] == "not_found"
+    status, _, body = get(tiles_server, tile_path("wells", 14, col, row), "flood")
+    features = decode(body)["wells"]["features"]
+    assert sorted(f["properties"]["name"] for f in features) == ["井1", "井2"]
+    assert {f["properties"]["depth_m"] for f in features} == {120, 80}
+
+
+@pytest.mark.parametrize("z,y,x,status,code", [
+    ("abc", "1", "1", 400, "bad_parameter"), ("14", "-1", "3", 400, "bad_parameter"), ("14", "1.5", "3", 400, "bad_parameter"),
+    ("3", "8", "0", 404, "tile_out_of_range"), ("3", "0", "8", 404, "tile_out_of_range"),
+    ("21", "0", "0", 404, "tile_out_of_range"), ("3", "0", "0", 404, "tile_out_of_range"),  # below min_zoom 4
+    ("99999999999", "0", "0", 400, "bad_parameter"),
+])
+def test_bad_tile_coordinates_are_json_errors(tiles_server, z, y, x, status, code):
+    got, headers, body = get(tiles_server, f"/ogc/collections/parcels/tiles/{TMS}/{z}/{y}/{x}")
+    assert got == status and headers["content-type"].startswith("application/json")
+    doc = json.loads(body)
+    assert set(doc) == {"code", "message"} and doc["code"] == code
+
+
+def test_empty_tile_is_204(tiles_server):
+    col, row = tile_of(100.0, 20.0, 14)
+    status, _, body = get(tiles_server, tile_path("parcels", 14, col, row))
+    assert status == 204 and body == b""
+
+
+# --- geometry ---------------------------------------------------------------------------------------------
+def test_feature_positions_match_pyproj(tiles_server):
+    z = 14
+    col, row = tile_of(ORIGIN_LON + 0.004, ORIGIN_LAT + 0.002, z)
+    status, headers, body = get(tiles_server, tile_path("parcels", z, col, row))
+    assert status == 200 and headers["content-type"] == "application/vnd.mapbox-vector-tile"
+    layer = decode(body)["parcels"]
+    assert layer["extent"] == 4096
+    frame = tiles_server.frame
+    by_code = {f["properties"]["code"]: f for f in layer["features"]}
+    size = 2 * HALF / 2**z
+    x0, y1 = -HALF + col * size, HALF - row * size
+    box = shapely.box(*_lonlat(x0 - size * 64 / 4096, y1 - size - size * 64 / 4096),
+                      *_lonlat(x0 + size + size * 64 / 4096, y1 + size * 64 / 4096))
+    expected = set(frame.loc[frame.intersects(box), "code"]) - {"SLIVER"}  # under a pixel
+    assert set(by_code) == expected and len(expected) > 50
+    checked = 0
+    for _, src in frame[frame.within(shapely.box(*_lonlat(x0, y1 - size), *_lonlat(x0 + size, y1)))].iterrows():
+        ring = np.asarray(src.geometry.geoms[0].exterior.coords)[:-1]
+        want = to_tile_units(ring[:, 0], ring[:, 1], z, col, row)
+        got = np.asarray(by_code[src["code"]]["geometry"]["coordinates"][0][:-1], float)
+        assert len(got) == len(want)
+        # same vertices (rounded to whole units), whatever ring start and direction the encoder chose
+        assert all(np.min(np.abs(got - w).max(axis=1)) <= 0.6 for w in want)
+        assert ring_area(by_code[src["code"]]["geometry"]["coordinates"][0]) > 0  # exterior: clockwise, y down
+        checked += 1
+    assert checked > 20
+
+
+def _lonlat(x, y):
+    back = Transformer.from_crs("EPSG:3857", "EPSG:4490", always_xy=True)
+    return back.transform(x, y)
+
+
+def test_holes_and_parts_survive(tiles_server):
+    z = 16
+    col, row = tile_of(116.731, 39.501, z)
+    feats = {f["properties"]["code"]: f for f in decode(get(tiles_server, tile_path("parcels", z, col, row))[2])
+             ["parcels"]["features"]}
+    holed = feats["HOLED"]["geometry"]
+    assert holed["type"] == "Polygon" and len(holed["coordinates"]) == 2
+    outer, inner = holed["coordinates"]
+    assert ring_area(outer) > 0 > ring_area(inner)
+    hole = to_tile_units([116.7305, 116.7315], [39.5015, 39.5005], z, col, row)
+    assert np.min(np.asarray(inner), axis=0) == pytest.approx(hole.min(axis=0), abs=0.6)
+    assert tile_of(116.734, 39.5, 14) == tile_of(116.737, 39.501, 14)  # both parts in one tile at zoom 14
+    col2, row2 = tile_of(116.7355, 39.5005, 14)
+    feats2 = {f["properties"]["code"]: f for f in decode(get(tiles_server, tile_path("parcels", 14, col2, row2))[2])
+              ["parcels"]["features"]}
+    assert feats2["TWO"]["geometry"]["type"] == "MultiPolygon" and len(feats2["TWO"]["geometry"]["coordinates"]) == 2
+
+
+def test_sub_pixel_features_dropped_until_they_are_a_pixel(tiles_server):
+    """The sliver is 0.00001° (≈ 0.86 m × 1.1 m): under a pixel at zoom 12 (≈ 30 m), over one at 18 (≈ 0.5 m)."""
+    for z, present in ((12, False), (18, True)):
+        col, row = tile_of(116.738005, 39.500005, z)
+        status, _, body = get(tiles_server, tile_path("parcels", z, col, row))
+        codes = {f["properties"]["code"] for f in decode(body).get("parcels", {"features": []})["features"]}
+        assert ("SLIVER" in codes) is present, z
+
+
+def test_lines_clipped_to_the_buffered_tile(tiles_server):
+    z = 14
+    col, row = tile_of(116.70, 39.5, z)
+    status, _, body = get(tiles_server, tile_path("roads", z, col, row), "planner")
+    line = decode(body)["roads"]["features"][0]["geometry"]
+    coords = np.asarray(line["coordinates"], float)
+    assert coords.min() >= -64 and coords.max() <= 4096 + 64
+    # on the straight line, projected independently
+    a, b = to_tile_units([116.60, 116.80], [39.49, 39.51], z, col, row)
+    for p in coords:
+        cross = (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
+        assert abs(cross) / np.hypot(*(b - a)) < 2  # Mercator bends the lon/lat line by less than a unit here
+
+
+# --- properties and masking ---------------------------------------------------------------------------------
+def test_personal_fields_masked_unless_entitled_and_disclosures_logged(tiles_server):
+    z = 14
+    col, row = tile_of(ORIGIN_LON + 0.004, ORIGIN_LAT + 0.002, z)
+    path = tile_path("parcels", z, col, row)
+    clear = dict(zip(tiles_server.frame["code"], tiles_server.frame["owner"]))
+    log = tiles_server.var / "personal_data_access.log"
+    before = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+    for role in (None, "planner", "flood"):
+        feats = decode(get(tiles_server, path, role)[2])["parcels"]["features"]
+        for f in feats:
+            assert f["properties"]["owner"] == mask_value("name", clear[f["properties"]["code"]])
+            assert "owner_phone" not in f["properties"]  # not a tile field
+    after_masked = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+    assert after_masked == before  # masked values are no disclosure
+    for role in ("rural", "admin"):
+        feats = decode(get(tiles_server, path, role)[2])["parcels"]["features"]
+        assert all(f["properties"]["owner"] == clear[f["properties"]["code"]] for f in feats)
+    entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()[len(before):]]
+    assert [(e["role"], e["collection"], e["fields"], e["count"]) for e in entries] == [
+        ("rural", "parcels", ["owner"], len(feats)), ("admin", "parcels", ["owner"], len(feats))]
+    assert all(e["request"].endswith(path) for e in entries)
+
+
+def test_property_types(tiles_server):
+    z = 14
+    col, row = tile_of(ORIGIN_LON + 0.004, ORIGIN_LAT + 0.002, z)
+    feats = decode(get(tiles_server, tile_path("parcels", z, col, row))[2])["parcels"]["features"]
+    frame = tiles_server.frame.set_index("code")
+    for f in feats:
+        p = f["properties"]
+        assert p["area_mu"] == pytest.approx(frame.loc[p["code"], "area_mu"])
+        assert p["status"] == frame.loc[p["code"], "status"]
+
+
+# --- aggregate cells ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("z", [10, 11])
+def test_cells_below_detail_zoom_count_and_dominant_status(tiles_server, z):
+    """Expected cells computed here: each parcel's envelope centre projected by pyproj, binned into 8-pixel
+    cells (32 × 32 per tile), counted, and the most frequent status taken (ties: the lowest value)."""
+    frame = tiles_server.frame
+    b = frame.bounds
+    cx, cy = TO_MERC.transform(((b.minx + b.maxx) / 2).values, ((b.miny + b.maxy) / 2).values)
+    col, row = tile_of(ORIGIN_LON + 0.01, ORIGIN_LAT + 0.002, z)
+    size = 2 * HALF / 2**z
+    x0, top = -HALF + col * size, HALF - row * size
+    inside = (cx >= x0) & (cx < x0 + size) & (cy <= top) & (cy > top - size)
+    cell_m = size / 32
+    cells: dict[tuple[int, int], list[str]] = {}
+    for x, y, status in zip(cx[inside], cy[inside], frame["status"][inside]):
+        cells.setdefault((int((top - y) // cell_m), int((x - x0) // cell_m)), []).append(status)
+    status, _, body = get(tiles_server, tile_path("parcels", z, col, row))
+    layer = decode(body)["parcels_cells"]
+    assert "parcels" not in decode(body)
+    got = {}
+    for f in layer["features"]:
+        ring = np.asarray(f["geometry"]["coordinates"][0], float)
+        assert ring_area(ring) == pytest.approx(128 * 128)  # an 8-pixel square
+        r, c = int(ring[:, 1].min() // 128), int(ring[:, 0].min() // 128)
+        got[(r, c)] = f["properties"]
+        assert set(f["properties"]) == {"count", "status", "status_share"}  # no personal field in cells
+    assert set(got) == set(cells)
+    for key, statuses in cells.items():
+        counts = {s: statuses.count(s) for s in statuses}
+        best = min(counts, key=lambda s: (-counts[s], s))
+        assert got[key]["count"] == len(statuses)
+        assert got[key]["status"] == best
+        assert got[key]["status_share"] == pytest.approx(counts[best] / len(statuses), abs=1e-3)
+
+
+# --- GDAL reads the tiles (so does QGIS, which uses it) -----------------------------------------------------
+def test_gdal_mvt_driver_reads_a_tile(tiles_server, tmp_path):
+    z = 14
+    col, row = tile_of(ORIGIN_LON + 0.004, ORIGIN_LAT + 0.002, z)
+    data = get(tiles_server, tile_path("parcels", z, col, row))[2]
+    path = tmp_path / "tile.pbf"
+    path.write_bytes(data)
+    out = subprocess.run(["ogr2ogr", "-f", "GeoJSON", "/vsistdout/", str(path), "parcels", "-oo", f"Z={z}",
+                          "-oo", f"X={col}", "-oo", f"Y={row}"], capture_output=True, text=True, check=True).stdout
+    doc = json.loads(out)
+    frame = tiles_server.frame.set_index("code")
+    unit = 2 * HALF / 2**z / 4096
+    assert len(doc["features"]) == len(decode(data)["parcels"]["features"])
+    checked = 0
+    for f in doc["features"]:
+        src = frame.loc[f["properties"]["code"], "geometry"]
+        if not src.within(shapely.box(*_lonlat(-HALF + col * 2 * HALF / 2**z, HALF - (row + 1) * 2 * HALF / 2**z),
+                                      *_lonlat(-HALF + (col + 1) * 2 * HALF / 2**z, HALF - row * 2 * HALF / 2**z))):
+            continue
+        ring = np.asarray(src.geoms[0].exterior.coords)
+        mx, my = TO_MERC.transform(ring[:, 0], ring[:, 1])
+        got = np.asarray(f["geometry"]["coordinates"][0], float)
+        for w in zip(mx, my):
+            assert np.min(np.abs(got - w).max(axis=1)) <= unit  # GDAL's EPSG:3857 metres, within a tile unit
+        assert f["properties"]["status"] == frame.loc[f["properties"]["code"], "status"]
+        checked += 1
+    assert checked > 20
