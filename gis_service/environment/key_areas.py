@@ -88,9 +88,16 @@ def key_areas(area, sources: gpd.GeoDataFrame, residential: gpd.GeoDataFrame, re
         "cell": [f"{c}_{r}" for c, r in zip(cols[keep], rows[keep])],
         "risk_class": level[keep], "risk_index": risk[keep], "hazard": np.round(hazard[keep], 3),
         "exposure": np.round(exposure[keep], 3), "population": np.round(people[keep]).astype(int),
-        "eco_share": np.round(eco_share[keep], 3)}, geometry=_polygonal(shapely.intersection(boxes[keep], area)),
-        crs=METRIC_CRS)
+        "eco_share": np.round(eco_share[keep], 3)}, geometry=_clip(boxes[keep], area), crs=METRIC_CRS)
     return frame.reset_index(drop=True)
+
+
+def _clip(boxes: np.ndarray, area) -> np.ndarray:
+    """Cells cut to the area; only the cells on its boundary are intersected (the boundary has many vertices)."""
+    out = boxes.copy()
+    edge = ~shapely.contains_properly(area, boxes)  # area is prepared by grid()
+    out[edge] = _polygonal(shapely.intersection(boxes[edge], area))
+    return out
 
 
 def _polygonal(geoms: np.ndarray) -> np.ndarray:

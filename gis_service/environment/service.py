@@ -107,15 +107,16 @@ class EnvironmentService:
             for r in sorted(radii.get(s.hazard_class, [])):
                 disk = s.geometry.buffer(r, quad_segs=16)
                 inside = ex.inside(disk)
-                water = ex.water.iloc[inside.water_sources]
+                names = ex.water_cols["name"][inside.water_sources]
+                tiers = ex.water_cols["tier"][inside.water_sources]
                 row = {"source_id": s.source_id, "source_layer": s.layer, "source_name": s.name,
                        "hazard_class": s.hazard_class, "source_type": s.type, "radius_m": float(r),
                        "population": int(round(inside.population)),
                        **{label: int((rec_kind[inside.receptors] == kind).sum()) for kind, label in kinds.items()},
-                       "water_sources": int(len(water)),
-                       "water_tiers": "、".join(f"{n}（{t}）" for n, t in zip(water["name"], water["tier"])),
-                       "receptor_names": [str(n) for n in ex.receptors["name"].iloc[inside.receptors]],
-                       "water": [{"name": str(n), "tier": str(t)} for n, t in zip(water["name"], water["tier"])]}
+                       "water_sources": int(len(names)),
+                       "water_tiers": "、".join(f"{n}（{t}）" for n, t in zip(names, tiers)),
+                       "receptor_names": list(ex.rec_cols["name"][inside.receptors]),
+                       "water": [{"name": n, "tier": t} for n, t in zip(names, tiers)]}
                 rows.append(row)
                 geoms.append(disk.difference(inner))
                 inner = disk
