@@ -1,0 +1,201 @@
+"""Checks, 四至 and import over HTTP: the live server on the demo layers (read-only) and a second server over a
+copy of a few plots for imports (the shared layers are never written)."""
+
+import io
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from gis_service.config import REPO_ROOT
+from gis_service.crs import METRIC_CRS
+from gis_service.store import GeoPackageStore
+from tests.conftest import live_server
+
+from .test_imports import national_frame, sample_plots
+
+TIMEOUT = 300  # the first 四至 request computes the whole register
+
+
+def get(server, path, role=None, **params):
+    headers = {"X-API-Key": server.key(role)} if role else {}
+    return requests.get(server.url + path, params=params, headers=headers, timeout=TIMEOUT)
+
+
+def test_area_check_matches_an_independent_count(server, catalog, store):
+    plots = store.read_frame(catalog.get("plots"))
+    county = plots[plots["county_adcode"] == 131022]
+    # second method: integer hundredths of a 亩, "more than 5%" strictly
+    c = np.round(county["contract_area_mu"].to_numpy() * 100).astype(int)
+    m = np.round(county["measured_area_mu"].to_numpy() * 100).astype(int)
+    expected = int(((np.abs(m - c) * 100 > 5 * c) | (c <= 0)).sum())
+    r = get(server, "/api/land/checks/area-mismatch", county="固安县", limit=7, offset=3)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["total"] == expected and len(body["items"]) == 7 and body["offset"] == 3
+    assert body["rule"]["key"] == "land.area_mismatch_pct" and "5%" in body["rule"]["citation"]
+    assert all(i["county_adcode"] == 131022 and abs(i["difference_pct"]) > 5 for i in body["items"])
+    by_code = get(server, "/api/land/checks/area-mismatch", county="131022", limit=1).json()
+    assert by_code["total"] == expected
+    village = county["village_code"].iloc[0]
+    v = get(server, "/api/land/checks/area-mismatch", village=village, limit=1000).json()
+    vc = county[county["village_code"] == village]
+    c, m = np.round(vc["contract_area_mu"] * 100).astype(int), np.round(vc["measured_area_mu"] * 100).astype(int)
+    assert v["total"] == int(((np.abs(m - c) * 100 > 5 * c) | (c <= 0)).sum())
+    csv = get(server, "/api/land/checks/area-mismatch", county="固安县", format="csv")
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    table = pd.read_csv(io.BytesIO(csv.content), encoding="utf-8-sig", dtype={"地块编码": str})
+    assert len(table) == expected and "差异（%，以合同面积为基数）" in table.columns
+    xlsx = get(server, "/api/land/checks/area-mismatch", village=village, format="xlsx")
+    assert len(pd.read_excel(io.BytesIO(xlsx.content))) == v["total"]
+
+
+def test_non_farm_use_and_overlap_checks(server, catalog, store):
+    plots = store.read_frame(catalog.get("plots"))
+    basic = plots["is_basic_farmland"].fillna(False).astype(bool)
+    expected = plots[basic & plots["current_use"].isin(["林木", "坑塘", "建筑"])]
+    body = get(server, "/api/land/checks/non-farm-use", limit=1000).json()
+    assert body["total"] == len(expected) > 0
+    assert {i["dkbm"] for i in body["items"]} <= set(expected["dkbm"])
+    assert "L1194" in body["rule"]["citation"] or "1194" in body["rule"]["citation"]
+    # demo plots never overlap (2 m ridges): the overlap check agrees with a brute-force pairwise test on a village
+    over = get(server, "/api/land/checks/overlaps").json()
+    village = plots[plots["village_code"] == plots["village_code"].iloc[0]].to_crs(METRIC_CRS)
+    g = village.geometry.values
+    pairwise = sum(g[i].intersection(g[j]).area > 1.0 for i in range(len(g)) for j in range(i + 1, len(g)))
+    assert over["total"] == 0 and pairwise == 0
+
+
+def test_bad_parameters_are_json_4xx(server):
+    for path, params, status in (("/api/land/checks/area-mismatch", {"county": "北京"}, 400),
+                                 ("/api/land/checks/area-mismatch", {"village": "12"}, 400),
+                                 ("/api/land/checks/nonsense", {}, 400),
+                                 ("/api/land/checks/overlaps", {"limit": 0}, 400),
+                                 ("/api/land/boundaries/123", {}, 400),
+                                 ("/api/land/boundaries/1310221999999999999", {}, 404)):
+        r = get(server, path, **params)
+        assert r.status_code == status, (path, r.text)
+        assert set(r.json()) >= {"code", "message"}
+
+
+def test_boundaries_masked_per_role_and_full_views_logged(server, catalog, store):
+    plots = store.read_frame(catalog.get("plots"))
+    anon = get(server, "/api/land/boundaries", limit=200, status="all").json()
+    assert anon["total"] == 4 * len(plots) and set(anon["status_counts"]) <= {"match", "mismatch", "unverified", "unrecorded"}
+    assert all(i["recorded"] is None for i in anon["items"])
+    assert all(i["neighbour_label"] is None for i in anon["items"] if i["neighbour_kind"] == "地块")
+    names = set(plots["contractor_name"])
+    planner = get(server, "/api/land/boundaries", "planner", limit=200, status="all").json()
+    shown = [i["neighbour_label"] for i in planner["items"] if i["neighbour_kind"] == "地块"]
+    assert shown and not set(shown) & names and all("*" in s for s in shown)
+    rural = get(server, "/api/land/boundaries", "rural", limit=200, status="all").json()
+    full = [i["neighbour_label"] for i in rural["items"] if i["neighbour_kind"] == "地块"]
+    assert full and set(full) <= names
+    log = (server.var_dir / "personal_data_access.log").read_text(encoding="utf-8")
+    assert any(json.loads(line).get("role") == "rural" and "/api/land/boundaries" in json.loads(line).get("request", "")
+               for line in log.splitlines())
+    # one plot: the four sides, the recorded text is the layer's, the computed neighbour a real plot east of it
+    dkbm = plots["dkbm"].iloc[0]
+    one = get(server, f"/api/land/boundaries/{dkbm}", "rural").json()
+    assert [s["side"] for s in one["sides"]] == ["east", "west", "south", "north"]
+    row = plots.set_index("dkbm").loc[dkbm]
+    assert [s["recorded"] for s in one["sides"]] == [row["dkdz"], row["dkxz"], row["dknz"], row["dkbz"]]
+    east = one["sides"][0]
+    if east["neighbour_dkbm"]:
+        metric = plots.set_index("dkbm").to_crs(METRIC_CRS).geometry
+        assert metric[east["neighbour_dkbm"]].centroid.x > metric[dkbm].centroid.x
+    mism = get(server, "/api/land/boundaries", "rural", limit=50).json()
+    assert mism["total"] == anon["status_counts"]["mismatch"]
+    assert all(i["status"] == "mismatch" for i in mism["items"])
+
+
+@pytest.fixture(scope="module")
+def import_server(tmp_path_factory, catalog, store):
+    """A server over its own layers: plots of one 发包方 copied from the demo, the counties, the register."""
+    root = tmp_path_factory.mktemp("import")
+    layers, var = root / "layers", root / "var"
+    (layers / "land").mkdir(parents=True)
+    (layers / "admin").mkdir()
+    var.mkdir()
+    shutil.copy(REPO_ROOT / "layers" / "groups.toml", layers)
+    for layer_id in ("plots", "counties"):
+        shutil.copy(catalog.get(layer_id).path, layers / catalog.get(layer_id).group)
+    shutil.copy(catalog.get("counties").data_path, layers / "admin")
+    for extra in (REPO_ROOT / "layers" / "land").glob("*.sqlite"):  # the register file, if the domain keeps one
+        shutil.copy(extra, layers / "land")
+    from gis_service.catalog import Catalog
+
+    own = Catalog.load(layers)
+    GeoPackageStore().write(own.get("plots"), sample_plots(catalog, store), origin="demo")
+    (var / "rules.local.toml").write_text("[land]\nimport_max_upload_mb = 1\n", encoding="utf-8")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GIS_LAYERS_DIR", str(layers))
+    try:
+        with live_server(var) as (_, url):
+            from tests.conftest import LiveServer
+
+            yield LiveServer(url, var), own
+    finally:
+        mp.undo()
+
+
+def post(server, path, body=b"", role="rural", **params):
+    headers = {"X-API-Key": server.key(role)} if role else {}
+    return requests.post(server.url + path, data=body, params=params, headers=headers, timeout=TIMEOUT)
+
+
+def test_import_over_http(import_server, tmp_path):
+    server, own = import_server
+    layer = own.get("plots")
+    plots = GeoPackageStore().read_frame(layer)
+    frame = national_frame(plots, "EPSG:4527")
+    frame["CBFMC"] = "赵六"
+    frame.to_file(tmp_path / "new.gpkg")
+    data = (tmp_path / "new.gpkg").read_bytes()
+    assert post(server, "/api/land/import", data, role=None).status_code == 401
+    assert post(server, "/api/land/import", data, role="planner").status_code == 403
+    # oversize (the local limit is 1 MB): 413 JSON, also when the client sends no Content-Length
+    big = post(server, "/api/land/import", b"{" + b" " * (2 * 2**20))
+    assert big.status_code == 413 and big.json()["code"] == "upload_too_large"
+    chunked = requests.post(server.url + "/api/land/import", data=iter([b"{" + b" " * 2**20, b" " * 2**20]),
+                            headers={"X-API-Key": server.key("rural")}, timeout=TIMEOUT)
+    assert chunked.status_code == 413
+    # path traversal in a zip
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("../../evil.shp", b"x")
+    trav = post(server, "/api/land/import", buf.getvalue())
+    assert trav.status_code == 422 and trav.json()["code"] == "unsafe_archive_path"
+    assert post(server, "/api/land/import", b"hello").status_code == 415
+    before = get(server, "/api/land/checks/area-mismatch", limit=1).json()["total"]
+    # dry run: the report, nothing written
+    dry = post(server, "/api/land/import", data, dry_run="true", filename="新地块.gpkg")
+    assert dry.status_code == 200, dry.text
+    report = dry.json()["report"]
+    assert report["ok"] and report["source"] == "新地块.gpkg" and report["crs"] == "EPSG:4527"
+    assert GeoPackageStore().origin(layer) == "demo"
+    # a faulty file: 422 with the report, nothing written
+    bad = frame.copy()
+    bad.loc[1, "DKBM"] = bad.loc[0, "DKBM"]
+    bad.to_file(tmp_path / "bad.gpkg")
+    refused = post(server, "/api/land/import", (tmp_path / "bad.gpkg").read_bytes())
+    assert refused.status_code == 422 and refused.json()["code"] == "import_refused"
+    assert [e["code"] for e in refused.json()["report"]["errors"]] == ["duplicate_dkbm"]
+    # the import: written, the checks see the new data version (contract = measured now: no area mismatch)
+    done = post(server, "/api/land/import", data)
+    assert done.status_code == 200, done.text
+    assert done.json()["written"] == len(plots) and GeoPackageStore().origin(layer) == "imported"
+    assert before > 0 and get(server, "/api/land/checks/area-mismatch", limit=1).json()["total"] == 0
+    versions = requests.get(server.url + "/api/land/import/versions", headers={"X-API-Key": server.key("admin")},
+                            timeout=TIMEOUT).json()["versions"]
+    assert [v["origin"] for v in versions] == ["demo"]
+    assert post(server, "/api/land/import/rollback", role="planner").status_code == 403
+    back = post(server, "/api/land/import/rollback", role="admin")
+    assert back.status_code == 200, back.text
+    assert GeoPackageStore().origin(layer) == "demo"
+    assert get(server, "/api/land/checks/area-mismatch", limit=1).json()["total"] == before
+    assert post(server, "/api/land/import/rollback").status_code == 409
