@@ -19,10 +19,13 @@ import shapely
 from ..crs import METRIC_CRS, require_metric
 
 CLASSES = ("高", "中", "低")
+COLUMNS = ("cell", "risk_class", "risk_index", "hazard", "exposure", "population", "eco_share")
 
 
 def grid(area, cell: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cells (boxes) of a grid aligned on multiples of cell that intersect area; (cells, col, row)."""
+    if area is None or area.is_empty:
+        return np.array([], dtype=object), np.array([], dtype=int), np.array([], dtype=int)
     x0, y0, x1, y1 = area.bounds
     c0, r0 = int(np.floor(x0 / cell)), int(np.floor(y0 / cell))
     cols, rows = np.meshgrid(np.arange(c0, int(np.ceil(x1 / cell))), np.arange(r0, int(np.ceil(y1 / cell))))
@@ -40,7 +43,7 @@ def key_areas(area, sources: gpd.GeoDataFrame, residential: gpd.GeoDataFrame, re
     cell = float(method["cell_m"])
     boxes, cols, rows = grid(area, cell)
     if not len(boxes):
-        return gpd.GeoDataFrame({"cell": [], "risk": []}, geometry=[], crs=METRIC_CRS)
+        return gpd.GeoDataFrame({c: [] for c in COLUMNS}, geometry=[], crs=METRIC_CRS)
     centres = shapely.centroid(boxes)
     # hazard
     hazard = np.zeros(len(boxes))
