@@ -163,7 +163,10 @@ def _best(probe_geoms: np.ndarray, probe_rect: np.ndarray, axis: int, candidates
     if not len(candidates) or not n:
         return best, share
     cand_rect = _rectangles(candidates)
-    pi, ci = STRtree(candidates).query(probe_geoms)  # envelopes; exact below
+    # envelopes only when everything is a box (exact from the bounds below); else GEOS' intersects first, so
+    # that the costlier intersection runs on true hits only
+    pi, ci = STRtree(candidates).query(probe_geoms, predicate=None if cand_rect.all() and probe_rect.all()
+                                       else "intersects")
     if exclude_self:
         keep = pi != ci
         pi, ci = pi[keep], ci[keep]
@@ -235,15 +238,20 @@ def compute(plots: gpd.GeoDataFrame, features: list[FeatureSet], tolerance_m: fl
         pairs: list = []
         for k, cand, labels, own, owner in candidates:
             best, s = _best(probe, rect, axis, cand, own, min_share, owner, pairs if own else None)
+            if own:
+                best_plot = best
             better = (best >= 0) & (s > share)
             kind[better], share[better] = k, s[better]
             label[better] = labels[best[better]]
             neighbour[better] = dkbm[best[better]] if own else None
         # contractors of every plot adjoining enough of the side (a side bounded by two plots may name either)
         pi, ci = pairs if pairs else (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-        several = pd.Series(names[ci], index=pi).astype(str).groupby(level=0).agg("、".join)
-        others = np.full(len(geoms), "", dtype=object)
-        others[several.index.to_numpy()] = several.to_numpy()
+        others = np.where(best_plot >= 0, np.asarray(["" if n is None else str(n) for n in names[np.maximum(best_plot, 0)]], dtype=object), "")
+        count = np.bincount(pi, minlength=len(geoms))
+        multi = np.isin(pi, np.flatnonzero(count > 1))  # only sides bounded by several plots need a join
+        if multi.any():
+            several = pd.Series(names[ci[multi]], index=pi[multi]).astype(str).groupby(level=0).agg("、".join)
+            others[several.index.to_numpy()] = several.to_numpy()
         rows.append(pd.DataFrame({"dkbm": dkbm, "side": side, "side_zh": side_zh, "neighbour_kind": kind,
                                   "neighbour_label": label, "neighbour_dkbm": neighbour,
                                   "covered_share": np.round(share, 3), "adjoining_contractors": others}))
@@ -251,6 +259,7 @@ def compute(plots: gpd.GeoDataFrame, features: list[FeatureSet], tolerance_m: fl
 
 
 _SPACE = re.compile(r"\s+")
+_FULL_WIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}  # Ａ１ → A1
 
 
 def normalise(text) -> str:
@@ -258,7 +267,7 @@ def normalise(text) -> str:
     if text is None or (isinstance(text, float) and np.isnan(text)):
         return ""
     s = _SPACE.sub("", str(text))
-    s = s.translate({c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)})
+    s = s.translate(_FULL_WIDTH)
     return re.sub(r"^(至|到|为|邻)", "", s)
 
 
