@@ -154,7 +154,11 @@ def test_import_over_http(import_server, tmp_path):
     plots = GeoPackageStore().read_frame(layer)
     frame = national_frame(plots, "EPSG:4527")
     frame["CBFMC"] = "赵六"
+    frame["DKMC"] = "导入地块"
     frame.to_file(tmp_path / "new.gpkg")
+    dkbm = plots["dkbm"].iloc[0]
+    card = lambda: requests.get(f"{server.url}/api/land/plots/{dkbm}", timeout=TIMEOUT)  # noqa: E731  the register's card
+    assert card().status_code == 200 and card().json()["dkmc"] == plots["dkmc"].iloc[0]
     data = (tmp_path / "new.gpkg").read_bytes()
     assert post(server, "/api/land/import", data, role=None).status_code == 401
     assert post(server, "/api/land/import", data, role="planner").status_code == 403
@@ -171,6 +175,9 @@ def test_import_over_http(import_server, tmp_path):
     trav = post(server, "/api/land/import", buf.getvalue())
     assert trav.status_code == 422 and trav.json()["code"] == "unsafe_archive_path"
     assert post(server, "/api/land/import", b"hello").status_code == 415
+    multipart = requests.post(server.url + "/api/land/import", files={"file": ("dk.gpkg", data[:1000])},
+                              headers={"X-API-Key": server.key("rural")}, timeout=TIMEOUT)
+    assert multipart.status_code == 415 and multipart.json()["code"] == "unsupported_media_type"
     before = get(server, "/api/land/checks/area-mismatch", limit=1).json()["total"]
     # dry run: the report, nothing written
     dry = post(server, "/api/land/import", data, dry_run="true", filename="新地块.gpkg")
@@ -190,6 +197,7 @@ def test_import_over_http(import_server, tmp_path):
     assert done.status_code == 200, done.text
     assert done.json()["written"] == len(plots) and GeoPackageStore().origin(layer) == "imported"
     assert before > 0 and get(server, "/api/land/checks/area-mismatch", limit=1).json()["total"] == 0
+    assert card().json()["dkmc"] == "导入地块"  # the register's caches follow the new data version
     versions = requests.get(server.url + "/api/land/import/versions", headers={"X-API-Key": server.key("admin")},
                             timeout=TIMEOUT).json()["versions"]
     assert [v["origin"] for v in versions] == ["demo"]
@@ -198,4 +206,5 @@ def test_import_over_http(import_server, tmp_path):
     assert back.status_code == 200, back.text
     assert GeoPackageStore().origin(layer) == "demo"
     assert get(server, "/api/land/checks/area-mismatch", limit=1).json()["total"] == before
+    assert card().json()["dkmc"] == plots["dkmc"].iloc[0]
     assert post(server, "/api/land/import/rollback").status_code == 409
