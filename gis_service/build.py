@@ -21,9 +21,10 @@ def read_source(layer: LayerDef) -> gpd.GeoDataFrame:
     return frame.rename(columns={f.source: f.name for f in layer.fields if f.source})
 
 
-def missing(catalog: Catalog) -> list[LayerDef]:
-    """Layers build-layers must write: no data yet (derived layers are their domain's to write)."""
-    return [layer for layer in catalog if not layer.derived and not layer.data_path.exists()]
+def missing(catalog: Catalog, store: Store | None = None) -> list[LayerDef]:
+    """Layers build-layers must write: no data yet in the store (derived layers are their domain's to write)."""
+    return [layer for layer in catalog
+            if not layer.derived and not (store.exists(layer) if store is not None else layer.data_path.exists())]
 
 
 def build_layers(catalog: Catalog, store: Store, plots: int = demo.DEFAULT_PLOTS,
@@ -32,7 +33,7 @@ def build_layers(catalog: Catalog, store: Store, plots: int = demo.DEFAULT_PLOTS
 
     Never overwrites data a user imported, nor a real (non-demo) layer that exists. regenerate_demo
     (the confirmed ``build-layers --regenerate-demo``) also rewrites layers whose data the generator wrote."""
-    todo = {layer.id for layer in missing(catalog)}
+    todo = {layer.id for layer in missing(catalog, store)}
     if regenerate_demo:
         todo |= {layer.id for layer in catalog if layer.demo and store.origin(layer) == "demo"}
     if not todo:
@@ -127,7 +128,6 @@ def _build_demo(catalog: Catalog, store: Store, n_plots: int, bar, todo: set[str
     if register is not None:
         bar.set_postfix_str("写入 land register")
         land_register_write(catalog, register)
-        written.append("land_register")
     step("dem")
     dem_layer = catalog.get("dem")
     if dem_layer is not None and "dem" in todo:

@@ -1,4 +1,4 @@
-"""Command line: gis-service serve | build-layers | layers | export | import | keys | maps | qgis-project.
+"""Command line: gis-service serve | build-layers | layers | export | import | keys | maps | qgis-project | db.
 
 Imports are inside the commands so that light commands (keys, --help) start without loading GDAL/geopandas."""
 
@@ -93,15 +93,12 @@ def cmd_export(args) -> None:
 def _domains(settings, catalog, store):
     """The discovered domains and their contexts, as the server builds them (for commands that need them)."""
     from .domains import contexts, discover
-    from .privacy import AccessLog
-    from .rules import RuleBook
-    from .store import open_record_store
+    from .store import open_access_log, open_record_store, open_rules
 
     domains = discover()
     return domains, contexts(domains, settings=settings, catalog=catalog, store=store,
-                             records=open_record_store(settings),
-                             rules=RuleBook.load(override_path=settings.rules_override),
-                             access_log=AccessLog(settings.var_dir / "personal_data_access.log"))
+                             records=open_record_store(settings), rules=open_rules(settings),
+                             access_log=open_access_log(settings))
 
 
 def cmd_import(args) -> None:
@@ -138,10 +135,10 @@ def _domain_names() -> list[str]:
 
 
 def cmd_keys(args) -> None:
-    from .auth import KeyStore
     from .config import Settings
+    from .store import open_key_store
 
-    keys = KeyStore(Settings.from_env().var_dir / "keys.sqlite")
+    keys = open_key_store(Settings.from_env())
     if args.action == "add":
         key = keys.add(args.role, args.name)
         print("新密钥（只显示这一次，请妥善保存） new key, shown once:")
@@ -158,7 +155,7 @@ def cmd_maps(args) -> None:
 
     from .domains import map_builder
     from .maps.export import export_maps, map_names
-    from .privacy import AccessLog
+    from .store import open_access_log
 
     settings, catalog, store = _services()
     if bool(args.name) == bool(args.all):
@@ -168,7 +165,7 @@ def cmd_maps(args) -> None:
     names = pages + map_names(catalog, args.role) if args.all else [args.name]
     cap = {} if args.max_features is None else {"feature_cap": args.max_features}
     output = Path(args.output) if args.output else settings.maps_dir
-    access_log = AccessLog(settings.var_dir / "personal_data_access.log")
+    access_log = open_access_log(settings)
     for name in names:
         try:
             [done] = export_maps([name], output, args.role, catalog=catalog, store=store, settings=settings,
@@ -198,6 +195,35 @@ def cmd_qgis_project(args) -> None:
     tmp.write_bytes(qgz_bytes(xml, output.stem + ".qgs") if output.suffix == ".qgz" else xml.encode("utf-8"))
     tmp.replace(output)  # atomic
     print(f"已写出 QGIS 项目 wrote QGIS project: {output}（认证配置 authcfg: {authcfg or '无 none'}）")
+
+
+def cmd_db(args) -> None:
+    """`gis-service db init|migrate|load|status`: the PostgreSQL store (GIS_DATABASE_URL or --url)."""
+    from .catalog import Catalog
+    from .config import Settings
+    from .store import pgload
+
+    settings = Settings.from_env()
+    url = args.url or settings.database_url
+    if not url:
+        raise GisError("no_database", "请设置 GIS_DATABASE_URL=postgresql://… 或使用 --url",
+                       "set GIS_DATABASE_URL=postgresql://… or pass --url", 400)
+    if args.action in ("init", "migrate"):
+        done = pgload.init(url)
+        print(f"已应用迁移 applied migrations: {done or '无 none (up to date)'}")
+    elif args.action == "status":
+        state = pgload.status(url)
+        print(f"迁移 migrations {state['applied']} / latest {state['latest']}, pending {state['pending']}")
+        for layer_id, origin, count in state["layers"]:
+            print(f"  {layer_id:<24} {origin:<8} {count:>9}")
+    elif args.build:
+        written = pgload.build(url, Catalog.load(settings.layers_dir), args.plots)
+        print(f"已在数据库中构建 {len(written)} 个图层 built {len(written)} layers in the database")
+    else:
+        loaded, seconds = pgload.timed(pgload.load, url, Catalog.load(settings.layers_dir), only=args.layer or None,
+                                       rules_file=settings.rules_override)
+        print(f"已载入 {len(loaded)} 个图层、{sum(loaded.values())} 个要素，用时 {seconds:.0f} 秒 "
+              f"loaded {len(loaded)} layers, {sum(loaded.values())} features in {seconds:.0f} s")
 
 
 class _LazyChoices:
@@ -275,6 +301,13 @@ def parser() -> argparse.ArgumentParser:
                    help="超过此要素数的图层只请求视野范围（默认见 qgis.LARGE_FEATURES） layers above this many "
                         "features request only the view extent")
     s.set_defaults(func=cmd_qgis_project)
+    s = sub.add_parser("db", help="PostgreSQL/PostGIS 数据库 the PostgreSQL store (GIS_DATABASE_URL)")
+    s.add_argument("action", choices=["init", "migrate", "load", "status"])
+    s.add_argument("--url", help="postgresql://… (默认 GIS_DATABASE_URL)")
+    s.add_argument("--layer", action="append", help="load: 只载入这些图层 only these layers (repeatable)")
+    s.add_argument("--build", action="store_true", help="load: 直接在数据库中生成图层 generate the layers in the database")
+    s.add_argument("--plots", type=int, help="load --build: 演示地块数 demo plots")
+    s.set_defaults(func=cmd_db)
     for name in _domain_names():  # gis-service land import … (Domain.commands, loaded when run)
         if name in sub.choices:
             continue

@@ -22,6 +22,9 @@ class Settings:
     tianditu_key: str = field(default="", repr=False)  # server-side only, never sent to the browser
     workers: int = 1  # uvicorn worker processes (GIS_WORKERS); they share the store, keys and sessions
     session_hours: float = 8.0  # lifetime of a map-page sign-in (GIS_SESSION_HOURS)
+    # postgresql://… selects the PostGIS store for layers, records, keys, sessions, rule overrides and the
+    # access log (GIS_DATABASE_URL); empty: the embedded store (GeoPackage files and SQLite under var_dir).
+    database_url: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -37,6 +40,7 @@ class Settings:
             tianditu_key=env.get("GIS_TIANDITU_KEY", ""),
             workers=int(env.get("GIS_WORKERS", cls.workers)),
             session_hours=float(env.get("GIS_SESSION_HOURS", cls.session_hours)),
+            database_url=env.get("GIS_DATABASE_URL", ""),
         )
         values.update(overrides)
         if values["basemap"] not in BASEMAPS:
@@ -45,6 +49,8 @@ class Settings:
             raise ValueError(f"GIS_SESSION_HOURS must be a positive number of hours, not {values['session_hours']!r}")
         if values["workers"] < 1:
             raise ValueError(f"GIS_WORKERS must be at least 1, not {values['workers']!r}")
+        if values["database_url"] and not values["database_url"].startswith(("postgresql://", "postgres://")):
+            raise ValueError("GIS_DATABASE_URL must be a postgresql:// URL (or empty for the embedded store)")
         return cls(**values)
 
     @property

@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from .catalog import LayerDef
 from .config import Settings
-from .privacy import AccessLog, mask_properties
-from .store import Store
+from .privacy import mask_properties
+from .store import Store, open_access_log
 
 FORMATS = {"gpkg": ("GPKG", ".gpkg", {}), "geojson": ("GeoJSON", ".geojson", {}),
            "shp": ("ESRI Shapefile", ".shp", {"ENCODING": "UTF-8"}), "csv": ("CSV", ".csv", {"GEOMETRY": "AS_WKT"}),
@@ -57,7 +57,7 @@ def export_layer(store: Store, layer: LayerDef, fmt: str, crs: str, output: Path
         names = [f.name for f in layer.fields]
         if layer.personal_fields:
             if unmask:
-                AccessLog(Settings.from_env().var_dir / "personal_data_access.log").record(
+                open_access_log(Settings.from_env()).record(
                     f"cli:{getpass.getuser()}", "operator", layer.id, [f.name for f in layer.personal_fields], len(frame), f"export {output}")
             else:
                 rows = mask_properties(layer, frame[names].astype(object).to_dict("records"))

@@ -27,17 +27,25 @@ def mask_value(kind: str, value):
 _STARS = "'" + "*" * 32 + "'"
 
 
-def mask_sql(kind: str, column: str) -> str:
-    """The same masking as mask_value, as an SQLite expression: unentitled queries never read clear values."""
+def mask_sql(kind: str, column: str, dialect: str = "sqlite") -> str:
+    """The same masking as mask_value, as an SQL expression (SQLite, or PostgreSQL with dialect="postgres"):
+    unentitled queries never read clear values."""
     c = column
+    pg = dialect == "postgres"
+    greatest = "greatest" if pg else "max"
+
+    def last4(col: str) -> str:
+        return f"right({col}, 4)" if pg else f"substr({col}, -4)"
+
     if kind == "name":
-        return f"CASE WHEN {c} IS NULL THEN NULL ELSE substr({c}, 1, 1) || substr({_STARS}, 1, max(length({c}) - 1, 1)) END"
+        return (f"CASE WHEN {c} IS NULL THEN NULL ELSE substr({c}, 1, 1) || "
+                f"substr({_STARS}, 1, {greatest}(length({c}) - 1, 1)) END")
     if kind == "id_number":
         return (f"CASE WHEN {c} IS NULL THEN NULL WHEN length({c}) > 10 THEN substr({c}, 1, 4) || "
-                f"substr({_STARS}, 1, length({c}) - 8) || substr({c}, -4) ELSE substr({_STARS}, 1, length({c})) END")
+                f"substr({_STARS}, 1, length({c}) - 8) || {last4(c)} ELSE substr({_STARS}, 1, length({c})) END")
     if kind == "phone":
         return (f"CASE WHEN {c} IS NULL THEN NULL WHEN length({c}) >= 7 THEN substr({c}, 1, 3) || '****' || "
-                f"substr({c}, -4) ELSE substr({_STARS}, 1, length({c})) END")
+                f"{last4(c)} ELSE substr({_STARS}, 1, length({c})) END")
     raise ValueError(f"unknown personal data kind {kind!r}")
 
 

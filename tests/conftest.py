@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from gis_service.auth import KeyStore
 from gis_service.catalog import Catalog
-from gis_service.config import REPO_ROOT
-from gis_service.store import GeoPackageStore
+from gis_service.config import REPO_ROOT, Settings
+from gis_service.store import GeoPackageStore, open_access_log, open_key_store
 
 OUTPUT_DIR = REPO_ROOT / "test-output"
 
@@ -47,10 +48,15 @@ def _free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, url: str, var_dir: Path):
+    """A running server and what it stores: the embedded files under var_dir, or the database at database_url."""
+
+    def __init__(self, url: str, var_dir: Path, database_url: str = ""):
         self.url = url
         self.var_dir = var_dir
-        self.keys = KeyStore(var_dir / "keys.sqlite")
+        self.database_url = database_url
+        self.store_kind = "postgis" if database_url else "embedded"
+        self.settings = Settings.from_env(var_dir=var_dir, database_url=database_url)
+        self.keys = open_key_store(self.settings)
         self._keys: dict[str, str] = {}
 
     def key(self, role: str) -> str:
@@ -58,13 +64,50 @@ class LiveServer:
             self._keys[role] = self.keys.add(role, f"test-{role}")
         return self._keys[role]
 
+    def access_entries(self) -> list[dict]:
+        """The personal-data access log, wherever the server keeps it."""
+        return open_access_log(self.settings).entries()
+
+    def access_log_text(self) -> str:
+        return "\n".join(json.dumps(e, ensure_ascii=False) for e in self.access_entries())
+
+    def logs(self) -> list[str]:
+        """Every log the server writes: its files under var_dir and, with the database, the access log table."""
+        texts = [log.read_text(encoding="utf-8", errors="replace") for log in self.var_dir.rglob("*.log")]
+        return texts + ([self.access_log_text()] if self.database_url else [])
+
+    def key_storage(self) -> bytes:
+        """Everything stored about keys and sessions: the key file's bytes, or the tables' rows."""
+        if not self.database_url:
+            return (self.var_dir / "keys.sqlite").read_bytes()
+        import psycopg
+
+        with psycopg.connect(self.database_url) as conn:
+            rows = conn.execute("SELECT k::text FROM gis.api_keys k UNION ALL SELECT s::text FROM gis.sessions s")
+            return "\n".join(r[0] for r in rows).encode()
+
+    def key_sql(self, statement: str, params=()) -> list:
+        """A statement on the key and session tables (sqlite placeholders '?'), as another process would."""
+        if not self.database_url:
+            with sqlite3.connect(self.var_dir / "keys.sqlite") as conn:
+                return conn.execute(statement, params).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            conn.execute("SET search_path = gis, public")
+            cur = conn.execute(statement.replace("?", "%s"), params)
+            rows = cur.fetchall() if cur.description else []
+            conn.execute("UPDATE gis.key_changes SET n = n + 1 WHERE id = 1")  # as every writer does
+            return rows
+
 
 @contextmanager
-def live_server(var_dir: Path, *args: str):
-    """`gis-service serve *args` on a free port over var_dir; yields (process, url); stops it and checks its log
-    for unexpected (500) errors."""
+def live_server(var_dir: Path, *args: str, database_url: str = ""):
+    """`gis-service serve *args` on a free port over var_dir (and the database, if given); yields (process, url);
+    stops it and checks its log for unexpected (500) errors."""
     port = _free_port()
-    env = dict(os.environ, GIS_VAR_DIR=str(var_dir), GIS_HOST="127.0.0.1", GIS_PORT=str(port))
+    env = dict(os.environ, GIS_VAR_DIR=str(var_dir), GIS_HOST="127.0.0.1", GIS_PORT=str(port),
+               GIS_DATABASE_URL=database_url)
     log = var_dir / "server.log"  # a file, not a pipe: a full pipe would block the server
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "gis_service.cli", "serve", *args], env=env, cwd=REPO_ROOT,
@@ -88,7 +131,21 @@ def live_server(var_dir: Path, *args: str):
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory) -> LiveServer:
-    var_dir = tmp_path_factory.mktemp("var")
-    with live_server(var_dir) as (_, url):
-        yield LiveServer(url, var_dir)
+def pg_loaded(pg_url, catalog) -> str:
+    """The session's database with every layer of the embedded store loaded (gis-service db load)."""
+    from gis_service.store import pgload
+
+    pgload.load(pg_url, catalog, progress=False)
+    return pg_url
+
+
+STORES = ("embedded", "postgis")
+
+
+@pytest.fixture(scope="session", params=STORES)
+def server(request, tmp_path_factory) -> LiveServer:
+    """The live server, once over the embedded store and once over PostGIS: every test using it runs on both."""
+    var_dir = tmp_path_factory.mktemp(f"var-{request.param}")
+    database_url = request.getfixturevalue("pg_loaded") if request.param == "postgis" else ""
+    with live_server(var_dir, database_url=database_url) as (_, url):
+        yield LiveServer(url, var_dir, database_url)

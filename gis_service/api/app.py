@@ -13,15 +13,12 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..auth import KeyStore
 from ..catalog import Catalog
 from ..config import Settings
 from ..errors import GisError, not_found
 from ..domains import contexts, discover
 from ..maps import assets
-from ..privacy import AccessLog
-from ..rules import RuleBook
-from ..store import open_record_store, open_store
+from ..store import open_access_log, open_key_store, open_record_store, open_rules, open_store
 from . import crs_routes, domain_routes, maps_routes, ogc_routes
 from . import tiles_routes
 from .. import tiles
@@ -37,13 +34,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="廊坊空间决策支持系统 API", version=__version__, openapi_url="/ogc/openapi",
                   docs_url="/ogc/docs", redoc_url=None,
                   description="廊坊市空间决策支持服务：OGC API – Features、坐标转换与地图。")
-    rules = RuleBook.load(override_path=settings.rules_override)  # a wrong rule file stops start-up here
+    rules = open_rules(settings)  # a wrong rule file stops start-up here
     domains = discover()
     store, records = open_store(settings), open_record_store(settings)
-    access_log = AccessLog(settings.var_dir / "personal_data_access.log")
+    access_log = open_access_log(settings)
     domain_contexts = contexts(domains, settings=settings, catalog=catalog, store=store, records=records,
                                rules=rules, access_log=access_log)
-    svc = Services(settings, catalog, store, KeyStore(settings.var_dir / "keys.sqlite"), access_log, rules, records,
+    svc = Services(settings, catalog, store, open_key_store(settings), access_log, rules, records,
                    domains, domain_contexts)
     app.state.services = svc
     app.include_router(ogc_routes.router)

@@ -1,4 +1,4 @@
-"""CQL2 (text or JSON) → parameterised SQLite WHERE clause.
+"""CQL2 (text or JSON) → parameterised WHERE clause, for SQLite or PostgreSQL (``Dialect``).
 
 Parsing is done by ``cql2`` (developmentseed's cql2-rs); this module keeps what is ours: limits that keep
 hostile filters away from the parser, and the translation of its syntax tree (the CQL2-JSON form it
@@ -312,19 +312,34 @@ _KIND = {"string": "string", "integer": "number", "real": "number", "boolean": "
          "datetime": "temporal"}
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the SQL the stores speak: placeholders, boolean literals and parameters."""
+
+    placeholder: str
+    true: str
+    false: str
+    native_booleans: bool  # False: booleans are stored and bound as 0/1
+
+
+SQLITE = Dialect("?", "1", "0", False)
+POSTGRES = Dialect("%s", "TRUE", "FALSE", True)  # psycopg's placeholder
+
+
 class Translator:
     def __init__(self, columns: dict[str, str], geometry_names: set[str], spatial: SpatialResolver,
-                 to_storage: Callable):
+                 to_storage: Callable, dialect: Dialect = SQLITE):
         self.columns = columns  # queryable name -> field type
         self.geometry_names = geometry_names
         self.spatial = spatial
         self.to_storage = to_storage  # shapely geometry in filter-crs -> storage CRS
+        self.dialect = dialect
         self.params: list = []
 
     def translate(self, tree) -> str:
         """SQL for a tree from ``parse``; its values are appended to ``params`` in placeholder order."""
         if isinstance(tree, bool):
-            return "1" if tree else "0"
+            return self.dialect.true if tree else self.dialect.false
         if not isinstance(tree, dict) or "op" not in tree:
             raise _bad(f"此处应为条件：{_show(tree)}", f"expected a condition, found {_show(tree)}")
         op = str(tree["op"]).lower()
@@ -432,8 +447,8 @@ class Translator:
             value = temporal.stored_text(temporal.parse_value(value) if isinstance(value, str) else value, against)
         elif hasattr(value, "isoformat"):  # a date or an instant compared with a literal: both as instants
             value = temporal.stored_text(value, "datetime")
-        self.params.append(int(value) if isinstance(value, bool) else value)
-        return "?"
+        self.params.append(int(value) if isinstance(value, bool) and not self.dialect.native_booleans else value)
+        return self.dialect.placeholder
 
     # -- predicates ----------------------------------------------------------------------------------
     def _like(self, subject, pattern) -> str:

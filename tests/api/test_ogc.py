@@ -142,7 +142,7 @@ def test_roles_restricted_layers_and_personal_fields(server):
     assert get(server, "/ogc/collections/plots/items", planner, sortby="-contractor_phone").status_code == 403
     chosen = get(server, "/ogc/collections/plots/items", planner, properties="dkbm,contractor_phone", limit=3).json()
     assert all(f["properties"]["contractor_phone"][3:7] == "****" for f in chosen["features"])
-    log = (server.var_dir / "personal_data_access.log").read_text(encoding="utf-8")
+    log = server.access_log_text()
     assert "test-rural" in log and "test-planner" not in log
     households = get(server, "/ogc/collections/contractor_households/items", server.key("rural"), limit=1)
     assert households.status_code == 200 and households.json()["features"]
@@ -150,7 +150,7 @@ def test_roles_restricted_layers_and_personal_fields(server):
 
 def test_keys_are_stored_hashed(server):
     key = server.key("admin")
-    raw = (server.var_dir / "keys.sqlite").read_bytes()
+    raw = server.key_storage()
     assert key.encode() not in raw
 
 
@@ -259,7 +259,7 @@ def test_map_view_features_mask_for_anonymous_and_log_for_rural(server, catalog,
     rural = httpx.get(server.url + "/maps/api/plots/features", params={"bbox": box},
                       headers={"X-API-Key": server.key("rural")}).json()
     assert len(rural["features"]) == len(anon["features"])
-    entries = [json.loads(line) for line in (server.var_dir / "personal_data_access.log").read_text().splitlines()]
+    entries = server.access_entries()
     assert any(e["who"] == "test-rural" and "/maps/api/plots" in e["request"] for e in entries)
     assert not any("/maps/api/plots" in e["request"] and e["who"] != "test-rural" for e in entries)
 

@@ -2,13 +2,13 @@
 on expiry, sign-out or revocation of its key, and a caller whose session died sees the sign-in page again."""
 
 import hashlib
-import sqlite3
 import time
 
 import httpx
 import pytest
 
 from gis_service.auth import KeyStore
+from gis_service.store import open_key_store
 
 NOTICE = "会话已过期或已注销，请重新登录"
 SIGN_IN_FORM = 'action="/maps/session"'
@@ -57,12 +57,11 @@ def test_sign_in_cookie_is_a_session_token_stored_only_as_hash(server, browser):
     assert key not in cookie and len(token) >= 40
     assert "httponly" in flags and "samesite=strict" in flags and "path=/" in flags and "secure" not in flags
     assert "max-age=28800" in flags  # GIS_SESSION_HOURS default 8
-    db = server.var_dir / "keys.sqlite"
-    assert token.encode() not in db.read_bytes() and key.encode() not in db.read_bytes()
-    with sqlite3.connect(db) as conn:
-        name, role, created, expires = conn.execute(
-            "SELECT name, role, created_at, expires_at FROM sessions WHERE token_hash = ?",
-            (hashlib.sha256(token.encode()).hexdigest(),)).fetchone()
+    stored = server.key_storage()
+    assert token.encode() not in stored and key.encode() not in stored
+    [(name, role, created, expires)] = server.key_sql(
+        "SELECT name, role, created_at, expires_at FROM sessions WHERE token_hash = ?",
+        (hashlib.sha256(token.encode()).hexdigest(),))
     assert (name, role) == ("session-cookie", "rural")
     from datetime import datetime
     assert (datetime.fromisoformat(expires) - datetime.fromisoformat(created)).total_seconds() == 8 * 3600
@@ -82,7 +81,7 @@ def test_revoking_the_key_ends_its_sessions_and_shows_the_sign_in_page(server, b
     _sign_in(browser, key)
     assert browser.get("/ogc/collections/contractor_households").status_code == 200
     assert "session-revoked" in browser.get("/maps/").text  # the server has now cached the session
-    assert KeyStore(server.var_dir / "keys.sqlite").revoke("session-revoked") == 1  # another process, like the CLI
+    assert open_key_store(server.settings).revoke("session-revoked") == 1  # another process, like the CLI
     layer = browser.get("/maps/layers/contractor_households")
     assert layer.status_code == 303 and layer.headers["location"] == "/maps/"
     assert browser.get("/ogc/collections/contractor_households").status_code == 404  # anonymous, not a 401
@@ -111,8 +110,7 @@ def test_sign_out_ends_the_session_on_the_server(server, browser):
 def test_expired_session_is_anonymous(server, browser):
     _sign_in(browser, server.keys.add("rural", "session-expired"))
     assert "session-expired" in browser.get("/maps/").text
-    with sqlite3.connect(server.var_dir / "keys.sqlite") as conn:
-        conn.execute("UPDATE sessions SET expires_at = '2020-01-01T00:00:00.000+00:00' WHERE name = 'session-expired'")
+    server.key_sql("UPDATE sessions SET expires_at = '2020-01-01T00:00:00.000+00:00' WHERE name = 'session-expired'")
     _assert_anonymous_with_notice(browser.get("/maps/"))
 
 

@@ -3,7 +3,6 @@ what, and every refusal as a {code, message} JSON (never a 500). Uses the underp
 test (test_load.py) uses the waterlogging points WL-*, so the two do not disturb each other."""
 
 import datetime as dt
-import json
 import re
 import uuid
 
@@ -183,10 +182,8 @@ def test_responsibilities_of_channels_gates_and_stations(server):
 
 
 def test_reporter_names_shown_in_history_and_duplicate_replies_are_logged_as_personal_data(server):
-    log = server.var_dir / "personal_data_access.log"
-
     def entries():
-        return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
+        return server.access_entries()
 
     body = report("UP-014", 3, ago(4), reporter="李四")
     assert post(server, body).status_code == 201
