@@ -23,6 +23,7 @@ from jinja2 import Template
 
 from ..auth import Principal
 from ..domains import SYSTEM, DomainContext
+from ..errors import GisError
 from ..maps.factory import APP_TITLE, MapFactory
 
 LAYERS = ("eco_redline", "water_protection_zones", "residential_areas", "environment_risk_rings", "pipelines",
@@ -358,10 +359,14 @@ def key_areas_map(ctx: DomainContext, factory: MapFactory, who: Principal | None
 
 
 def incident_report(ctx: DomainContext, factory: MapFactory, who: Principal | None) -> folium.Map:
+    """The report shell; the incident comes from the API. Not exported: an offline file has no incidents."""
     title = "突发环境事件评估报告"
+    signed_out = _signed_out(ctx, factory, who, title)  # the risk layers not built here: 503 (export skips it)
+    if signed_out is not None:
+        return signed_out
     if factory.standalone:
-        m = factory.new_map(f"{title}（离线文件无事件数据，需连接服务器使用） — {APP_TITLE}")
-        return factory.finish(m)
+        raise GisError("not_exportable", "事件报告需连接服务器读取事件，不能导出为离线文件",
+                       "the incident report reads the incident from the server and cannot be exported", 503)
     m = factory.new_map(f"{title} — {APP_TITLE}", zoom=11)
     root = m.get_root()
     root.header.add_child(Element(_REPORT_CSS), name="report_css")
