@@ -34,16 +34,20 @@ class Scan:
 
 
 def scan_chunks(store: Store, layer: LayerDef, bbox=None, columns=(), masked=None, geometry: bool = True,
-                min_size: tuple[float, float] | None = None):
+                min_size: tuple[float, float] | None = None, exact: bool = False):
     """Scans of at most CHUNK features whose envelope meets bbox (lon/lat; None: the whole layer) and, if
-    min_size = (width, height) is given, whose envelope is at least that wide or that high."""
+    min_size = (width, height) is given, whose envelope is at least that wide or that high.
+
+    Envelopes come from the R-tree (32-bit floats rounded outwards, so up to about a metre too large) unless
+    exact: then from the GeoPackage geometry header (doubles) without decoding the geometry."""
     masked = masked or {}
     if not isinstance(store, GeoPackageStore):
         yield _generic(store, layer, bbox, columns, masked, geometry, min_size)
         return
     exprs = [mask_sql(masked[c], f't."{c}"') if c in masked else f't."{c}"' for c in columns]
-    select = ", ".join(["r.id", "r.minx", "r.miny", "r.maxx", "r.maxy"] + ([f"t.{GEOM_COLUMN}"] if geometry else [])
-                       + exprs)
+    env_cols = [] if exact else ["r.minx", "r.miny", "r.maxx", "r.maxy"]
+    # exact without the geometry: the header, its envelope, and a point's coordinates when it has no envelope
+    geom_cols = [f"t.{GEOM_COLUMN}"] if geometry else [f"substr(t.{GEOM_COLUMN}, 1, {_HEAD})"] if exact else []
     where, params = [], []
     if bbox is not None:
         x0, y0, x1, y1 = bbox
@@ -52,22 +56,54 @@ def scan_chunks(store: Store, layer: LayerDef, bbox=None, columns=(), masked=Non
     if min_size is not None:
         where.append("(r.maxx - r.minx >= ? OR r.maxy - r.miny >= ?)")
         params += list(min_size)
-    sql = (f'SELECT {select} FROM "rtree_{layer.id}_{GEOM_COLUMN}" r JOIN "{layer.id}" t ON t.fid = r.id '
-           f"WHERE {' AND '.join(where) or '1'}")
-    first = 6 if geometry else 5
+    rtree = f'"rtree_{layer.id}_{GEOM_COLUMN}" r JOIN ' if where or env_cols else ""  # else a plain table scan
+    sql = (f'SELECT {", ".join(["t.fid"] + env_cols + geom_cols + exprs)} FROM {rtree}"{layer.id}" t '
+           f'{"ON t.fid = r.id " if rtree else ""}WHERE {" AND ".join(where) or "1"}')
+    g = 1 + len(env_cols)
+    first = g + len(geom_cols)
     with store._file(layer).reader() as conn:
         cursor = conn.execute(sql, params)
         while rows := cursor.fetchmany(CHUNK):
             cols = list(zip(*rows))
-            yield Scan(np.asarray(cols[0], dtype=np.int64), np.column_stack(cols[1:5]).astype(np.float64),
-                       [gpkg_to_wkb(b) for b in cols[5]] if geometry else None,
+            if exact:
+                envelopes, rest = _exact_envelopes(cols[g])
+                if len(rest):  # no envelope in the header (not written by GDAL): decode those geometries
+                    blobs = [cols[g][i] for i in rest] if geometry else [conn.execute(
+                        f'SELECT {GEOM_COLUMN} FROM "{layer.id}" WHERE fid = ?', (cols[0][i],)).fetchone()[0]
+                        for i in rest]
+                    envelopes[rest] = shapely.bounds(shapely.from_wkb([gpkg_to_wkb(b) for b in blobs]))
+            else:
+                envelopes = np.column_stack(cols[1:5]).astype(np.float64)
+            yield Scan(np.asarray(cols[0], dtype=np.int64), envelopes,
+                       [gpkg_to_wkb(b) for b in cols[g]] if geometry else None,
                        {c: list(v) for c, v in zip(columns, cols[first:])})
 
 
+_HEAD = 8 + 32 + 21  # GeoPackage header with an xy envelope, or without one followed by a WKB point
+
+
+def _exact_envelopes(blobs) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 4) minx, miny, maxx, maxy from GeoPackage geometry headers — the envelope when the header has one (GDAL
+    writes one for everything but points), a point's own coordinates otherwise — and the rows with neither."""
+    heads = np.frombuffer(b"".join(bytes(b[:_HEAD]).ljust(_HEAD, b"\0") for b in blobs), np.uint8).reshape(-1, _HEAD)
+    flags = heads[:, 3]
+    kind = (flags >> 1) & 0x07
+    little = (flags & 1) == 1
+    out = np.empty((len(heads), 4))
+    env = np.ascontiguousarray(heads[:, 8:40]).view("<f8")  # minx, maxx, miny, maxy
+    has = (kind >= 1) & (kind <= 4) & little
+    out[has] = env[has][:, [0, 2, 1, 3]]
+    point_type = np.ascontiguousarray(heads[:, 9:13]).view("<u4")[:, 0]
+    point = (kind == 0) & (heads[:, 8] == 1) & (point_type == 1)  # little-endian WKB Point
+    xy = np.ascontiguousarray(heads[:, 13:29]).view("<f8")
+    out[point] = np.column_stack([xy[point][:, 0], xy[point][:, 1], xy[point][:, 0], xy[point][:, 1]])
+    return out, np.flatnonzero(~has & ~point)
+
+
 def scan(store: Store, layer: LayerDef, bbox=None, columns=(), masked=None, geometry: bool = True,
-         min_size: tuple[float, float] | None = None) -> Scan:
+         min_size: tuple[float, float] | None = None, exact: bool = False) -> Scan:
     """All of scan_chunks in one Scan (for a tile's worth of features)."""
-    parts = list(scan_chunks(store, layer, bbox, columns, masked, geometry, min_size))
+    parts = list(scan_chunks(store, layer, bbox, columns, masked, geometry, min_size, exact))
     if len(parts) == 1:
         return parts[0]
     if not parts:
