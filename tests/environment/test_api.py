@@ -168,3 +168,16 @@ def test_key_areas(server):
         p = f["properties"]
         expected = "高" if p["risk_index"] >= high else "中" if p["risk_index"] >= medium else "低"
         assert p["risk_class"] == expected
+
+
+def test_a_bad_update_saves_no_version_and_unknown_ids_are_404(server):
+    incident = _post(server, AIR).json()
+    url = f"{server.url}/api/environment/incidents/{incident['id']}"
+    bad = httpx.put(url, json={"wind_speed_m_s": -3}, headers=_h(server))
+    assert bad.status_code == 422 and "wind_speed_m_s" in bad.json()["message"]
+    assert httpx.put(url, json={"hours": 5}, headers=_h(server, "flood")).status_code == 403
+    hist = httpx.get(url + "/history", headers=_h(server)).json()
+    assert [v["version"] for v in hist["versions"]] == [1]
+    assert httpx.get(f"{server.url}/api/environment/incidents/987654", headers=_h(server)).status_code == 404
+    assert httpx.put(f"{server.url}/api/environment/incidents/987654", json={"hours": 1}, headers=_h(server)).status_code == 404
+    assert httpx.get(url).status_code == 401
