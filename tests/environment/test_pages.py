@@ -40,6 +40,8 @@ def test_the_map_shows_the_layers_and_a_click_form_posts_and_draws_an_incident(s
         drawn = page.evaluate("() => window.gisLayers.environment_incident.getLayers().length")
         panel = page.inner_text(".gis-env-result")
         link = page.get_attribute(".gis-env-report-link", "href")
+        OUTPUT_DIR.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT_DIR / "environment_map_incident.png"))
         clean = list(errors)
         # a refused input shows the server's message (as text); the browser logs the 422 response itself
         page.evaluate("() => window.gisEnv.post({location: {type: 'Point', coordinates: [116.7, 39.52]}, kind: 'air'})")
