@@ -3,8 +3,11 @@ the rule table, plus cases written by hand from the seed text so that a wrong ta
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from gis_service.config import REPO_ROOT
 from gis_service.environment.grading import GRADES, Grader
 from gis_service.errors import GisError
 from gis_service.rules import RuleBook
@@ -139,3 +142,17 @@ def test_an_empty_object_is_422():
     with pytest.raises(GisError) as info:
         GRADER.parse({})
     assert info.value.status == 422 and info.value.code == "no_facts"
+
+
+SEED = REPO_ROOT.parent / "shared" / "seed" / "000_4da6c342ff6bc6a0.txt"
+
+
+@pytest.mark.parametrize("criterion", GRADER.criteria, ids=lambda c: c.rule.id)
+def test_every_grade_rule_quotes_its_seed_line(criterion):
+    """The text quoted in each rule's clause stands on the seed line it cites (a wrong line or a misquoted
+    threshold fails here, whatever the evaluator does)."""
+    lines = SEED.read_text(encoding="utf-8").splitlines()
+    quote = re.search("“(.*?)”", criterion.rule.clause).group(1)
+    quote = re.sub("（[^）]*）$", "", quote)  # a trailing note of ours, e.g. （0人不构成本项…）
+    assert 1531 <= criterion.rule.line <= 1603
+    assert quote in lines[criterion.rule.line - 1]
