@@ -67,10 +67,12 @@ def _json(body, status: int = 200) -> Response:
 
 
 def router(ctx: DomainContext) -> APIRouter:
-    r = APIRouter(responses=ERROR_RESPONSES)
-    r.include_router(ops_router.routes(ctx))  # checks, 四至, import (LAND-OPS: ops_router.py)
     land = service_for(ctx)
-    threading.Thread(target=land.warm, name="land-warm", daemon=True).start()
+    # The index and today's village figures are built when the server starts serving (after the derived
+    # layers), in the background: start-up is not held up by two million plots.
+    r = APIRouter(responses=ERROR_RESPONSES, on_startup=[lambda: threading.Thread(
+        target=land.warm, name="land-warm", daemon=True).start()])
+    r.include_router(ops_router.routes(ctx))  # checks, 四至, import (LAND-OPS: ops_router.py)
 
     @r.get("/rules", summary="承包地规则 Land rules in force")
     def rules():

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pandas as pd
-import pyogrio
 import shapely
 
 from .. import crs
 from ..auth import Principal
 from ..errors import GisError, bad_parameter, not_found
 from ..privacy import mask_value
-from ..store import FeatureQuery
+from ..store import FeatureQuery, GeoPackageStore
+from ..store.scan import scan_chunks
 from . import codes
 from .history import History, parse_day, today
 from .register import Register, path_in
@@ -98,10 +98,6 @@ class LandService:
 
     def _build_index(self, path: Path) -> None:
         layer = self.plots_layer()
-        # Attributes only, no geometry: the quickest whole-layer read the GeoPackage allows.
-        frame = pyogrio.read_dataframe(layer.data_path, layer=layer.id, columns=INDEX_COLUMNS, read_geometry=False,
-                                       fid_as_index=True)
-        frame = frame.reset_index().rename(columns={"index": "fid", "FID": "fid"})
         path.parent.mkdir(parents=True, exist_ok=True)
         for old in path.parent.glob("index-*.sqlite"):  # earlier data versions
             try:
@@ -109,20 +105,23 @@ class LandService:
             except OSError:
                 pass
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        if tmp.exists():
+            tmp.unlink()
         conn = sqlite3.connect(tmp)
-        conn.execute("PRAGMA journal_mode = OFF")
-        frame.to_sql("plots_idx", conn, index=False, chunksize=200_000)
-        for col in ("dkbm", "village_code", "cbfbm", "cbhtbm"):
-            conn.execute(f'CREATE INDEX "idx_{col}" ON plots_idx ("{col}")')
-        ends = frame.assign(year=frame["contract_end"].str[:4]).groupby(["village_code", "year"]).agg(
-            contracts=("cbhtbm", "nunique"), plots=("dkbm", "size"), first_end=("contract_end", "min"),
-            last_end=("contract_end", "max")).reset_index()
-        ends.to_sql("village_expiry", conn, index=False)
-        conn.execute("CREATE INDEX idx_expiry_year ON village_expiry (year)")
-        conn.commit()
-        conn.close()
+        try:
+            conn.execute("PRAGMA journal_mode = OFF")
+            _copy_attributes(self.ctx.store, layer, conn)
+            for col in ("dkbm", "village_code", "cbfbm"):
+                conn.execute(f'CREATE INDEX "idx_{col}" ON plots_idx ("{col}")')
+            conn.execute("CREATE TABLE village_expiry AS SELECT village_code, substr(contract_end, 1, 4) AS year, "
+                         "count(DISTINCT cbhtbm) AS contracts, count(*) AS plots, min(contract_end) AS first_end, "
+                         "max(contract_end) AS last_end FROM plots_idx GROUP BY village_code, year")
+            conn.execute("CREATE INDEX idx_expiry_year ON village_expiry (year)")
+            conn.commit()
+        finally:
+            conn.close()
         os.replace(tmp, path)
-        log.info("land index built: %s plots → %s", len(frame), path.name)
+        log.info("land index built: %s", path.name)
 
     def warm(self) -> None:
         """Build the index and today's village figures (start-up, in the background)."""
@@ -186,9 +185,6 @@ class LandService:
         fid = self.fid_of(code)
         day = parse_day(as_of, "as_of") if as_of else today()
         if fid is None:
-            versions = self.history.versions("plot", code)
-            if not versions:
-                raise not_found(f"地块 {code}", f"plot {code}")
             raise not_found(f"地块 {code}", f"plot {code}")
         props, geometry = self._feature(fid)
         card = self.card(props, who, day)
@@ -205,10 +201,8 @@ class LandService:
         v = History.as_of(plot_versions, day)
         base_from = props.get("contract_start")
         data = dict(props)
-        if v is not None:
+        if v is not None:  # versions are contiguous from the first edit on: before it, the base holds
             data.update(v["data"])
-        elif plot_versions and day >= plot_versions[0]["valid_from"]:
-            data.update(plot_versions[-1]["data"])
         contract = self.contract(props["cbhtbm"], day)
         household = self.household(props["cbfbm"])
         transfers = self.transfers_of(dkbm, day, versions)
@@ -764,6 +758,23 @@ def aggregate(plots: pd.DataFrame, transfers: pd.DataFrame) -> pd.DataFrame:
     table["transfer_contracts"] = tg["lzhtbm"].nunique().reindex(table.index).fillna(0).astype(int)
     table["standard_contracts"] = std_contracts.reindex(table.index).fillna(0).astype(int)
     return table
+
+
+def _copy_attributes(store, layer, conn: sqlite3.Connection) -> None:
+    """plots_idx(fid, INDEX_COLUMNS…) in `conn` from the plots layer: for the GeoPackage store one SQL copy
+    (the file attached read-only; seconds for two million rows), for any other store the generic bulk scan."""
+    columns = ", ".join(f'"{c}"' for c in INDEX_COLUMNS)
+    if isinstance(store, GeoPackageStore):
+        conn.execute("ATTACH DATABASE ? AS src", (f"file:{layer.data_path}?mode=ro",))
+        conn.execute(f'CREATE TABLE plots_idx AS SELECT fid, {columns} FROM src."{layer.id}"')
+        conn.commit()
+        conn.execute("DETACH DATABASE src")
+        return
+    conn.execute(f"CREATE TABLE plots_idx (fid, {columns})")
+    marks = ", ".join("?" * (len(INDEX_COLUMNS) + 1))
+    for chunk in scan_chunks(store, layer, columns=INDEX_COLUMNS, geometry=False):
+        rows = zip(chunk.fids.tolist(), *(chunk.values[c] for c in INDEX_COLUMNS))
+        conn.executemany(f"INSERT INTO plots_idx VALUES ({marks})", rows)
 
 
 def service_for(ctx) -> LandService:

@@ -43,8 +43,7 @@ def test_plot_card_for_rural_is_full_and_logged(server, transferred_plot, househ
     assert c["transfers"] and c["transfer_status"] == c["transfers"][0]["lzfs"]
     shape = shapely.geometry.shape(c["geometry"])
     assert shape.equals_exact(p["geometry"], 1e-6)  # GeoJSON rounded to ~0.1 m
-    log = server.var_dir / "personal_data_access.log"
-    entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line]
+    entries = server.access_entries()
     mine = [e for e in entries if e.get("subjects") == [p["dkbm"]] and e["role"] == "rural"]
     assert mine and "contractor_id_number" in mine[-1]["fields"] and mine[-1]["who"] == "test-rural"
 
