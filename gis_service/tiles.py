@@ -32,6 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import shapely
 
 from .catalog import MAX_TILE_ZOOM, LayerDef, TileDef
@@ -315,18 +316,53 @@ def _feature_tile(ctx: Context, layer: LayerDef, box: TileBox, columns: list[str
     if not len(found):
         return b"", 0
     geoms = shapely.from_wkb(found.wkb)
-    geoms = shapely.transform(geoms, box.to_units)
-    lo, hi = -BUFFER, EXTENT + BUFFER
-    env = shapely.bounds(geoms)
-    edge = (env[:, 0] < lo) | (env[:, 1] < lo) | (env[:, 2] > hi) | (env[:, 3] > hi)
-    if edge.any():
-        geoms[edge] = shapely.clip_by_rect(geoms[edge], lo, lo, hi, hi)
-    many = shapely.get_num_coordinates(geoms) > SIMPLIFY_ABOVE
-    if many.any():
-        geoms[many] = shapely.simplify(geoms[many], SIMPLIFY_UNITS)
     values = {c: _typed(layer, c, found.values[c]) for c in columns}
-    data, count = encode_layer(layer.id, geoms, found.fids, values)
+    # Most features need neither clipping nor simplifying: their coordinates go to tile units as one array,
+    # without building new geometries. The rest (on the buffered edge, many vertices, parts, holes) are
+    # transformed, clipped and simplified as geometries.
+    lo, hi = -BUFFER, EXTENT + BUFFER
+    env = found.envelopes
+    corner0, corner1 = box.to_units(env[:, [0, 3]]), box.to_units(env[:, [2, 1]])  # (minx, maxy), (maxx, miny)
+    edge = (corner0[:, 0] < lo) | (corner0[:, 1] < lo) | (corner1[:, 0] > hi) | (corner1[:, 1] > hi)
+    types = shapely.get_type_id(geoms)
+    single = (types == 0) | (types == 1) | ((types == 3) & (shapely.get_num_interior_rings(geoms) == 0))
+    simple = ~edge & single & (shapely.get_num_coordinates(geoms) <= SIMPLIFY_ABOVE) & (types == types.max(initial=0))
+    parts, order = [], []
+    if simple.any():
+        coords, index = shapely.get_coordinates(geoms[simple], return_index=True)
+        lines = np.concatenate([[0], np.cumsum(np.bincount(index, minlength=int(simple.sum())))])
+        kind = shapely.GeometryType(int(types[simple][0]))
+        offsets = () if kind == shapely.GeometryType.POINT else (lines,) if kind == shapely.GeometryType.LINESTRING \
+            else (lines, np.arange(len(lines)))
+        parts.append((kind, box.to_units(coords), offsets))
+        order.append(np.flatnonzero(simple))
+    rest = np.flatnonzero(~simple)
+    if len(rest):
+        other = shapely.transform(geoms[rest], box.to_units)
+        cut = edge[rest]
+        if cut.any():
+            other[cut] = shapely.clip_by_rect(other[cut], lo, lo, hi, hi)
+        many = shapely.get_num_coordinates(other) > SIMPLIFY_ABOVE
+        if many.any():
+            other[many] = shapely.simplify(other[many], SIMPLIFY_UNITS)
+        good = _drawable(other)
+        if good.any():
+            parts.append(_ragged(other[good]))
+            order.append(rest[good])
+    if not parts:
+        return b"", 0
+    order = np.concatenate(order)
+    ordered = {c: np.asarray(v, dtype=object)[order] for c, v in values.items()}
+    data, count = encode_layer(layer.id, None, found.fids[order], ordered, ragged=parts)
     return (_tile_message([data]) if count else b""), count
+
+
+def _drawable(geoms) -> np.ndarray:
+    """Not empty and of the family the layer's geometry type has (clipping may leave collections or less)."""
+    types = shapely.get_type_id(geoms)
+    kind = max(set(types.tolist()) - {-1, 7}, default=None)
+    family = {0: (0, 4), 4: (0, 4), 1: (1, 5), 5: (1, 5), 3: (3, 6), 6: (3, 6)}.get(kind)
+    return np.isin(types, family) & ~shapely.is_empty(geoms) if family else np.zeros(len(geoms), bool)
 
 
 def _typed(layer: LayerDef, name: str, values: list) -> list:
@@ -448,18 +484,19 @@ def _dominant(cell: np.ndarray, code: np.ndarray, occupied: np.ndarray, counts: 
 
 
 # --- MVT encoding --------------------------------------------------------------------------------------------
+_SHIFTS = np.arange(5, dtype=np.uint64) * np.uint64(7)
+
+
 def _varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Protocol-buffer varints of non-negative integers (< 2**35): the bytes and each value's byte count."""
-    v = values.astype(np.uint64)
+    v = np.asarray(values).astype(np.uint64)
     n = np.ones(len(v), np.int64)
     for bits in (7, 14, 21, 28):
         n += v >= (1 << bits)
-    total = int(n.sum())
-    owner = np.repeat(np.arange(len(v)), n)
-    k = np.arange(total) - np.repeat(np.cumsum(n) - n, n)
-    byte = (v[owner] >> (7 * k).astype(np.uint64)) & np.uint64(0x7F)
-    byte |= np.where(k < n[owner] - 1, np.uint64(0x80), np.uint64(0))
-    return byte.astype(np.uint8), n
+    groups = (v[:, None] >> _SHIFTS) & np.uint64(0x7F)  # (n, 5): 7-bit groups, least significant first
+    more = np.arange(5) < (n - 1)[:, None]
+    groups |= np.where(more, np.uint64(0x80), np.uint64(0))
+    return groups[np.arange(5) < n[:, None]].astype(np.uint8), n
 
 
 def _varint(value: int) -> bytes:
@@ -603,31 +640,76 @@ def _value_bytes(value) -> bytes:
     return b"\x22" + _varint(len(body)) + body
 
 
+def _values_bytes(values: list) -> bytes:
+    """Layer field 4 (Value messages) for a list of distinct values: strings, doubles, booleans in one pass."""
+    if not values:
+        return b""
+    kinds = {type(v) for v in values}
+    if kinds == {str}:
+        raw = [v.encode() for v in values]
+        n = np.fromiter(map(len, raw), np.int64, len(raw))
+        if n.max() < 126:  # one-byte lengths: 0x22, len + 2, 0x0a (string_value), len, text
+            heads = np.stack([np.full_like(n, 0x22), n + 2, np.full_like(n, 0x0a), n], axis=1).astype(np.uint8)
+            return _interleave(heads, np.frombuffer(b"".join(raw), np.uint8), n)
+    if kinds == {float}:  # 0x22, 9, 0x19 (double_value), 8 bytes little-endian
+        doubles = np.asarray(values, "<f8").view(np.uint8).reshape(-1, 8)
+        heads = np.tile(np.array([0x22, 9, 0x19], np.uint8), (len(values), 1))
+        return np.concatenate([heads, doubles], axis=1).tobytes()
+    return b"".join(_value_bytes(v) for v in values)
+
+
+def _interleave(heads: np.ndarray, body: np.ndarray, lengths: np.ndarray) -> bytes:
+    """Row i of heads (fixed width) followed by the next lengths[i] bytes of body, for every i."""
+    width = heads.shape[1]
+    per = width + lengths
+    out = np.empty(int(per.sum()), np.uint8)
+    start = np.cumsum(per) - per
+    out[(start[:, None] + np.arange(width)).ravel()] = heads.ravel()
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    offset = np.arange(len(body)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[start[owner] + width + offset] = body
+    return out.tobytes()
+
+
+def _ragged(geoms) -> tuple:
+    """shapely.to_ragged_array, with a fast path for polygons without holes (strip plots): one ring each."""
+    if (shapely.get_type_id(geoms) == 3).all() and not shapely.get_num_interior_rings(geoms).any():
+        coords, index = shapely.get_coordinates(geoms, return_index=True)
+        rings = np.concatenate([[0], np.cumsum(np.bincount(index, minlength=len(geoms)))])
+        return shapely.GeometryType.POLYGON, coords, (rings, np.arange(len(geoms) + 1))
+    return shapely.to_ragged_array(geoms)
+
+
 def encode_layer(name: str, geoms, fids, values: dict[str, list], ragged=None) -> tuple[bytes, int]:
-    """One MVT layer (version 2, extent EXTENT) of geometries in tile units; returns (bytes, features)."""
+    """One MVT layer (version 2, extent EXTENT) of geometries in tile units; returns (bytes, features).
+
+    Either geoms (shapely, anything undrawable left out) or ragged: one (kind, coords, offsets) as
+    shapely.to_ragged_array gives, or a list of them whose geometries follow each other in fids' order."""
     if ragged is None:
-        types = shapely.get_type_id(geoms)
-        kind = max(set(types.tolist()) - {-1, 7}, default=None, key=lambda t: t)
-        family = {0: (0, 4), 4: (0, 4), 1: (1, 5), 5: (1, 5), 2: (3, 6), 3: (3, 6), 6: (3, 6)}.get(kind)
-        good = np.isin(types, family) & ~shapely.is_empty(geoms) if family else np.zeros(len(geoms), bool)
+        good = _drawable(geoms)
         if not good.any():
             return b"", 0
-        geoms, fids = geoms[good], np.asarray(fids)[good]
-        values = {k: [v for v, g in zip(col, good) if g] for k, col in values.items()}
-        ragged = shapely.to_ragged_array(geoms)
-    kind, coords, offsets = ragged
-    stream, per_geom, geom_type = _geometry_stream(kind, coords, offsets)
+        if not good.all():
+            geoms, fids = geoms[good], np.asarray(fids)[good]
+            values = {k: [v for v, g in zip(col, good) if g] for k, col in values.items()}
+        ragged = _ragged(geoms)
+    streams = [_geometry_stream(kind, coords, offsets) for kind, coords, offsets in
+               (ragged if isinstance(ragged, list) else [ragged])]  # parts of one geometry family, in fid order
+    stream = np.concatenate([s[0] for s in streams])
+    per_geom = np.concatenate([s[1] for s in streams])
+    geom_type = streams[0][2]
     gbytes, gn = _varints(stream)
     gend = np.cumsum(np.bincount(np.repeat(np.arange(len(per_geom)), per_geom), weights=gn,
                                  minlength=len(per_geom)).astype(np.int64))
     keys = list(values)
-    table: dict = {}
     tags = np.full((len(per_geom), len(keys), 2), -1, np.int64)
-    for ki, k in enumerate(keys):
-        col = values[k]
-        idx = [-1 if v is None else table.setdefault((type(v), v), len(table)) for v in col]
+    value_parts, n_values = [], 0
+    for ki, k in enumerate(keys):  # values deduplicated per key (a value shared by two keys is stored twice)
+        codes, uniques = pd.factorize(pd.Series(values[k], dtype=object))  # None → -1
         tags[:, ki, 0] = ki
-        tags[:, ki, 1] = idx
+        tags[:, ki, 1] = np.where(codes >= 0, codes + n_values, -1)
+        value_parts.append(_values_bytes(uniques.tolist()))
+        n_values += len(uniques)
     present = tags[:, :, 1] >= 0
     flat = tags[present].reshape(-1)
     tbytes, tn = _varints(flat)
@@ -643,7 +725,7 @@ def encode_layer(name: str, geoms, fids, values: dict[str, list], ragged=None) -
                          gbytes, gstart[kept], (gend - gstart)[kept], geom_type)
     head = b"\x78\x02" + b"\x0a" + _varint(len(name.encode())) + name.encode()
     key_bytes = b"".join(b"\x1a" + _varint(len(k.encode())) + k.encode() for k in keys)
-    value_bytes = b"".join(_value_bytes(v) for (_, v) in table)
+    value_bytes = b"".join(value_parts)
     return head + features + key_bytes + value_bytes + b"\x28" + _varint(EXTENT), len(kept)
 
 
