@@ -136,7 +136,21 @@ def pg_loaded(pg_url, catalog) -> str:
     from gis_service.store import pgload
 
     pgload.load(pg_url, catalog, progress=False)
+    import psycopg
+
+    with psycopg.connect(pg_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute("CREATE DATABASE gis_loaded TEMPLATE gis")  # for fresh_database(): a copy in a second
     return pg_url
+
+
+def fresh_database(pg_loaded: str, name: str) -> str:
+    """A new database with every layer loaded (a copy of the session's, before any server wrote to it)."""
+    import psycopg
+
+    with psycopg.connect(pg_loaded.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE gis_loaded')
+    return pg_loaded.rsplit("/", 1)[0] + "/" + name
 
 
 STORES = ("embedded", "postgis")

@@ -41,6 +41,9 @@ def scan_chunks(store: Store, layer: LayerDef, bbox=None, columns=(), masked=Non
     Envelopes come from the R-tree (32-bit floats rounded outwards, so up to about a metre too large) unless
     exact: then from the GeoPackage geometry header (doubles) without decoding the geometry."""
     masked = masked or {}
+    if hasattr(store, "scan_chunks"):  # a store that scans in its database (store.postgis)
+        yield from store.scan_chunks(layer, bbox, columns, masked, geometry, min_size, exact)
+        return
     if not isinstance(store, GeoPackageStore):
         yield _generic(store, layer, bbox, columns, masked, geometry, min_size)
         return
