@@ -8,10 +8,11 @@ import datetime as dt
 import threading
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import shapely
 
-from ..crs import METRIC_CRS, STORAGE_CRS, to_storage_xy, transform_xy
+from ..crs import METRIC_CRS, STORAGE_CRS, gcj02_to_wgs84, parse_coord_sys, to_storage_xy, transform_xy
 from ..domains import SYSTEM, DomainContext
 from ..errors import GisError, not_found
 from .assess import Assessor
@@ -81,11 +82,31 @@ class EnvironmentService:
         try:
             lon, lat = to_storage_xy(coords[0], coords[1], coord_sys)
         except GisError as exc:
-            if exc.status == 422:
-                exc.message_zh, exc.message_en = f"字段 location：{exc.message_zh}", f"field 'location': {exc.message_en}"
-            raise
+            if exc.status != 422:
+                raise
+            # The plan also covers incidents outside the city that may affect it (L1247): a point in a
+            # neighbouring county is accepted even beyond the platform's Langfang + 20 km box.
+            point = self._in_neighbour(coords, coord_sys) if exc.code == "coordinate_outside_langfang" else None
+            if point is None:
+                exc.message_zh = f"字段 location：{exc.message_zh}（也不在周边县区内）"
+                exc.message_en = f"field 'location': {exc.message_en} (nor in a neighbouring county)"
+                raise
+            return point
         x, y = transform_xy(lon, lat, STORAGE_CRS, METRIC_CRS)
         return shapely.Point(float(x[0]), float(y[0])), (float(lon[0]), float(lat[0]))
+
+    def _in_neighbour(self, coords, coord_sys):
+        cs = parse_coord_sys(coord_sys)
+        with np.errstate(all="ignore"):
+            lon, lat = (gcj02_to_wgs84(np.array([coords[0]], dtype=float), np.array([coords[1]], dtype=float))
+                        if cs.epsg is None else transform_xy(coords[0], coords[1], cs.epsg, STORAGE_CRS))
+        lon, lat = float(np.ravel(lon)[0]), float(np.ravel(lat)[0])
+        if not (np.isfinite(lon) and np.isfinite(lat)):
+            return None
+        x, y = transform_xy(lon, lat, STORAGE_CRS, METRIC_CRS)
+        point = shapely.Point(float(x), float(y))
+        neighbours = self._state()["frames"]["neighbor_counties"]
+        return (point, (lon, lat)) if neighbours.geometry.intersects(point).any() else None
 
     # --- the risk-zone register ------------------------------------------------------------------------------
     def register(self) -> dict:

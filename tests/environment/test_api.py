@@ -181,3 +181,18 @@ def test_a_bad_update_saves_no_version_and_unknown_ids_are_404(server):
     assert httpx.get(f"{server.url}/api/environment/incidents/987654", headers=_h(server)).status_code == 404
     assert httpx.put(f"{server.url}/api/environment/incidents/987654", json={"hours": 1}, headers=_h(server)).status_code == 404
     assert httpx.get(url).status_code == 401
+
+
+def test_a_point_in_a_neighbouring_county_beyond_the_langfang_box_is_accepted(server, catalog, store):
+    neighbours = store.read_frame(catalog.get("neighbor_counties")).to_crs(crs.METRIC_CRS)
+    (x0, x1), (y0, y1) = crs._metric_extent()
+    box = shapely.box(x0 - crs.INPUT_MARGIN_M, y0 - crs.INPUT_MARGIN_M, x1 + crs.INPUT_MARGIN_M, y1 + crs.INPUT_MARGIN_M)
+    jizhou = neighbours[neighbours["name"] == "蓟州区"].geometry.iloc[0].difference(box.buffer(2000))
+    p = crs.transform_geometry(jizhou.representative_point(), crs.METRIC_CRS, crs.STORAGE_CRS)
+    with pytest.raises(Exception):
+        crs.to_storage_xy(p.x, p.y, "cgcs2000")  # the platform's box alone refuses it
+    d = _post(server, {"location": {"type": "Point", "coordinates": [p.x, p.y]}, "coord_sys": "cgcs2000",
+                       "kind": "soil", "radius_m": 500}).json()
+    assert d["admin"]["origin_county"] == "蓟州区" and d["admin"]["cross_boundary"] == "province"
+    far = _post(server, {**AIR, "location": {"type": "Point", "coordinates": [118.5, 39.6]}})
+    assert far.status_code == 422 and "周边县区" in far.json()["message"]
