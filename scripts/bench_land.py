@@ -4,7 +4,8 @@ Builds the layers with ``--plots N`` into their own directory (var/bench/land-<N
 definitions and sources; the shared layers/ directory is never touched), starts ``gis-service serve`` over it
 (GIS_LAYERS_DIR, fresh GIS_VAR_DIR) and measures, with one client, sequentially:
 
-- start-up: until the server answers, and until the land index of the data version is ready (first summary);
+- start-up: until the server answers and until the first summary, on a first start (the land index of the data
+  version is built then) and on a restart over the same GIS_VAR_DIR;
 - plot by code: GET /api/land/plots/{dkbm} for random plots (p50, p95);
 - map click: GET /api/land/plots?at=lon,lat&coord_sys=cgcs2000 inside random plots (p50, p95);
 - village summary: GET /api/land/villages/{code}/summary for random villages (p50, p95), and the city roll-up;
@@ -29,7 +30,7 @@ import httpx
 import shapely
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import machine, serve  # noqa: E402
+from benchlib import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +78,30 @@ def timed(client: httpx.Client, urls: list[str]) -> list[float]:
     return out
 
 
+def start(layers: Path, var: Path) -> tuple[subprocess.Popen, str, float]:
+    """gis-service serve over layers with var as GIS_VAR_DIR (kept between the cold and the warm start);
+    returns (process, url, seconds until it answered)."""
+    import os
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, GIS_VAR_DIR=str(var), GIS_LAYERS_DIR=str(layers), GIS_HOST="127.0.0.1", GIS_PORT=str(port))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "gis_service.cli", "serve"], env=env, cwd=ROOT,
+                            stdout=open(var / "server.log", "a"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            httpx.get(url + "/ogc/conformance", timeout=1)
+            return proc, url, time.perf_counter() - t0
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.perf_counter() - t0 > 600:
+                raise RuntimeError((var / "server.log").read_text()[-2000:]) from None
+            time.sleep(0.1)
+
+
 def rss_mb(pid: int) -> float:
     total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -92,11 +117,21 @@ def main() -> None:
     args = ap.parse_args()
     layers, build_s = build(args.plots)
     codes, points, villages = samples(layers, args.requests)
-    t0 = time.perf_counter()
-    proc, url, var = serve("bench-land-", GIS_LAYERS_DIR=str(layers))
-    up_s = time.perf_counter() - t0
+    import tempfile
+
+    var = Path(tempfile.mkdtemp(prefix="bench-land-"))
+    proc, url, up_cold = start(layers, var)  # cold: the land index of this data version is built after start-up
     try:
-        with httpx.Client(base_url=url, timeout=300) as client:
+        with httpx.Client(base_url=url, timeout=600) as client:
+            t1 = time.perf_counter()
+            client.get("/api/land/summary").raise_for_status()
+            ready_cold = up_cold + time.perf_counter() - t1
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    proc, url, up_s = start(layers, var)  # warm: the index is there (a restart)
+    try:
+        with httpx.Client(base_url=url, timeout=600) as client:
             t1 = time.perf_counter()
             client.get("/api/land/summary").raise_for_status()
             ready_s = up_s + time.perf_counter() - t1
@@ -118,8 +153,8 @@ def main() -> None:
     for name, values, target in (("plot by code", by_code, "p50 < 5 ms"), ("map click", click, "p50 < 10 ms"),
                                  ("village summary", summary, "< 50 ms"), ("city roll-up", city, "")):
         print(f"{name:<34}{statistics.median(values):>10.2f}{p(values, 95):>10.2f}{target:>16}")
-    print(f"start-up (server answers): {up_s:.1f} s (target < 30 s)")
-    print(f"start-up + land index ready (first summary): {ready_s:.1f} s")
+    print(f"start-up, first start (server answers): {up_cold:.1f} s; land index built and first summary: {ready_cold:.1f} s")
+    print(f"start-up, restart (server answers): {up_s:.1f} s (target < 30 s); first summary: {ready_s:.1f} s")
     print(f"server memory (RSS): {memory:,.0f} MB (target < 6 GB)")
 
 

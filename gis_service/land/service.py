@@ -38,6 +38,7 @@ PLOTS = "plots"
 VILLAGES = "villages"
 INDEX_COLUMNS = ["dkbm", "fbfbm", "cbfbm", "cbhtbm", "village_code", "county_adcode", "contract_area_mu",
                  "measured_area_mu", "transfer_status", "mortgage_status", "current_use", "contract_end"]
+INDEX_SCHEMA = 2  # bump when the index's tables change: an index of an older layout is rebuilt
 BOUNDARY_WORDS = ("道路", "沟渠", "其他", "")  # 四至 values that name no person
 PLOT_EDITABLE = {"dkmc": str, "syqxz": str, "dklb": str, "tdlylx": str, "dldj": str, "tdyt": str,
                  "current_use": str, "contract_area_mu": float, "dkdz": str, "dkxz": str, "dknz": str,
@@ -82,7 +83,7 @@ class LandService:
     def index(self) -> sqlite3.Connection:
         """A read connection to the index of the current data version (built if missing; per thread)."""
         version = self.data_version()
-        path = self.ctx.settings.var_dir / "land" / f"index-{version}.sqlite"
+        path = self.ctx.settings.var_dir / "land" / f"index-{version}-s{INDEX_SCHEMA}.sqlite"
         with self._lock:
             if not path.exists():
                 self._build_index(path)
@@ -117,6 +118,7 @@ class LandService:
                          "count(DISTINCT cbhtbm) AS contracts, count(*) AS plots, min(contract_end) AS first_end, "
                          "max(contract_end) AS last_end FROM plots_idx GROUP BY village_code, year")
             conn.execute("CREATE INDEX idx_expiry_year ON village_expiry (year)")
+            conn.execute("CREATE TABLE village_plots AS " + PLOT_FIGURES.format(table="plots_idx"))
             conn.commit()
         finally:
             conn.close()
@@ -423,37 +425,45 @@ class LandService:
 
     # --- summaries ------------------------------------------------------------------------------------
     def village_table(self, day: str) -> pd.DataFrame:
-        """Per-village figures from the base data as of `day`, computed once per data version and day."""
+        """Per-village figures from the base data as of `day`, computed once per data version and day: the
+        plot figures are a table of the index, the transfer figures one grouped query on the register."""
         key = (self.data_version(), day)
         with self._lock:
             cached = self._villages.get(key)
         if cached is not None:
             return cached
-        idx = self.index()
-        plots = pd.read_sql_query("SELECT village_code, county_adcode, cbfbm, contract_area_mu, measured_area_mu "
-                                  "FROM plots_idx", idx)
+        plots = pd.read_sql_query("SELECT * FROM village_plots", self.index())
         with self.register.conn() as c:
-            transfers = pd.read_sql_query(
-                "SELECT village_code, lzhtbm, lzmj, standard_form FROM transfers WHERE start_date <= ? AND end_date >= ?",
-                c, params=(day, day))
-        table = aggregate(plots, transfers)
+            transfers = pd.read_sql_query(TRANSFER_FIGURES.format(table="transfers"), c, params={"day": day})
+        table = _combine(plots, transfers)
         with self._lock:
             self._villages = {key: table}
         return table
 
     def _village_live(self, code: str, day: str, versions: list[dict]) -> pd.DataFrame:
-        idx = self.index()
-        plots = pd.read_sql_query("SELECT dkbm, village_code, county_adcode, cbfbm, contract_area_mu, "
-                                  "measured_area_mu FROM plots_idx WHERE village_code = ?", idx, params=(code,))
-        for v in versions:  # plot edits that change the contract area
-            if v["entity"] == "plot" and "contract_area_mu" in v["data"] and History.as_of([v], day):
-                plots.loc[plots["dkbm"] == v["key"], "contract_area_mu"] = float(v["data"]["contract_area_mu"])
+        """One village's figures with its edits applied: the same queries over its rows in memory."""
+        plots = [dict(r) for r in self.index().execute(
+            "SELECT dkbm, village_code, county_adcode, cbfbm, contract_area_mu, measured_area_mu FROM plots_idx "
+            "WHERE village_code = ?", (code,)).fetchall()]
+        edited = {v["key"]: v for v in versions if v["entity"] == "plot" and History.as_of([v], day)}
+        for row in plots:
+            if row["dkbm"] in edited and "contract_area_mu" in edited[row["dkbm"]]["data"]:
+                row["contract_area_mu"] = float(edited[row["dkbm"]]["data"]["contract_area_mu"])
         base = self.register.rows("SELECT lzhtbm, dkbm, lzmj, standard_form, start_date, end_date, village_code "
                                   "FROM transfers WHERE village_code = ?", (code,))
-        rows = [r for r in self._apply(base, versions, "transfer", lambda r: f"{r['lzhtbm']}|{r['dkbm']}", day)
-                if self._active(r, day)]
-        transfers = pd.DataFrame(rows, columns=["village_code", "lzhtbm", "lzmj", "standard_form"])
-        return aggregate(plots, transfers)
+        transfers = [r for r in self._apply(base, versions, "transfer", lambda r: f"{r['lzhtbm']}|{r['dkbm']}", day)
+                     if self._active(r, day)]
+        mem = sqlite3.connect(":memory:")
+        mem.execute("CREATE TABLE plots_idx (dkbm, village_code, county_adcode, cbfbm, contract_area_mu, measured_area_mu)")
+        mem.executemany("INSERT INTO plots_idx VALUES (:dkbm, :village_code, :county_adcode, :cbfbm, :contract_area_mu, "
+                        ":measured_area_mu)", plots)
+        mem.execute("CREATE TABLE transfers (village_code, lzhtbm, lzmj, standard_form, start_date, end_date)")
+        mem.executemany("INSERT INTO transfers VALUES (:village_code, :lzhtbm, :lzmj, :standard_form, :start_date, "
+                        ":end_date)", [{**r, "standard_form": int(bool(r["standard_form"]))} for r in transfers])
+        table = _combine(pd.read_sql_query(PLOT_FIGURES.format(table="plots_idx"), mem),
+                         pd.read_sql_query(TRANSFER_FIGURES.format(table="transfers"), mem, params={"day": day}))
+        mem.close()
+        return table
 
     def villages_as_of(self, day: str) -> pd.DataFrame:
         table = self.village_table(day)
@@ -740,23 +750,25 @@ def _polygon(geojson) -> shapely.Geometry:
     return geom
 
 
-def aggregate(plots: pd.DataFrame, transfers: pd.DataFrame) -> pd.DataFrame:
-    """Per-village additive figures (index: village_code): plots, households, areas, transfers.
+# Per-village figures, one implementation for the whole register and for one edited village (in memory).
+PLOT_FIGURES = ("SELECT village_code, max(county_adcode) AS county_adcode, count(*) AS plots, "
+                "count(DISTINCT cbfbm) AS households, sum(contract_area_mu) AS contract_area_mu, "
+                "sum(measured_area_mu) AS measured_area_mu FROM {table} GROUP BY village_code")
+TRANSFER_FIGURES = ("SELECT village_code, sum(lzmj) AS transferred_area_mu, "
+                    "sum(CASE WHEN standard_form THEN lzmj ELSE 0 END) AS standard_area_mu, "
+                    "count(DISTINCT lzhtbm) AS transfer_contracts, "
+                    "count(DISTINCT CASE WHEN standard_form THEN lzhtbm END) AS standard_contracts "
+                    "FROM {table} WHERE start_date <= :day AND end_date >= :day GROUP BY village_code")
 
-    plots: village_code, county_adcode, cbfbm, contract_area_mu, measured_area_mu; transfers (active ones):
-    village_code, lzhtbm, lzmj, standard_form."""
-    g = plots.groupby("village_code")
-    table = pd.DataFrame({"county_adcode": g["county_adcode"].first(), "plots": g.size(),
-                          "households": g["cbfbm"].nunique(), "contract_area_mu": g["contract_area_mu"].sum(),
-                          "measured_area_mu": g["measured_area_mu"].sum()})
-    t = transfers.assign(standard_form=transfers["standard_form"].astype(bool),
-                         std_area=np.where(transfers["standard_form"].astype(bool), transfers["lzmj"], 0.0))
-    tg = t.groupby("village_code")
-    std_contracts = t[t["standard_form"]].groupby("village_code")["lzhtbm"].nunique()
-    table["transferred_area_mu"] = tg["lzmj"].sum().reindex(table.index).fillna(0.0)
-    table["standard_area_mu"] = tg["std_area"].sum().reindex(table.index).fillna(0.0)
-    table["transfer_contracts"] = tg["lzhtbm"].nunique().reindex(table.index).fillna(0).astype(int)
-    table["standard_contracts"] = std_contracts.reindex(table.index).fillna(0).astype(int)
+
+def _combine(plots: pd.DataFrame, transfers: pd.DataFrame) -> pd.DataFrame:
+    """Plot and transfer figures side by side, indexed by village code (villages without transfers: 0)."""
+    table = plots.set_index("village_code")
+    t = transfers.set_index("village_code").reindex(table.index)
+    for col in ("transferred_area_mu", "standard_area_mu"):
+        table[col] = t[col].fillna(0.0).astype(float)
+    for col in ("transfer_contracts", "standard_contracts"):
+        table[col] = t[col].fillna(0).astype(int)
     return table
 
 
