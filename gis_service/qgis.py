@@ -262,12 +262,12 @@ def _tile_layer(parent: ET.Element, item: ProjectLayer, base_url: str, authcfg: 
     renderer = _sub(_sub(el, "renderer", type="basic"), "styles")
     dimension = {"marker": "0", "line": "1", "fill": "2"}[_kind(layer.geometry)]
     # cells below the detail zoom are squares: a polygon style for them whatever the layer's geometry
-    for geometry, kind, style_name in ((layer.geometry, dimension, "要素 features"), ("Polygon", "2", "格网 cells")):
-        if style_name.startswith("格网") and dimension == "2":
-            continue
+    drawn = [(layer.geometry, dimension, "要素 features")] + ([("Polygon", "2", "格网 cells")] if dimension != "2" else [])
+    look = Style.parse(layer.style)
+    for geometry, kind, style_name in drawn:
         style = _sub(renderer, "style", name=style_name, layer="", geometry=kind, enabled="1", **{
             "min-zoom": "-1", "max-zoom": "-1", "expression": f"geometry_type($geometry)='{_QGIS_GEOMETRY[kind]}'"})
-        _symbol(_sub(style, "symbols"), "0", geometry, Style.parse(layer.style), Style.parse(layer.style).color)
+        _symbol(_sub(style, "symbols"), "0", geometry, look, look.color)
     return layer_id, name, source
 
 

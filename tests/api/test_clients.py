@@ -151,3 +151,21 @@ def test_gdal_still_reads_through_the_landing_page_with_basic_credentials(server
                              timeout=180)
     assert listing.returncode == 0, listing.stderr
     assert "contractor_households" in listing.stdout and "villages" in listing.stdout
+
+
+def test_collection_metadata_for_desktop_clients(server, catalog):
+    doc = get(server, "/ogc/collections/villages").json()
+    layer = catalog.get("villages")
+    assert doc["description"].startswith(layer.description_zh) and layer.provenance in doc["description"]
+    assert doc["demo"] is True and "演示数据" in doc["description"] and doc["provenance"] == layer.provenance
+    assert {"大运河", "Grand Canal", layer.title_zh, layer.title_en, "公开 public", "演示数据 demo"} <= set(doc["keywords"])
+    assert doc["license"] == "various"  # STAC: see the rel=license links
+    [licence] = [l for l in doc["links"] if l["rel"] == "license"]
+    assert "CC BY 4.0" in licence["title"] and licence["href"].endswith("/ogc/provenance")
+    text = httpx.get(licence["href"], timeout=30)
+    assert text.status_code == 200 and "villages" in text.text and text.headers["content-type"].startswith(
+        "text/markdown")
+    real = get(server, "/ogc/collections/counties").json()
+    assert real["demo"] is False and "演示数据 demo" not in real["keywords"] and "演示数据" not in real["description"]
+    internal = get(server, "/ogc/collections/risk_sources", {"X-API-Key": server.key("planner")}).json()
+    assert "内部 internal" in internal["keywords"]
