@@ -56,7 +56,7 @@ class LayerDef:
     source_crs: str = "EPSG:4326"
     demo: bool = False
     derived: bool = False  # computed by a domain from other layers and its rules (written at start-up or on edit)
-    tiles: "TileDef | None" = None  # the [tiles] table (vector tiles); None: the defaults of TileDef
+    tiles: TileDef | None = None  # the [tiles] table (vector tiles); None: the defaults of TileDef
     provenance: str = ""
     basemap: bool = False  # drawn under every map (the offline base map); public vector layers only
     basemap_order: int = 0  # base layers are drawn in this order (lower first, i.e. underneath)

@@ -396,7 +396,7 @@ def warm_up(catalog, store) -> threading.Thread:
             if spec is not None and spec.detail_zoom is not None and not layer.is_raster and store.exists(layer):
                 try:
                     _load_centres(store, layer, spec, store.version(layer))
-                except Exception:  # noqa: BLE001 - a request will build it again and report the error
+                except Exception:  # a request builds it again and reports the error
                     log.exception("vector tiles: warming up %s failed", layer.id)
 
     thread = threading.Thread(target=run, name="tiles-warm-up", daemon=True)

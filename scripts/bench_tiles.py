@@ -1,7 +1,7 @@
 """Benchmark: vector tiles of 2 000 000 plots (issue #9 §11: a z14 tile p50 under 50 ms, a z10 tile under 200 ms).
 
-Builds the plots into a copy of the layers (var/bench_tiles/layers, or --layers DIR already built; the shared
-layers/ directory is never touched), starts `gis-service serve` on it and fetches, one at a time over HTTP:
+Builds the layers with the plots into a copy (var/bench/layers, shared with bench_features.py; or --layers DIR
+already built; the shared layers/ directory is never touched), starts `gis-service serve` on it and fetches, one at a time over HTTP:
 distinct z14 tiles around random plots (features), z12 and z10 tiles over the plots (aggregated cells), and
 the same z14 tiles again (served from the per-process tile cache). Every tile is a cache miss in the first
 pass. Also times the numpy encoder against mapbox-vector-tile's encoder on the same z14 geometries.
@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -27,27 +25,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_features import build_layers  # noqa: E402  (the same 2 000 000-plot copy of the layers, var/bench)
 from benchlib import machine, serve  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / "var" / "bench_tiles"
 TMS = "WebMercatorQuad"
-
-
-def build_layers(plots: int) -> Path:
-    """A copy of layers/ (definitions and built layers) with the plots (and households) rebuilt at `plots`."""
-    layers = WORK / "layers"
-    marker = layers / f".built-{plots}"
-    if marker.exists():
-        return layers
-    if layers.exists():
-        shutil.rmtree(layers)
-    shutil.copytree(ROOT / "layers", layers, ignore=shutil.ignore_patterns(".*", "plots.gpkg", "contractor_households.gpkg"))
-    env = dict(os.environ, GIS_LAYERS_DIR=str(layers), GIS_VAR_DIR=str(WORK / "var"))
-    subprocess.run([sys.executable, "-m", "gis_service.cli", "build-layers", "--plots", str(plots)], env=env,
-                   check=True, cwd=ROOT)
-    marker.touch()
-    return layers
 
 
 def tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
@@ -142,7 +123,6 @@ def main() -> None:
     ap.add_argument("--layers", type=Path, help="an already built layers directory (with the plots)")
     ap.add_argument("--settle", type=float, default=30, help="seconds to wait after the first tile (start-up work)")
     args = ap.parse_args()
-    WORK.mkdir(parents=True, exist_ok=True)
     layers = args.layers or build_layers(args.plots)
     gpkg = layers / "land" / "plots.gpkg"
     count = sqlite3.connect(gpkg).execute("SELECT count(*) FROM plots").fetchone()[0]
@@ -156,7 +136,7 @@ def main() -> None:
                 seen.append(t)
         by_zoom[z] = seen[:args.tiles]
     t0 = time.time()
-    proc, base, var = serve("bench-tiles-", GIS_LAYERS_DIR=str(layers))
+    proc, base, _ = serve("bench-tiles-", GIS_LAYERS_DIR=str(layers))
     startup = time.time() - t0
     try:
         first_ms, _, _ = fetch(f"{base}/ogc/collections/plots/tiles/{TMS}/{by_zoom[10][0][0]}/{by_zoom[10][0][2]}/"

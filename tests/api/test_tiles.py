@@ -368,7 +368,7 @@ def test_sub_pixel_features_dropped_until_they_are_a_pixel(tiles_server):
     """The sliver is 0.00001° (≈ 0.86 m × 1.1 m): under a pixel at zoom 12 (≈ 30 m), over one at 18 (≈ 0.5 m)."""
     for z, present in ((12, False), (18, True)):
         col, row = tile_of(116.738005, 39.500005, z)
-        status, _, body = get(tiles_server, tile_path("parcels", z, col, row))
+        _, _, body = get(tiles_server, tile_path("parcels", z, col, row))
         codes = {f["properties"]["code"] for f in decode(body).get("parcels", {"features": []})["features"]}
         assert ("SLIVER" in codes) is present, z
 
@@ -376,7 +376,7 @@ def test_sub_pixel_features_dropped_until_they_are_a_pixel(tiles_server):
 def test_lines_clipped_to_the_buffered_tile(tiles_server):
     z = 14
     col, row = tile_of(116.70, 39.5, z)
-    status, _, body = get(tiles_server, tile_path("roads", z, col, row), "planner")
+    _, _, body = get(tiles_server, tile_path("roads", z, col, row), "planner")
     line = decode(body)["roads"]["features"][0]["geometry"]
     coords = np.asarray(line["coordinates"], float)
     assert coords.min() >= -64 and coords.max() <= 4096 + 64

@@ -94,8 +94,8 @@ def test_tiles_fetched_drawn_and_popups_are_text(tiles_server, role):  # noqa: F
         # zoomed out below the detail zoom: cells with their count
         before = len(tile_requests)
         zoom_to(page, 11, 39.5025, 116.712)
-        page.wait_for_function(f"() => window.gisVectorTiles['parcels'].tiles > 0 && "
-                               f"document.querySelectorAll('.leaflet-tile-loaded').length > 0", timeout=20_000)
+        page.wait_for_function("() => window.gisVectorTiles['parcels'].tiles > 0 && "
+                               "document.querySelectorAll('.leaflet-tile-loaded').length > 0", timeout=20_000)
         page.wait_for_timeout(500)
         cells = [u for u, s in tile_requests[before:] if "/WebMercatorQuad/11/" in u and s == 200]
         assert cells
