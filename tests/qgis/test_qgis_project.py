@@ -299,3 +299,18 @@ def test_screenshots_for_the_readme(planner):
     for name in ("planner-map.png", "qgis-auth-basic.png", "qgis-auth-basic-list.png"):
         shot = SHOTS / name
         assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 5_000, name
+
+
+def test_a_wrong_key_in_the_authentication_configuration_opens_nothing(logged_server, tmp_path):
+    """A wrong key is a 401 on every request, so no layer opens: never a silent public view."""
+    key = logged_server.key("planner")
+    download = httpx.get(logged_server.url + "/maps/qgis-project.qgz", headers={"X-API-Key": key}, timeout=120)
+    project = tmp_path / "planner.qgz"
+    project.write_bytes(download.content)
+    first = len(logged_server.requests())
+    report = run_qgis({"project": str(project), "authcfg": {"id": qgis.DEFAULT_AUTHCFG, "username": "qgis",
+                                                            "password": key + "x"}}, tmp_path / "q")
+    oapif = {t: l for t, l in report["layers"].items() if l["provider"] == "OAPIF"}
+    assert oapif and not any(l["valid"] for l in oapif.values())
+    statuses = {status for path, status in logged_server.requests()[first:] if path.startswith("/ogc")}
+    assert statuses == {401}
