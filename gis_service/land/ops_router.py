@@ -40,7 +40,7 @@ IMPORTERS = ("rural", "admin")
 CSV_TYPE = "text/csv; charset=utf-8"
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 FILE_RESPONSES = {200: {"content": {"application/json": {}, CSV_TYPE: {}, XLSX_TYPE: {}}}}
-PERSONAL_COLUMNS = ("recorded", "neighbour_label")  # names in 四至 rows (masked per role)
+PERSONAL_COLUMNS = ("recorded", "neighbour_label", "adjoining_contractors")  # names in 四至 rows (masked per role)
 HEADERS_ZH = {
     "dkbm": "地块编码", "dkmc": "地块名称", "village_code": "村级区划代码", "county_adcode": "县区代码",
     "contract_area_mu": "合同面积（亩）", "measured_area_mu": "实测面积（亩）", "difference_mu": "差值（亩）",
@@ -48,7 +48,7 @@ HEADERS_ZH = {
     "transfer_status": "流转状态", "other_dkbm": "重叠地块编码", "overlap_m2": "重叠面积（平方米）",
     "overlap_mu": "重叠面积（亩）", "side": "方向", "side_zh": "方向", "neighbour_kind": "相邻类型",
     "neighbour_label": "按图形判定的四至", "neighbour_dkbm": "相邻地块编码", "covered_share": "覆盖比例",
-    "recorded": "登记四至", "status": "核对结果"}
+    "recorded": "登记四至", "status": "核对结果", "adjoining_contractors": "该边相邻的全部承包方"}
 CHECKS = {
     "area-mismatch": ("实测面积与合同面积差异", "area_mismatch_pct"),
     "non-farm-use": ("永久基本农田非农化非粮化", "non_farm_uses"),
@@ -169,11 +169,15 @@ class OpsService:
             return records
         layer = self.plots_layer()
         entitled = who is not None and layer.sees_personal(who.role)
+        words = {w for ws in self.ctx.rules.value("boundary_kind_words").values() for w in ws}
         for row in records:
             for c in PERSONAL_COLUMNS:
-                personal = c == "recorded" or row.get("neighbour_kind") == boundaries.PLOT_KIND
+                if c == "recorded":  # a road, ditch … names no person
+                    personal = boundaries.normalise(row.get(c)) not in words
+                else:
+                    personal = c == "adjoining_contractors" or row.get("neighbour_kind") == boundaries.PLOT_KIND
                 if row.get(c) and personal and not entitled:
-                    row[c] = None if who is None else mask_value("name", row[c])
+                    row[c] = None if who is None else "、".join(mask_value("name", n) for n in row[c].split("、"))
         if entitled and records and self.ctx.access_log is not None:
             self.ctx.access_log.disclose(who, layer, ["contractor_name", "dkdz", "dkxz", "dknz", "dkbz"],
                                          len(records), request)

@@ -13,12 +13,14 @@ import requests
 
 from gis_service.config import REPO_ROOT
 from gis_service.crs import METRIC_CRS
+from gis_service.rules import RuleBook
 from gis_service.store import GeoPackageStore
 from tests.conftest import live_server
 
 from .test_imports import national_frame, sample_plots
 
 TIMEOUT = 300  # the first 四至 request computes the whole register
+LAND_WORDS = RuleBook.load().domain("land").value("boundary_kind_words")
 
 
 def get(server, path, role=None, **params):
@@ -84,14 +86,19 @@ def test_bad_parameters_are_json_4xx(server):
 
 def test_boundaries_masked_per_role_and_full_views_logged(server, catalog, store):
     plots = store.read_frame(catalog.get("plots"))
+    names = set(plots["contractor_name"])
     anon = get(server, "/api/land/boundaries", limit=200, status="all").json()
     assert anon["total"] == 4 * len(plots) and set(anon["status_counts"]) <= {"match", "mismatch", "unverified", "unrecorded"}
-    assert all(i["recorded"] is None for i in anon["items"])
+    words = {w for ws in LAND_WORDS.values() for w in ws}
+    assert all(i["recorded"] is None or i["recorded"] in words for i in anon["items"])  # 道路, 沟渠 … name no person
+    assert any(i["recorded"] in words for i in anon["items"]) and not any(i["recorded"] in names for i in anon["items"])
     assert all(i["neighbour_label"] is None for i in anon["items"] if i["neighbour_kind"] == "地块")
-    names = set(plots["contractor_name"])
     planner = get(server, "/api/land/boundaries", "planner", limit=200, status="all").json()
     shown = [i["neighbour_label"] for i in planner["items"] if i["neighbour_kind"] == "地块"]
     assert shown and not set(shown) & names and all("*" in s for s in shown)
+    others = [n for i in planner["items"] if i["adjoining_contractors"] for n in i["adjoining_contractors"].split("、")]
+    assert others and not set(others) & names and all("*" in n for n in others)
+    assert all(i["adjoining_contractors"] is None for i in anon["items"] if i["neighbour_kind"] == "地块")
     rural = get(server, "/api/land/boundaries", "rural", limit=200, status="all").json()
     full = [i["neighbour_label"] for i in rural["items"] if i["neighbour_kind"] == "地块"]
     assert full and set(full) <= names
