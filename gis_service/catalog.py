@@ -345,8 +345,8 @@ def _tiles_def(table, path: Path, fields: list[FieldDef], style: dict, geometry:
                                   "must be a list of defined field names, each once")
         chosen[key] = tuple(names)
     aggregate = chosen.get("aggregate_fields")
-    if aggregate is None:  # default: the style's category field
-        aggregate = (style["category_field"],) if style.get("category_field") else ()
+    if aggregate is None:  # default when aggregating: the style's category field
+        aggregate = (style["category_field"],) if style.get("category_field") and detail is not None else ()
     if aggregate and detail is None:
         raise DefinitionError(path, "tiles.aggregate_fields", "须同时设置 detail_zoom", "needs detail_zoom")
     personal = [n for n in aggregate if by_name[n].personal]

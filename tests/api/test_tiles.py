@@ -484,3 +484,38 @@ def test_gdal_mvt_driver_reads_a_tile(tiles_server, tmp_path):
         assert f["properties"]["status"] == frame.loc[f["properties"]["code"], "status"]
         checked += 1
     assert checked > 20
+
+
+# --- the [tiles] table is checked at start-up ---------------------------------------------------------------
+@pytest.mark.parametrize("table,key", [
+    ("[tiles]\nzoom = 3\n", "tiles.zoom"),
+    ("[tiles]\ndetail_zoom = 4\n", "tiles.detail_zoom"),  # not above min_zoom 4
+    ("[tiles]\ndetail_zoom = 21\n", "tiles.detail_zoom"),  # above max_zoom 20
+    ("[tiles]\nmax_zoom = 25\n", "tiles.max_zoom"),  # WebMercatorQuad ends at 24
+    ("[tiles]\ndetail_zoom = 12\naggregate_fields = [\"owner\"]\n", "tiles.aggregate_fields"),  # personal
+    ("[tiles]\naggregate_fields = [\"status\"]\n", "tiles.aggregate_fields"),  # needs detail_zoom
+    ("[tiles]\nfields = [\"code\", \"nope\"]\n", "tiles.fields"),
+    ("[tiles]\ndetail_zoom = 12\ncell_pixels = 3\n", "tiles.cell_pixels"),
+])
+def test_bad_tiles_tables_stop_start_up(tmp_path, table, key):
+    from gis_service.catalog import load_definition
+    from gis_service.errors import DefinitionError
+
+    head, rest = textwrap.dedent(PARCELS_TOML).split("[tiles]\n")
+    fields = rest[rest.index("[[fields]]"):]
+    path = tmp_path / "parcels.toml"
+    path.write_text(head + table.replace("[tiles]\n", "[tiles]\nmin_zoom = 4\n") + fields, encoding="utf-8")
+    with pytest.raises(DefinitionError) as info:
+        load_definition(path)
+    assert info.value.key == key
+
+
+def test_tiles_table_defaults_to_the_style_category_when_aggregating(tmp_path):
+    from gis_service.catalog import load_definition
+
+    head, rest = textwrap.dedent(PARCELS_TOML).split("[tiles]\n")
+    fields = rest[rest.index("[[fields]]"):]
+    path = tmp_path / "parcels.toml"
+    for table, aggregate in (("detail_zoom = 12\n", ("status",)), ('fields = ["code"]\n', ())):
+        path.write_text(head + "[tiles]\n" + table + fields, encoding="utf-8")
+        assert load_definition(path).tiles.aggregate_fields == aggregate
