@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
 FILE_NAME = "register.sqlite"
+MMAP_BYTES = 2**31
+CHECK_S = 1.0  # a replaced register file is noticed within this many seconds
 TABLES = {  # table: (primary key or None, indexed columns)
     "employers": ("fbfbm", ("village_code",)),
     "households": ("cbfbm", ("fbfbm", "name", "village_code")),
@@ -93,13 +96,20 @@ class Register:
 
     @contextmanager
     def conn(self):
-        version = self.version()
+        """This thread's connection; the file is checked for replacement at most every CHECK_S seconds."""
         cached = getattr(self._local, "conn", None)
+        now = time.monotonic()
+        if cached is not None and now - self._local.checked < CHECK_S:
+            yield cached[1]
+            return
+        version = self.version()
+        self._local.checked = now
         if cached is None or cached[0] != version:
             if cached is not None:
                 cached[1].close()
             c = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
             c.row_factory = sqlite3.Row
+            c.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")  # page reads from the OS cache, shared by connections
             self._local.conn = cached = (version, c)
         yield cached[1]
 

@@ -16,6 +16,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +32,14 @@ from ..store import FeatureQuery, GeoPackageStore
 from ..store.scan import scan_chunks
 from . import codes
 from .history import History, parse_day, today
-from .register import Register, path_in
+from .register import MMAP_BYTES, Register, path_in
 
 log = logging.getLogger("gis_service")
 PLOTS = "plots"
 VILLAGES = "villages"
 INDEX_COLUMNS = ["dkbm", "fbfbm", "cbfbm", "cbhtbm", "village_code", "county_adcode", "contract_area_mu",
                  "measured_area_mu", "transfer_status", "mortgage_status", "current_use", "contract_end"]
+VERSION_CHECK_S = 1.0  # how stale a data version may be read (an import or rebuild shows within a second)
 INDEX_SCHEMA = 2  # bump when the index's tables change: an index of an older layout is rebuilt
 BOUNDARY_WORDS = ("道路", "沟渠", "其他", "")  # 四至 values that name no person
 PLOT_EDITABLE = {"dkmc": str, "syqxz": str, "dklb": str, "tdlylx": str, "dldj": str, "tdyt": str,
@@ -63,7 +65,7 @@ class LandService:
         self._lock = threading.Lock()
         self._index: tuple[str, Path] | None = None
         self._villages: dict = {}  # (version, day) -> DataFrame of per-village figures
-        self._mortgages: tuple[str, pd.DataFrame] | None = None
+        self._version: tuple[float, str] | None = None
 
     # --- data versions and the index --------------------------------------------------------------
     def plots_layer(self, who: Principal | None = None):
@@ -75,10 +77,18 @@ class LandService:
                            "the land register (register.sqlite) is missing; run 'gis-service build-layers'", 503)
 
     def data_version(self) -> str:
+        """Changes when the plots layer or the register file is replaced (checked at most every
+        VERSION_CHECK_S seconds: a request makes several reads, not several file checks)."""
+        now = time.monotonic()
+        cached = self._version
+        if cached is not None and now - cached[0] < VERSION_CHECK_S:
+            return cached[1]
         self._require_register()
         layer = self.plots_layer()
         raw = f"{self.ctx.store.version(layer)}|{self.register.version()}"
-        return hashlib.sha1(raw.encode()).hexdigest()[:16]
+        version = hashlib.sha1(raw.encode()).hexdigest()[:16]
+        self._version = (now, version)
+        return version
 
     def index(self) -> sqlite3.Connection:
         """A read connection to the index of the current data version (built if missing; per thread)."""
@@ -94,6 +104,7 @@ class LandService:
         if cached is None or cached[0] != path:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
             conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
             local.conn = cached = (path, conn)
         return cached[1]
 
@@ -152,12 +163,11 @@ class LandService:
 
     # --- who sees what --------------------------------------------------------------------------------
     def entitled(self, who: Principal | None) -> bool:
-        return who is not None and self.plots_layer().sees_personal(who.role)
+        layer = self.ctx.catalog.get(PLOTS)  # the definition says who sees personal fields (no file access)
+        return who is not None and layer is not None and layer.sees_personal(who.role)
 
     def person(self, kind: str, value, who: Principal | None):
-        if value is None:
-            return None
-        if who is None:
+        if value is None or who is None:
             return None
         return value if self.entitled(who) else mask_value(kind, value)
 
