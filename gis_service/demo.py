@@ -123,10 +123,13 @@ def _id_numbers(rng, county_adcodes: np.ndarray) -> np.ndarray:
     """18-digit resident ID numbers with a valid GB 11643 check digit (fictitious people)."""
     n = len(county_adcodes)
     births = pd.to_datetime("1940-01-01") + pd.to_timedelta(rng.integers(0, 365 * 50, n), unit="D")
-    body = [f"{a}{b:%Y%m%d}{s:03d}" for a, b, s in zip(county_adcodes, births, rng.integers(0, 1000, n))]
-    weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
-    checks = "10X98765432"
-    return np.array([b + checks[sum(int(c) * w for c, w in zip(b, weights)) % 11] for b in body])
+    seq = np.char.zfill(rng.integers(0, 1000, n).astype(str), 3)
+    body = np.char.add(np.char.add(np.asarray(county_adcodes).astype(str), np.asarray(births.strftime("%Y%m%d"), dtype=str)),
+                       seq)
+    digits = np.frombuffer(body.astype("S17").tobytes(), dtype=np.uint8).reshape(n, 17) - ord("0")
+    weights = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2])
+    checks = np.array(list("10X98765432"))
+    return np.char.add(body, checks[(digits.astype(np.int64) @ weights) % 11])
 
 
 def _phones(rng, n) -> np.ndarray:
@@ -894,8 +897,9 @@ def land_register(plots_frame: gpd.GeoDataFrame, households: gpd.GeoDataFrame, v
     lz_ids = transfers["lzhtbm"].drop_duplicates().values
     chosen = rng.choice(lz_ids, min(n_mortgages, len(lz_ids)), replace=False) if len(lz_ids) else np.array([])
     rows = []
-    first_of = transfers.drop_duplicates("lzhtbm").set_index("lzhtbm")
-    by_lz = transfers.groupby("lzhtbm")["dkbm"].apply(list)
+    mortgaged = transfers[transfers["lzhtbm"].isin(set(chosen))]
+    first_of = mortgaged.drop_duplicates("lzhtbm").set_index("lzhtbm")
+    by_lz = mortgaged.groupby("lzhtbm")["dkbm"].apply(list)
     for i, lz in enumerate(sorted(chosen)):
         t = first_of.loc[lz]
         s = max(pd.Timestamp(t["start_date"]), pd.Timestamp("2019-01-01")) + \
