@@ -120,15 +120,16 @@ class Grader:
         if not isinstance(body, dict):
             raise GisError("invalid_facts", "请求体须为 JSON 对象", "the body must be a JSON object", 422)
         facts = {}
+        limits = self.rules.value("fact_limits")
         for name, value in body.items():
             if value is None:
                 continue
             if name in COUNTS:
-                facts[name] = _count(name, value)
+                facts[name] = _at_most(name, _count(name, value), limits["count"])
             elif name in AMOUNTS:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                     raise invalid(name, f"须为非负有限数，收到 {shown(value)}", f"must be a finite number ≥ 0, got {shown(value)}")
-                facts[name] = value
+                facts[name] = _at_most(name, value, limits[name])
             elif name in ENUMS:
                 allowed = self.enum_values[name]
                 if not isinstance(value, str) or value not in allowed:
@@ -197,6 +198,14 @@ def _count(name: str, value) -> int:
     if value < 0:
         raise invalid(name, f"不能为负数，收到 {shown(value)}", f"must not be negative, got {shown(value)}")
     return int(value)
+
+
+def _at_most(name: str, value, limit):
+    """value, or a 422 above the rule fact_limits (a typing error; an answer could not even carry the number)."""
+    if value > limit:
+        raise invalid(name, f"不能大于 {limit:g}（规则 fact_limits），收到 {shown(value)}",
+                      f"must not exceed {limit:g} (rule fact_limits), got {shown(value)}")
+    return value
 
 
 def more_severe(a: str, b: str) -> str:

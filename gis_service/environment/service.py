@@ -5,6 +5,7 @@ risk-zone register and the key areas, each rebuilt only when an input layer's da
 from __future__ import annotations
 
 import datetime as dt
+import math
 import threading
 
 import geopandas as gpd
@@ -76,20 +77,24 @@ class EnvironmentService:
                            "field 'location' must be a GeoJSON Point", 422)
         coords = location.get("coordinates")
         if not isinstance(coords, list) or len(coords) != 2 or not all(
-                isinstance(c, (int, float)) and not isinstance(c, bool) for c in coords):
-            raise GisError("invalid_location", "字段 location.coordinates 须为两个数 [x, y]",
-                           "field 'location.coordinates' must be two numbers [x, y]", 422)
+                isinstance(c, (int, float)) and not isinstance(c, bool) and _finite(c) for c in coords):
+            raise GisError("invalid_location", "字段 location.coordinates 须为两个有限数 [x, y]",
+                           "field 'location.coordinates' must be two finite numbers [x, y]", 422)
         try:
             lon, lat = to_storage_xy(coords[0], coords[1], coord_sys)
         except GisError as exc:
             if exc.status != 422:
                 raise
+            name = "coord_sys" if exc.code == "bad_coord_sys" else "location"
+            exc.message_zh, exc.message_en = f"字段 {name}：{exc.message_zh}", f"field '{name}': {exc.message_en}"
+            if exc.code != "coordinate_outside_langfang":
+                raise
             # The plan also covers incidents outside the city that may affect it (L1247): a point in a
             # neighbouring county is accepted even beyond the platform's Langfang + 20 km box.
-            point = self._in_neighbour(coords, coord_sys) if exc.code == "coordinate_outside_langfang" else None
+            point = self._in_neighbour(coords, coord_sys)
             if point is None:
-                exc.message_zh = f"字段 location：{exc.message_zh}（也不在周边县区内）"
-                exc.message_en = f"field 'location': {exc.message_en} (nor in a neighbouring county)"
+                exc.message_zh += "（也不在周边县区内）"
+                exc.message_en += " (nor in a neighbouring county)"
                 raise
             return point
         x, y = transform_xy(lon, lat, STORAGE_CRS, METRIC_CRS)
@@ -186,6 +191,13 @@ class EnvironmentService:
             if layer is not None and layer.data_path.exists():
                 stamps.append(layer.data_path.stat().st_mtime)
         return dt.datetime.fromtimestamp(max(stamps), dt.timezone.utc).strftime("%Y-%m-%d") if stamps else ""
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def service_for(ctx: DomainContext) -> EnvironmentService:

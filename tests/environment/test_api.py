@@ -196,3 +196,26 @@ def test_a_point_in_a_neighbouring_county_beyond_the_langfang_box_is_accepted(se
     assert d["admin"]["origin_county"] == "蓟州区" and d["admin"]["cross_boundary"] == "province"
     far = _post(server, {**AIR, "location": {"type": "Point", "coordinates": [118.5, 39.6]}})
     assert far.status_code == 422 and "周边县区" in far.json()["message"]
+
+
+@pytest.mark.parametrize("path, text, field", [
+    ("grade", '{"deaths": 100000000000000000000000000000}', "deaths"),
+    ("grade", '{"direct_loss_cny": 100000000000000000000000000000}', "direct_loss_cny"),
+    ("incidents", '{"location": {"type": "Point", "coordinates": [1%s, 39.5]}, "kind": "soil", "radius_m": 5}' % ("0" * 400),
+     "location"),
+    ("incidents", '{"location": {"type": "Point", "coordinates": [NaN, 39.5]}, "kind": "soil", "radius_m": 5}', "location"),
+    ("incidents", ('{"location": {"type": "Point", "coordinates": [116.7, 39.52]}, "kind": "soil", "radius_m": 5, '
+                   '"facts": {"evacuated": 100000000000000000000000000000}}'), "evacuated"),
+])
+def test_huge_or_non_finite_numbers_are_422_never_500(server, path, text, field):
+    """Numbers beyond 64 bits (or floats) were 500s: the answer could not be serialised / converted."""
+    r = httpx.post(f"{server.url}/api/environment/{path}", content=text, timeout=60,
+                   headers={**_h(server), "Content-Type": "application/json"})
+    assert r.status_code == 422 and set(r.json()) == {"code", "message"}, r.text
+    assert field in r.json()["message"]
+
+
+def test_an_unknown_coordinate_system_is_422_without_the_neighbour_county_remark(server):
+    r = _post(server, {**AIR, "coord_sys": "foo"})
+    assert r.status_code == 422 and r.json()["code"] == "bad_coord_sys"
+    assert "field 'coord_sys'" in r.json()["message"] and "周边县区" not in r.json()["message"]

@@ -156,3 +156,20 @@ def test_every_grade_rule_quotes_its_seed_line(criterion):
     quote = re.sub("（[^）]*）$", "", quote)  # a trailing note of ours, e.g. （0人不构成本项…）
     assert 1531 <= criterion.rule.line <= 1603
     assert quote in lines[criterion.rule.line - 1]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"deaths": 10**30}, "deaths"), ({"evacuated": 1e20}, "evacuated"), ({"direct_loss_cny": 10**30}, "direct_loss_cny"),
+    ({"acute_radiation_sickness": 2**64}, "acute_radiation_sickness"),
+])
+def test_absurdly_large_facts_are_422_naming_the_field(body, field):
+    """A number no answer can carry (beyond 64-bit integers) was a 500 when the answer was serialised."""
+    with pytest.raises(GisError) as info:
+        GRADER.parse(body)
+    assert info.value.status == 422 and field in info.value.message and "fact_limits" in info.value.message
+
+
+def test_the_largest_fact_allowed_is_still_graded():
+    limits = RULES.value("fact_limits")
+    assert limits["count"] > 8_000_000_000 and limits["direct_loss_cny"] >= 100_000_000  # above every threshold
+    assert grade_of(evacuated=limits["count"], direct_loss_cny=limits["direct_loss_cny"]) == "特别重大"
