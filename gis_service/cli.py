@@ -198,7 +198,7 @@ def cmd_qgis_project(args) -> None:
 
 
 def cmd_db(args) -> None:
-    """`gis-service db init|migrate|load|status`: the PostgreSQL store (GIS_DATABASE_URL or --url)."""
+    """`gis-service db init|migrate|load|status|rules`: the PostgreSQL store (GIS_DATABASE_URL or --url)."""
     from .catalog import Catalog
     from .config import Settings
     from .store import pgload
@@ -211,6 +211,18 @@ def cmd_db(args) -> None:
     if args.action in ("init", "migrate"):
         done = pgload.init(url)
         print(f"已应用迁移 applied migrations: {done or '无 none (up to date)'}")
+    elif args.action == "rules":
+        from .rules import RuleBook
+        from .store.pgplatform import set_rules_override
+
+        path = settings.rules_override
+        if path.exists():
+            RuleBook.load(override_path=path)  # a wrong file is refused here, not at every instance's start
+            set_rules_override(url, path.read_text(encoding="utf-8"))
+            print(f"已将 {path} 存入数据库，各实例重启后生效 stored {path.name}; restart the instances to apply it")
+        else:
+            set_rules_override(url, None)
+            print(f"{path} 不存在：已删除数据库中的本地规则 no {path.name}: the database's overrides are removed")
     elif args.action == "status":
         state = pgload.status(url)
         print(f"迁移 migrations {state['applied']} / latest {state['latest']}, pending {state['pending']}")
@@ -302,7 +314,8 @@ def parser() -> argparse.ArgumentParser:
                         "features request only the view extent")
     s.set_defaults(func=cmd_qgis_project)
     s = sub.add_parser("db", help="PostgreSQL/PostGIS 数据库 the PostgreSQL store (GIS_DATABASE_URL)")
-    s.add_argument("action", choices=["init", "migrate", "load", "status"])
+    s.add_argument("action", choices=["init", "migrate", "load", "status", "rules"],
+                   help="rules: 将 var/rules.local.toml 存入数据库 store the local rule overrides in the database")
     s.add_argument("--url", help="postgresql://… (默认 GIS_DATABASE_URL)")
     s.add_argument("--layer", action="append", help="load: 只载入这些图层 only these layers (repeatable)")
     s.add_argument("--build", action="store_true", help="load: 直接在数据库中生成图层 generate the layers in the database")

@@ -112,7 +112,7 @@ def serve_tipg(url: str, port: int) -> subprocess.Popen:
     return proc
 
 
-def http_runs(layers: Path, url: str, boxes: list[str], seconds: float) -> dict[str, dict]:
+def http_runs(layers: Path, url: str, boxes: list[str], seconds: float, settle: float) -> dict[str, dict]:
     results = {}
     items = "/ogc/collections/plots/items?bbox={}&limit=100"
     for name, start, path in (
@@ -120,6 +120,7 @@ def http_runs(layers: Path, url: str, boxes: list[str], seconds: float) -> dict[
             ("gis_service PostGIS ×1", lambda: serve_ours(layers, url, 8772), items),
             ("tipg PostGIS ×1", lambda: serve_tipg(url, 8773), "/collections/layers.plots/items?bbox={}&limit=100")):
         proc = start()
+        time.sleep(settle)  # start-up work in the background (vector-tile cells) finishes first
         port = {"gis_service embedded ×1": 8771, "gis_service PostGIS ×1": 8772}.get(name, 8773)
         try:
             results[name] = bf.load(f"http://127.0.0.1:{port}", [path.format(b) for b in boxes], seconds)
@@ -139,6 +140,7 @@ def main() -> None:
     ap.add_argument("--layers", help="an existing layers directory with built layers (default: var/bench/layers)")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--store-seconds", type=float, default=5, help="seconds per in-process store query case")
+    ap.add_argument("--settle", type=float, default=30, help="seconds to wait after each server starts")
     ap.add_argument("--skip-tipg", action="store_true")
     args = ap.parse_args()
     bf.WORK.mkdir(parents=True, exist_ok=True)
@@ -160,7 +162,7 @@ def main() -> None:
         print("\nin-process store queries (one thread):")
         store = store_queries(layers, url, boxes, args.store_seconds)
         print(f"\nHTTP bbox items, wrk {bf.CONNECTIONS} connections, {args.seconds:.0f} s each:")
-        http = http_runs(layers, url, boxes, args.seconds) if not args.skip_tipg else {}
+        http = http_runs(layers, url, boxes, args.seconds, args.settle) if not args.skip_tipg else {}
     print(f"\n{'store query':<30}{'embedded/s':>12}{'postgis/s':>12}{'pg/emb':>8}")
     for case, r in store.items():
         print(f"{case:<30}{r['embedded']:>12.1f}{r['postgis']:>12.1f}{r['postgis'] / r['embedded']:>8.2f}")
