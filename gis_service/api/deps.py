@@ -65,18 +65,26 @@ class InvalidKey(GisError):
 
 
 def presented_key(request: Request) -> str | None:
-    """The key the caller presents: the X-API-Key header, else `Authorization: Basic` (the key is the password,
-    any user name: what QGIS's authentication manager and GDAL send) or `Authorization: Bearer <key>`.
+    """The key the caller presents: an X-API-Key header, `Authorization: Basic` (the key is the password, any
+    user name: what QGIS's authentication manager and GDAL send) or `Authorization: Bearer <key>`.
 
-    None when the request carries neither header. A malformed or unsupported Authorization header is a 401
-    (never a silent anonymous view). The key is only ever read from headers, never from the URL."""
-    key = request.headers.get("x-api-key")
-    if key:
-        return key
-    header = request.headers.get("authorization")
-    if not header:
-        return None
-    scheme, _, value = header.strip().partition(" ")
+    None when the request carries none of these headers. Every such header is read (a name may repeat): an
+    empty, malformed or unsupported one, or two that name different keys, is a 401, never a silent anonymous
+    view nor a choice between them. The key is only ever read from headers, never from the URL."""
+    keys = {_key_of(name, value) for name, value in request.headers.items() if name in ("x-api-key", "authorization")}
+    if len(keys) > 1:
+        raise InvalidKey("请求中的凭据不一致（X-API-Key 与 Authorization 或重复的头给出了不同的密钥）",
+                         "the credentials disagree (X-API-Key, Authorization or a repeated header carry different keys)")
+    return keys.pop() if keys else None
+
+
+def _key_of(name: str, header: str) -> str:
+    header = header.strip()
+    if name == "x-api-key":
+        if not header:
+            raise InvalidKey("X-API-Key 为空", "the X-API-Key header is empty")
+        return header
+    scheme, _, value = header.partition(" ")
     scheme, value = scheme.lower(), value.strip()
     if scheme == "bearer" and value:
         return value

@@ -169,3 +169,52 @@ def test_collection_metadata_for_desktop_clients(server, catalog):
     assert real["demo"] is False and "演示数据 demo" not in real["keywords"] and "演示数据" not in real["description"]
     internal = get(server, "/ogc/collections/risk_sources", {"X-API-Key": server.key("planner")}).json()
     assert "内部 internal" in internal["keywords"]
+
+
+def _headers(pairs):
+    return httpx.Headers(pairs)  # a list of pairs: a name may repeat, as on the wire
+
+
+@pytest.mark.parametrize("pairs", [
+    lambda rural, planner: [("X-API-Key", rural), ("Authorization", f"Bearer {planner}")],
+    lambda rural, planner: [("X-API-Key", planner), ("Authorization", basic("u", rural)["Authorization"])],
+    lambda rural, planner: [("X-API-Key", rural), ("Authorization", "Bearer not-a-key")],
+    lambda rural, planner: [("X-API-Key", rural), ("X-API-Key", planner)],
+    lambda rural, planner: [("Authorization", f"Bearer {rural}"), ("Authorization", "Bearer not-a-key")],
+    lambda rural, planner: [("Authorization", f"Bearer {rural}"), ("Authorization", basic("u", planner)["Authorization"])],
+])
+def test_credentials_that_disagree_are_a_401_never_one_of_them_chosen(server, pairs):
+    """Whatever the order, two different keys (or a key and a wrong one) name no one caller."""
+    rural, planner = server.key("rural"), server.key("planner")
+    for order in (pairs(rural, planner), pairs(rural, planner)[::-1]):
+        response = httpx.get(server.url + "/ogc/collections/contractor_households", headers=_headers(order),
+                             timeout=30)
+        assert response.status_code == 401, (order, response.status_code)
+        assert response.json()["code"] == "invalid_api_key" and "disagree" in response.json()["message"]
+
+
+def test_the_same_key_sent_twice_is_one_caller(server):
+    rural = server.key("rural")
+    pairs = [("X-API-Key", rural), ("Authorization", f"Bearer {rural}"), ("Authorization", basic("q", rural)[
+        "Authorization"])]
+    response = httpx.get(server.url + "/ogc/collections/contractor_households", headers=_headers(pairs), timeout=30)
+    assert response.status_code == 200 and response.json()["id"] == "contractor_households"
+
+
+@pytest.mark.parametrize("pairs", [[("X-API-Key", "")], [("Authorization", "")],
+                                   [("Authorization", "Basic")], [("Authorization", "Bearer")]])
+def test_an_empty_credential_is_a_401_not_an_anonymous_view(server, pairs):
+    response = httpx.get(server.url + "/ogc/collections", headers=_headers(pairs), timeout=30)
+    assert response.status_code == 401, (pairs, response.status_code)
+    assert response.json()["code"] == "invalid_api_key"
+
+
+def test_a_wrong_key_beside_a_live_session_cookie_is_a_401(server):
+    signed_in = httpx.post(server.url + "/maps/session", data={"api_key": server.key("rural")}, timeout=30)
+    assert signed_in.status_code == 303
+    cookies = {"gis_session": signed_in.cookies["gis_session"]}
+    with_session = httpx.get(server.url + "/ogc/collections/contractor_households", cookies=cookies, timeout=30)
+    assert with_session.status_code == 200
+    wrong = httpx.get(server.url + "/ogc/collections/contractor_households", cookies=cookies,
+                      headers={"Authorization": "Bearer not-a-key"}, timeout=30)
+    assert wrong.status_code == 401 and wrong.json()["code"] == "invalid_api_key"
