@@ -401,9 +401,9 @@ def items(ctx: Context, collection_id: str, params: dict[str, str], request: str
 
 
 def link_header(links: list[dict], html: bool) -> str:
-    """The page's links as an HTTP Link header (RFC 8288; OGC API – Features /rec/core/link-header), for the
-    format actually served: for an HTML page `self` is the HTML page, `alternate` the GeoJSON one and `next`/`prev`
-    stay HTML. Titles are left out (a header is Latin-1; the body carries them)."""
+    """A page's or a feature's links as an HTTP Link header (RFC 8288; OGC API – Features /rec/core/link-header),
+    for the format actually served: for an HTML page `self` is the HTML page, `alternate` the GeoJSON one and
+    `next`/`prev` stay HTML. Titles are left out (a header is Latin-1; the body carries them)."""
     by_rel = {link["rel"]: link for link in links}
     out = []
     for link in links:
@@ -418,7 +418,9 @@ def link_header(links: list[dict], html: bool) -> str:
     return ", ".join(out)
 
 
-def item(ctx: Context, collection_id: str, feature_id: str, params: dict[str, str], request: str) -> tuple[bytes, dict]:
+def item(ctx: Context, collection_id: str, feature_id: str, params: dict[str, str], request: str
+         ) -> tuple[bytes, dict, list[dict]]:
+    """GeoJSON Feature bytes, headers and its links (self and alternate keep the crs asked for)."""
     layer = ctx.layer(collection_id)
     unknown = set(params) - {"f", "crs"}
     if unknown:
@@ -434,9 +436,11 @@ def item(ctx: Context, collection_id: str, feature_id: str, params: dict[str, st
     ctx.access_log.disclose(ctx.principal, layer, [f.name for f in layer.fields], 1, request)
     geometry = _output_geometries(page, out_crs)[0]
     base = f"{ctx.base_url}/collections/{layer.id}"
-    links = [_link(f"{base}/items/{fid}", "self", GEOJSON, "本要素"),
-             _link(f"{base}/items/{fid}?f=html", "alternate", "text/html", "网页版"),
+    kept = urlencode({"crs": params["crs"]}) if params.get("crs") else ""
+    links = [_link(f"{base}/items/{fid}" + (f"?{kept}" if kept else ""), "self", GEOJSON, "本要素"),
+             _link(f"{base}/items/{fid}?" + (f"{kept}&" if kept else "") + "f=html", "alternate", "text/html",
+                   "网页版"),
              _link(base, "collection", "application/json", layer.title_zh)]
     body = ('{"type":"Feature","id":%d,"geometry":%s,"properties":%s,"links":%s}' % (
         fid, geometry, page.properties_json[0], orjson.dumps(links).decode())).encode()
-    return body, {"Content-Crs": f"<{out_crs.uri}>"}
+    return body, {"Content-Crs": f"<{out_crs.uri}>"}, links

@@ -129,7 +129,9 @@ async def feature(request: Request, collection_id: str = COLLECTION_ID,
 
 
 def _feature(request: Request, ctx: ogc.Context, collection_id: str, feature_id: str, f: str | None) -> Response:
-    body, headers = ogc.item(ctx, collection_id, feature_id, _params(request), str(request.url))
-    if wants_html(request, f):
+    body, headers, links = ogc.item(ctx, collection_id, feature_id, _params(request), str(request.url))
+    html = wants_html(request, f)
+    headers["Link"] = ogc.link_header(links, html)
+    if html:
         return HTMLResponse(html_pages.feature(body), headers=headers)
     return Response(body, media_type=ogc.GEOJSON, headers=headers)

@@ -218,3 +218,24 @@ def test_a_wrong_key_beside_a_live_session_cookie_is_a_401(server):
     wrong = httpx.get(server.url + "/ogc/collections/contractor_households", cookies=cookies,
                       headers={"Authorization": "Bearer not-a-key"}, timeout=30)
     assert wrong.status_code == 401 and wrong.json()["code"] == "invalid_api_key"
+
+
+def test_a_single_feature_carries_self_alternate_and_collection_link_headers(server):
+    crs = "http://www.opengis.net/def/crs/EPSG/0/4548"
+    fid = get(server, "/ogc/collections/villages/items", limit=1, offset=7).json()["features"][0]["id"]
+    path = f"/ogc/collections/villages/items/{fid}"
+    response = get(server, path, crs=crs)
+    links = link_header(response)
+    assert set(links) == {"self", "alternate", "collection"}
+    assert links["self"][1] == "application/geo+json" and links["alternate"][1] == "text/html"
+    assert links["collection"] == (f"{server.url}/ogc/collections/villages", "application/json")
+    assert {rel: href for rel, (href, _) in links.items()} == {l["rel"]: l["href"] for l in response.json()["links"]}
+    again = httpx.get(links["self"][0], timeout=30)  # self names this representation: the same crs
+    assert again.json() == {**response.json(), "links": again.json()["links"]}
+    assert again.headers["content-crs"] == f"<{crs}>"
+    page = httpx.get(links["alternate"][0], timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert httpx.get(links["collection"][0], timeout=30).json()["id"] == "villages"
+    html = link_header(get(server, path, f="html", crs=crs))
+    assert html["self"] == (links["alternate"][0], "text/html")
+    assert html["alternate"] == (links["self"][0], "application/geo+json")
