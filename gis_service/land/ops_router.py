@@ -67,6 +67,7 @@ class OpsService:
     def __init__(self, ctx: DomainContext):
         self.ctx = ctx
         self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}  # one per result: a 四至 computation holds up no check
         self._cache: dict = {}
 
     def plots_layer(self):
@@ -87,6 +88,8 @@ class OpsService:
 
     def _cached(self, name: str, key: tuple, make):
         with self._lock:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:  # computed once per data version even when requests arrive together
             hit = self._cache.get(name)
             if hit is not None and hit[0] == key:
                 return hit[1]
@@ -313,8 +316,9 @@ async def _receive(request: Request, work: Path, limit: int) -> Path:
         raise GisError("empty_upload", "请求体为空：请把文件作为请求体发送", "empty body: send the file as the body", 400)
     with open(raw, "rb") as fh:
         head = fh.read(16)
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()  # GeoJSON, possibly after a byte-order mark
     suffix = ".zip" if head.startswith(b"PK\x03\x04") else ".gpkg" if head.startswith(b"SQLite format 3") else (
-        ".geojson" if head.lstrip()[:1] == b"{" else None)
+        ".geojson" if text[:1] == b"{" else None)
     if suffix is None:
         raise GisError("unsupported_format", "无法识别的文件：请上传 Shapefile 压缩包（.zip）、GeoPackage 或 GeoJSON",
                        "unrecognised file: upload a zipped Shapefile, a GeoPackage or GeoJSON", 415)
