@@ -140,6 +140,7 @@ def main() -> None:
             summary = timed(client, [f"/api/land/villages/{v}/summary" for v in villages])
             city = timed(client, ["/api/land/summary"] * 20)
         memory = rss_mb(proc.pid)
+        load = __import__("os").getloadavg()[0]  # other work on the same cores shows in the figures
     finally:
         proc.terminate()
         proc.wait(30)
@@ -147,7 +148,7 @@ def main() -> None:
     def p(values, q):
         return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average during the runs: {load:.1f}")
     print(f"plots: {args.plots:,}; build-layers: {'%.0f s' % build_s if build_s else 'reused'}; requests: {args.requests}")
     print(f"{'measure':<34}{'p50 ms':>10}{'p95 ms':>10}{'target':>16}")
     for name, values, target in (("plot by code", by_code, "p50 < 5 ms"), ("map click", click, "p50 < 10 ms"),

@@ -46,31 +46,27 @@ def _county(field: str, code: str, county_adcode) -> None:
                    f"first 6 digits {code[:ADCODE_LEN]} do not match the county the plot lies in ({expected})")
 
 
+def _code(field: str, code, length: int, county_adcode=None, fbfbm=None) -> str:
+    code = _digits(field, code, length)
+    _county(field, code, county_adcode)
+    if fbfbm is not None and code[:FBFBM_LEN] != str(fbfbm):
+        raise _bad(field, code, f"前 14 位应为发包方编码 {fbfbm}", f"first 14 digits must be the employer code {fbfbm}")
+    return code
+
+
 def validate_fbfbm(code, county_adcode=None) -> str:
     """发包方编码: 14 digits beginning with the county adcode (when given, it must match)."""
-    code = _digits("FBFBM 发包方编码", code, FBFBM_LEN)
-    _county("FBFBM 发包方编码", code, county_adcode)
-    return code
+    return _code("FBFBM 发包方编码", code, FBFBM_LEN, county_adcode)
 
 
 def validate_cbfbm(code, fbfbm=None, county_adcode=None) -> str:
     """承包方编码: FBFBM + 4 digits; when ``fbfbm`` is given the code must begin with it."""
-    code = _digits("CBFBM 承包方编码", code, CBFBM_LEN)
-    _county("CBFBM 承包方编码", code, county_adcode)
-    if fbfbm is not None and code[:FBFBM_LEN] != str(fbfbm):
-        raise _bad("CBFBM 承包方编码", code, f"前 14 位应为发包方编码 {fbfbm}",
-                   f"first 14 digits must be the employer code {fbfbm}")
-    return code
+    return _code("CBFBM 承包方编码", code, CBFBM_LEN, county_adcode, fbfbm)
 
 
 def validate_dkbm(code, county_adcode=None, fbfbm=None) -> str:
     """地块编码: FBFBM + 5 digits; the FBFBM part must start with ``county_adcode`` when given."""
-    code = _digits("DKBM 地块编码", code, DKBM_LEN)
-    _county("DKBM 地块编码", code, county_adcode)
-    if fbfbm is not None and code[:FBFBM_LEN] != str(fbfbm):
-        raise _bad("DKBM 地块编码", code, f"前 14 位应为发包方编码 {fbfbm}",
-                   f"first 14 digits must be the employer code {fbfbm}")
-    return code
+    return _code("DKBM 地块编码", code, DKBM_LEN, county_adcode, fbfbm)
 
 
 def fbfbm_of(code: str) -> str:

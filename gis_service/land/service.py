@@ -626,71 +626,71 @@ class LandService:
         day = parse_day(valid_from, "valid_from") if valid_from else today()
         return self.history.append("contract", cbhtbm, None, cbhtbm[:12], base, clean, day, who, reason)
 
+    def _dates(self, body: dict, what_zh: str) -> tuple[str, str, float]:
+        start, end = parse_day(body["start_date"], "start_date"), parse_day(body["end_date"], "end_date")
+        if end < start:
+            raise bad_parameter("end_date", f"{what_zh}止期早于起期", "the end date is before the start date")
+        years = round((dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days / 365.25, 1)
+        return start, end, years
+
+    def _create(self, entity: str, table: str, id_col: str, ident: str, props: dict, data: dict, who,
+                reason: str | None) -> dict:
+        """A record created through the API: its first version, valid from its start date."""
+        key = f"{ident}|{props['dkbm']}"
+        if self.history.versions(entity, key) or self.register.rows(
+                f"SELECT 1 FROM {table} WHERE {id_col} = ? AND dkbm = ?", (ident, props["dkbm"])):
+            raise GisError("duplicate_record", f"{ident} 已登记地块 {props['dkbm']}",
+                           f"{ident} already has plot {props['dkbm']}", 409)
+        return self.history.append(entity, key, props["dkbm"], props["village_code"], {}, data, data["start_date"],
+                                   who, reason)
+
+    def _close(self, entity: str, table: str, id_col: str, ident: str, dkbm: str, date: str, status: str,
+               reason: str | None, who) -> dict:
+        """A transfer ended or a mortgage released on `date`: a new version with that status and end date."""
+        dkbm = codes.validate_dkbm(dkbm)
+        key = f"{ident}|{dkbm}"
+        base = self.register.rows(f"SELECT * FROM {table} WHERE {id_col} = ? AND dkbm = ?", (ident, dkbm))
+        if not base and not self.history.versions(entity, key):
+            raise not_found(f"{ident} 的地块 {dkbm}", f"{ident} of plot {dkbm}")
+        day = parse_day(date, "date")
+        row = dict(base[0]) if base else {}
+        if "standard_form" in row:
+            row["standard_form"] = bool(row["standard_form"])
+        return self.history.append(entity, key, dkbm, dkbm[:12], row, {"status": status, "end_date": day}, day,
+                                   who, reason)
+
     def add_transfer(self, body: dict, who) -> dict:
         props = self._plot_base(body["dkbm"])
         if body["lzfs"] not in TRANSFER_FORMS:
             raise bad_parameter("lzfs", f"须为 {'、'.join(TRANSFER_FORMS)} 之一", f"must be one of {', '.join(TRANSFER_FORMS)}")
-        start, end = parse_day(body["start_date"], "start_date"), parse_day(body["end_date"], "end_date")
-        if end < start:
-            raise bad_parameter("end_date", "流转止期早于起期", "the transfer ends before it starts")
+        start, end, years = self._dates(body, "流转")
         lzmj = float(body.get("lzmj") or props["contract_area_mu"])
         if not 0 < lzmj <= float(props["measured_area_mu"]) * 1.5:
             raise bad_parameter("lzmj", "流转面积须大于 0 且不超过地块面积", "must be above 0 and within the plot's area")
         lzhtbm = body.get("lzhtbm") or f"{props['cbhtbm'][:-1]}L{start[:4]}{start[5:7]}{start[8:]}"
-        key = f"{lzhtbm}|{props['dkbm']}"
-        if self.register.rows("SELECT 1 FROM transfers WHERE lzhtbm = ? AND dkbm = ?", (lzhtbm, props["dkbm"])) or \
-                self.history.versions("transfer", key):
-            raise GisError("duplicate_record", f"流转合同 {lzhtbm} 已登记该地块", f"transfer {lzhtbm} already has this plot", 409)
         data = {"lzhtbm": lzhtbm, "cbhtbm": props["cbhtbm"], "cbfbm": props["cbfbm"], "dkbm": props["dkbm"],
-                "transferee": body["transferee"], "lzfs": body["lzfs"],
-                "lzqx_years": round((dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days / 365.25, 1),
+                "transferee": body["transferee"], "lzfs": body["lzfs"], "lzqx_years": years,
                 "start_date": start, "end_date": end, "lzmj": lzmj, "use": body.get("use") or "种植粮食作物",
                 "standard_form": bool(body["standard_form"]), "village_code": props["village_code"]}
-        return self.history.append("transfer", key, props["dkbm"], props["village_code"], {}, data, start, who,
-                                   body.get("reason"))
+        return self._create("transfer", "transfers", "lzhtbm", lzhtbm, props, data, who, body.get("reason"))
 
     def end_transfer(self, lzhtbm: str, dkbm: str, end_date: str, reason: str | None, who) -> dict:
-        dkbm = codes.validate_dkbm(dkbm)
-        key = f"{lzhtbm}|{dkbm}"
-        base = self.register.rows("SELECT * FROM transfers WHERE lzhtbm = ? AND dkbm = ?", (lzhtbm, dkbm))
-        if not base and not self.history.versions("transfer", key):
-            raise not_found(f"流转合同 {lzhtbm} 的地块 {dkbm}", f"transfer {lzhtbm} of plot {dkbm}")
-        day = parse_day(end_date, "end_date")
-        b = dict(base[0]) if base else {}
-        if b:
-            b["standard_form"] = bool(b["standard_form"])
-        return self.history.append("transfer", key, dkbm, dkbm[:12], b, {"status": "已终止", "end_date": day}, day,
-                                   who, reason)
+        return self._close("transfer", "transfers", "lzhtbm", lzhtbm, dkbm, end_date, "已终止", reason, who)
 
     def add_mortgage(self, body: dict, who) -> dict:
         props = self._plot_base(body["dkbm"])
-        start, end = parse_day(body["start_date"], "start_date"), parse_day(body["end_date"], "end_date")
-        if end < start:
-            raise bad_parameter("end_date", "抵押止期早于起期", "the mortgage ends before it starts")
+        start, end, years = self._dates(body, "抵押")
         amount = float(body["amount_wan"])
         if not 0 < amount < 1e6:
             raise bad_parameter("amount_wan", "金额须为正数（万元）", "must be a positive amount (万元)")
         dyid = body.get("dyid") or f"DY{start[:4]}{props['dkbm'][-9:]}"
-        key = f"{dyid}|{props['dkbm']}"
-        if self.history.versions("mortgage", key) or self.register.rows(
-                "SELECT 1 FROM mortgages WHERE dyid = ? AND dkbm = ?", (dyid, props["dkbm"])):
-            raise GisError("duplicate_record", f"抵押 {dyid} 已登记该地块", f"mortgage {dyid} already has this plot", 409)
         data = {"dyid": dyid, "dkbm": props["dkbm"], "lzhtbm": body.get("lzhtbm"), "borrower": body["borrower"],
-                "lender": body["lender"], "amount_wan": amount,
-                "term_years": round((dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days / 365.25, 1),
-                "start_date": start, "end_date": end, "status": "抵押中", "village_code": props["village_code"]}
-        return self.history.append("mortgage", key, props["dkbm"], props["village_code"], {}, data, start, who,
-                                   body.get("reason"))
+                "lender": body["lender"], "amount_wan": amount, "term_years": years, "start_date": start,
+                "end_date": end, "status": "抵押中", "village_code": props["village_code"]}
+        return self._create("mortgage", "mortgages", "dyid", dyid, props, data, who, body.get("reason"))
 
     def release_mortgage(self, dyid: str, dkbm: str, date: str, reason: str | None, who) -> dict:
-        dkbm = codes.validate_dkbm(dkbm)
-        key = f"{dyid}|{dkbm}"
-        base = self.register.rows("SELECT * FROM mortgages WHERE dyid = ? AND dkbm = ?", (dyid, dkbm))
-        if not base and not self.history.versions("mortgage", key):
-            raise not_found(f"抵押 {dyid} 的地块 {dkbm}", f"mortgage {dyid} of plot {dkbm}")
-        day = parse_day(date, "date")
-        return self.history.append("mortgage", key, dkbm, dkbm[:12], dict(base[0]) if base else {},
-                                   {"status": "已解除", "end_date": day}, day, who, reason)
+        return self._close("mortgage", "mortgages", "dyid", dyid, dkbm, date, "已解除", reason, who)
 
     def plot_history(self, dkbm: str, who, request: str) -> dict:
         props = self._plot_base(dkbm)
