@@ -255,7 +255,10 @@ def compute(plots: gpd.GeoDataFrame, features: list[FeatureSet], tolerance_m: fl
         rows.append(pd.DataFrame({"dkbm": dkbm, "side": side, "side_zh": side_zh, "neighbour_kind": kind,
                                   "neighbour_label": label, "neighbour_dkbm": neighbour,
                                   "covered_share": np.round(share, 3), "adjoining_contractors": others}))
-    return pd.concat(rows, ignore_index=True)
+    out = pd.concat(rows, ignore_index=True)
+    for column in ("side", "side_zh", "neighbour_kind"):  # a few distinct values over millions of rows
+        out[column] = out[column].astype("category")
+    return out
 
 
 _SPACE = re.compile(r"\s+")
@@ -290,7 +293,7 @@ def compare(computed: pd.DataFrame, recorded: pd.DataFrame, kind_words: dict[str
     out["recorded"] = text
     words = {k: {normalise(w) for w in v} for k, v in kind_words.items()}
     any_word = set().union(*words.values()) if words else set()
-    kind = out["neighbour_kind"].to_numpy(dtype=object)
+    kind = out["neighbour_kind"].astype(object).to_numpy(dtype=object)
     label = _normalised(out["neighbour_label"])
     nb = out["neighbour_dkbm"].where(out["neighbour_dkbm"].notna(), "").astype(object).to_numpy()
     empty = text == ""
@@ -309,7 +312,8 @@ def compare(computed: pd.DataFrame, recorded: pd.DataFrame, kind_words: dict[str
     share = out["covered_share"].to_numpy(dtype=float)
     feature = text_s.isin(any_word).to_numpy()
     unverified = ~ok & ~empty & feature & ((kind == OTHER_KIND) | ((kind == PLOT_KIND) & (share < dominant_share)))
-    out["status"] = np.select([empty, ok, unverified], ["unrecorded", "match", "unverified"], "mismatch")
+    status = np.select([empty, ok, unverified], ["unrecorded", "match", "unverified"], "mismatch")
+    out["status"] = pd.Categorical(status, categories=["mismatch", "unverified", "unrecorded", "match"])
     return out
 
 

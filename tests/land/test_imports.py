@@ -290,3 +290,32 @@ def test_cli_land_import_dry_run_import_and_rollback(ctx, tmp_path):
     assert back.returncode == 0, back.stderr
     assert ctx.store.origin(layer) == "demo"
     assert ctx.store.read_frame(layer)["contractor_name"].tolist() == before["contractor_name"].tolist()
+
+
+def test_crs_by_magnitude_degrees_swapped_and_unknown(ctx):
+    plots = ctx.store.read_frame(ctx.catalog.get("plots"))
+    geo = gpd.GeoDataFrame(geometry=np.asarray(plots.geometry.values), crs=None)  # no CRS at all
+    assert geo.crs is None and imports.detect_crs(geo) == ("EPSG:4490", "按坐标数值判定 detected from the coordinate magnitudes")
+    metric = plots.to_crs("EPSG:4548")
+    swapped = gpd.GeoDataFrame(geometry=shapely.transform(np.asarray(metric.geometry.values), lambda c: c[:, ::-1]))
+    with pytest.raises(GisError) as err:
+        imports.detect_crs(swapped)
+    assert err.value.code == "ambiguous_crs" and "swapped" in err.value.message_en
+    web = gpd.GeoDataFrame(geometry=np.asarray(plots.to_crs("EPSG:3857").geometry.values))  # Web Mercator, undeclared
+    with pytest.raises(GisError) as err:
+        imports.detect_crs(web)
+    assert err.value.code == "missing_crs" and err.value.status == 422
+    # stated by the caller: numbers without prefix read as zone-prefixed are refused naming the prefix
+    with pytest.raises(GisError) as err:
+        imports.detect_crs(gpd.GeoDataFrame(geometry=np.asarray(metric.geometry.values)), "epsg:4527")
+    assert "zone prefix" in err.value.message_en
+
+
+def test_gbk_geojson_is_read(ctx, tmp_path):
+    plots = ctx.store.read_frame(ctx.catalog.get("plots"))
+    frame = national_frame(plots, "EPSG:4490")
+    text = frame.to_json(ensure_ascii=False)
+    (tmp_path / "gbk.geojson").write_bytes(text.encode("gbk"))
+    result = imports.run_import(ctx, tmp_path / "gbk.geojson", dry_run=False)
+    assert result["report"]["encoding"] == "gbk"
+    assert ctx.store.read_frame(ctx.catalog.get("plots"))["contractor_name"].iloc[0] == "张三丰"

@@ -181,6 +181,11 @@ def test_import_over_http(import_server, tmp_path):
         zf.writestr("../../evil.shp", b"x")
     trav = post(server, "/api/land/import", buf.getvalue())
     assert trav.status_code == 422 and trav.json()["code"] == "unsafe_archive_path"
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("dk.dbf", b"\0" * (50 * 2**20))  # 50 MB of zeros in a ~50 KB upload
+    refused = post(server, "/api/land/import", bomb.getvalue())
+    assert refused.status_code == 422 and refused.json()["code"] == "zip_bomb"
     assert post(server, "/api/land/import", b"hello").status_code == 415
     multipart = requests.post(server.url + "/api/land/import", files={"file": ("dk.gpkg", data[:1000])},
                               headers={"X-API-Key": server.key("rural")}, timeout=TIMEOUT)
