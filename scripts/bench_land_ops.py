@@ -69,6 +69,14 @@ def main() -> None:
     print("四至 status:", out["status"].value_counts().to_dict(),
           f"plots with a mismatch: {out.loc[out['status'] == 'mismatch', 'dkbm'].nunique():,}")
     print("四至 neighbour kinds:", out["neighbour_kind"].value_counts().to_dict())
+    county = metric["county_adcode"].value_counts().index[0]  # the county with the most plots
+    one = metric[metric["county_adcode"] == county]
+    t = time.perf_counter()
+    part = boundaries.compute(one, features, float(rules.value("boundary_tolerance_m")),
+                              float(rules.value("boundary_min_share")))
+    boundaries.compare(part, one[["dkbm", "dkdz", "dkxz", "dknz", "dkbz"]], rules.value("boundary_kind_words"),
+                       float(rules.value("boundary_dominant_share")))
+    print(f"四至 of one county ({county}, {len(one):,} plots): {time.perf_counter() - t:.2f} s")
     if args.import_dry_run:
         with tempfile.TemporaryDirectory() as tmp:
             shp = Path(tmp) / "dk.shp"
