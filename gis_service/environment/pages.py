@@ -70,16 +70,18 @@ _COMMON_JS = """
     var plume = 0;
     (data.zones || []).forEach(function(z) {
       var colour = z.zone === 'isolation' ? '#000000' : z.zone === 'plume' ? ZONE_COLORS[Math.min(plume++, 3)] : '#08519c';
-      var layer = L.geoJSON(z.geometry, {style: {color: colour, weight: 2, fillOpacity: 0.18,
+      var layer = L.geoJSON(z.display_geometry || z.geometry, {style: {color: colour, weight: 2, fillOpacity: 0.18,
                                                  dashArray: z.zone === 'isolation' ? '4 3' : null}});
       layer.bindTooltip(document.createTextNode(z.name_zh + '：人口约 ' + num(z.population) + ' 人，敏感目标 ' +
                         z.receptor_count + ' 处'), {sticky: true});
       group.addLayer(layer);
-      if (z.reach) { group.addLayer(L.geoJSON(z.reach, {style: {color: '#08306b', weight: 4}})); }
+      var reach = z.display_reach || z.reach;
+      if (reach) { group.addLayer(L.geoJSON(reach, {style: {color: '#08306b', weight: 4}})); }
     });
-    if (data.lat != null || data.location) {
-      var ll = data.location ? [data.location.lat, data.location.lon] : [data.lat, data.lon];
-      group.addLayer(L.circleMarker(ll, {radius: 6, color: '#000', weight: 2, fillColor: '#ff0', fillOpacity: 1}));
+    // display_* (?display=map): shifted into GCJ-02 over a Gaode basemap, as the maps factory shifts overlays
+    var where = data.display_location || data.location || {lon: data.lon, lat: data.lat};
+    if (where.lat != null) {
+      group.addLayer(L.circleMarker([where.lat, where.lon], {radius: 6, color: '#000', weight: 2, fillColor: '#ff0', fillOpacity: 1}));
     }
   }
   function request(url, options) {
@@ -206,7 +208,7 @@ class _IncidentForm(MacroElement):
 
     def __init__(self, gaode: bool):
         super().__init__()
-        self.url, self.report, self.gaode, self.zone_colors = INCIDENT_URL, REPORT_PAGE, gaode, ZONE_COLORS
+        self.url, self.report, self.gaode, self.zone_colors = INCIDENT_URL + "?display=map", REPORT_PAGE, gaode, ZONE_COLORS
 
 
 class _Report(MacroElement):
@@ -220,7 +222,7 @@ class _Report(MacroElement):
 """ + _COMMON_JS + """
   var root = document.getElementById('gis-report');
   var zones = L.featureGroup().addTo(map);
-  var state = window.gisReport = {done: false, data: null};
+  var state = window.gisReport = {done: false, data: null, zones: zones};
   function table(parent, head, rows) {
     var t = add(parent, 'table'), tr = add(t, 'tr');
     head.forEach(function(h) { add(tr, 'th', h); });
@@ -294,7 +296,7 @@ class _Report(MacroElement):
   if (!id || !/^[0-9]+$/.test(id)) {
     add(root, 'div', '请在地址中给出事件编号，如 ?id=1', 'gis-report-error'); state.done = true; return;
   }
-  request(URL + '/' + id, {method: 'GET'}).then(function(a) {
+  request(URL + '/' + id + '?display=map', {method: 'GET'}).then(function(a) {
     if (!a.ok) { add(root, 'div', '无法读取事件 ' + id + '：' + (a.data.message || ('服务器返回 ' + a.status)), 'gis-report-error'); state.done = true; return; }
     fill(a.data);
   });

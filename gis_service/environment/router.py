@@ -8,6 +8,7 @@ assess.py so that every 422 names the field and the rule limits (not code) bound
 from __future__ import annotations
 
 import orjson
+import shapely
 from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import Response
 
@@ -16,6 +17,7 @@ from ..api.deps import ERROR_RESPONSES, principal, require_role
 from ..auth import Principal
 from ..domains import DomainContext
 from ..errors import GisError
+from ..maps.factory import display_geometries
 from .assess import bad
 from .records import WRITERS, IncidentStore
 from .service import service_for
@@ -26,6 +28,25 @@ INPUT_FIELDS = ("location", "coord_sys", "kind", "release_rate_g_s", "duration_m
 INCIDENT_EXAMPLE = {"location": {"type": "Point", "coordinates": [116.70, 39.52]}, "coord_sys": "wgs84", "kind": "air",
                     "release_rate_g_s": 2000, "duration_min": 30, "wind_from_deg": 225, "wind_speed_m_s": 2.5,
                     "stability": "D", "levels_of_concern_mg_m3": [3, 20, 100]}
+
+
+DISPLAY_ZH = ("map：另给出地图绘制用的坐标 display_geometry、display_reach、display_location（高德底图时偏移为 GCJ-02，"
+              "与地图工厂的图层一致）；geometry、lon、lat 仍为 CGCS2000")
+
+
+def for_map(result: dict, settings) -> dict:
+    """The incident with the coordinates the map pages draw (display_*): over a Gaode basemap shifted into
+    GCJ-02 exactly as the maps factory shifts every overlay (display_geometries); else as stored."""
+    out = dict(result, display_crs="gcj02" if settings.basemap == "gaode" else "wgs84")
+    out["zones"] = [dict(z) for z in result.get("zones", [])]
+    keys = [(z, k) for z in out["zones"] for k in ("geometry", "reach") if z.get(k) is not None]
+    geoms = shapely.from_geojson([orjson.dumps(z[k]) for z, k in keys] +
+                                 [orjson.dumps({"type": "Point", "coordinates": [result["lon"], result["lat"]]})])
+    shown = display_geometries(geoms, settings)
+    for (z, k), g in zip(keys, shown[:-1]):
+        z[f"display_{k}"] = orjson.loads(shapely.to_geojson(g))
+    out["display_location"] = {"lon": shown[-1].x, "lat": shown[-1].y}
+    return out
 
 
 def _json(body, status: int = 200) -> Response:
@@ -52,6 +73,9 @@ def router(ctx: DomainContext) -> APIRouter:
     r = APIRouter(responses=ERROR_RESPONSES)
     service = service_for(ctx)
     store = IncidentStore(ctx.records)
+
+    def shown(incident: dict, display: str | None) -> dict:
+        return for_map(incident, ctx.settings) if display == "map" else incident
 
     def assess(inputs: dict):
         coord_sys = inputs.get("coord_sys")
@@ -90,16 +114,18 @@ def router(ctx: DomainContext) -> APIRouter:
         return _json(service.source(source_id))
 
     @r.post("/incidents", status_code=201, summary="评估并保存突发环境事件（环境、管理员）Assess and save an incident")
-    def post_incident(body: dict = Body(..., examples=[INCIDENT_EXAMPLE]), who: Principal | None = Depends(principal)):
+    def post_incident(body: dict = Body(..., examples=[INCIDENT_EXAMPLE]), who: Principal | None = Depends(principal),
+                      display: str | None = Query(None, pattern="^map$", description=DISPLAY_ZH)):
         who = require_role(who, WRITERS, "登记突发环境事件", "post incidents")
         inputs = _inputs(body)
         result, lonlat = assess(inputs)  # everything computed (or refused) before anything is written
         saved, duplicate = store.create(who, inputs, result, lonlat)
-        return _json({**saved, "duplicate": duplicate}, 200 if duplicate else 201)
+        return _json(shown({**saved, "duplicate": duplicate}, display), 200 if duplicate else 201)
 
     @r.put("/incidents/{incident_id}", summary="更新事件（新风向、新人数），生成新版本 Update an incident: a new version")
     def put_incident(incident_id: int = Path(ge=1, le=2**62), body: dict = Body(...),
-                     who: Principal | None = Depends(principal)):
+                     who: Principal | None = Depends(principal),
+                     display: str | None = Query(None, pattern="^map$", description=DISPLAY_ZH)):
         who = require_role(who, WRITERS, "更新突发环境事件", "update incidents")
         base = body.pop("base_version", None) if isinstance(body, dict) else None
         if base is not None and (isinstance(base, bool) or not isinstance(base, int)):
@@ -113,7 +139,7 @@ def router(ctx: DomainContext) -> APIRouter:
             inputs["facts"] = {**previous["facts"], **change["facts"]}
         result, lonlat = assess(inputs)
         current = store.get(incident_id, who)["version"] if base is None else base
-        return _json(store.update(who, incident_id, current, inputs, result, lonlat))
+        return _json(shown(store.update(who, incident_id, current, inputs, result, lonlat), display))
 
     @r.get("/incidents", summary="事件列表（最新在前）Incidents, newest first")
     def incidents(limit: int = Query(100, ge=1, le=1000), who: Principal | None = Depends(principal)):
@@ -122,9 +148,10 @@ def router(ctx: DomainContext) -> APIRouter:
         return _json({"count": len(rows), "incidents": rows})
 
     @r.get("/incidents/{incident_id}", summary="事件当前版本 An incident (current version)")
-    def incident(incident_id: int = Path(ge=1, le=2**62), who: Principal | None = Depends(principal)):
+    def incident(incident_id: int = Path(ge=1, le=2**62), who: Principal | None = Depends(principal),
+                 display: str | None = Query(None, pattern="^map$", description=DISPLAY_ZH)):
         who = require_role(who, None, "查看事件", "read incidents")
-        return _json(store.get(incident_id, who))
+        return _json(shown(store.get(incident_id, who), display))
 
     @r.get("/incidents/{incident_id}/history", summary="事件的全部版本 Every version of an incident")
     def history(incident_id: int = Path(ge=1, le=2**62), who: Principal | None = Depends(principal)):

@@ -219,3 +219,17 @@ def test_an_unknown_coordinate_system_is_422_without_the_neighbour_county_remark
     r = _post(server, {**AIR, "coord_sys": "foo"})
     assert r.status_code == 422 and r.json()["code"] == "bad_coord_sys"
     assert "field 'coord_sys'" in r.json()["message"] and "周边县区" not in r.json()["message"]
+
+
+def test_display_map_adds_drawing_coordinates_and_leaves_the_stored_ones(server):
+    """Without a Gaode basemap (the test server's) the drawing coordinates are the stored ones; a bad value is 400."""
+    incident = _post(server, AIR).json()
+    url = f"{server.url}/api/environment/incidents/{incident['id']}"
+    d = httpx.get(url, params={"display": "map"}, headers=_h(server)).json()
+    assert d["display_crs"] == "wgs84" and d["lon"] == incident["lon"]
+    assert d["display_location"] == pytest.approx({"lon": incident["lon"], "lat": incident["lat"]}, abs=1e-12)
+    for z in d["zones"]:
+        assert shapely.geometry.shape(z["display_geometry"]).equals_exact(shapely.geometry.shape(z["geometry"]), 1e-12)
+    bad = httpx.get(url, params={"display": "gcj02"}, headers=_h(server))
+    assert bad.status_code == 400 and set(bad.json()) == {"code", "message"}
+    assert "display_geometry" not in httpx.get(url, headers=_h(server)).json()["zones"][0]

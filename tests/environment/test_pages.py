@@ -4,10 +4,15 @@ map with its layers and the incident form posting and drawing a result, the key-
 
 from __future__ import annotations
 
-import httpx
+import os
 
+import httpx
+import pytest
+import shapely
+
+from gis_service import crs
 from gis_service.environment import pages
-from tests.conftest import OUTPUT_DIR
+from tests.conftest import OUTPUT_DIR, LiveServer, live_server
 from tests.maps.browser import browser_page, feature_count
 
 HOSTILE = "<img src=x onerror=\"window.pwned=1\">"
@@ -113,3 +118,54 @@ def test_an_anonymous_visitor_is_asked_to_sign_in(server):
         page.goto(server.url + "/maps/environment", wait_until="networkidle")
         notice = page.inner_text(".gis-env-signin")
     assert errors == [] and "请登录后查看" in notice
+
+
+@pytest.fixture(scope="module")
+def gaode_server(tmp_path_factory):
+    """A live server whose map pages use the Gaode (GCJ-02) basemap."""
+    var_dir = tmp_path_factory.mktemp("var-gaode")
+    old = os.environ.get("GIS_BASEMAP")
+    os.environ["GIS_BASEMAP"] = "gaode"
+    running = live_server(var_dir)
+    try:
+        _, url = running.__enter__()
+    finally:
+        os.environ.pop("GIS_BASEMAP") if old is None else os.environ.__setitem__("GIS_BASEMAP", old)
+    yield LiveServer(url, var_dir)
+    running.__exit__(None, None, None)
+
+
+MARKER = """() => { const g = %s; const m = g.getLayers().find(l => l instanceof L.CircleMarker);
+                    const c = g.getLayers().find(l => l.getBounds).getBounds().getCenter();
+                    return [m.getLatLng().lat, m.getLatLng().lng, c.lat, c.lng]; }"""
+
+
+def test_over_a_gaode_basemap_the_zones_are_drawn_where_the_user_clicked(gaode_server):
+    """The map is in GCJ-02 over Gaode: the incident posted from a click must be drawn at that click (marker and
+    isolation circle), on the map page and in the report, not ≈ 500 m off at the CGCS2000 coordinates."""
+    server = gaode_server
+    lat, lon = 39.5220, 116.7060  # a click on the Gaode map: GCJ-02
+    with browser_page(allow=_local(server)) as (page, errors, refused):
+        _signed_in(page, server)
+        page.goto(server.url + "/maps/environment", wait_until="load")
+        page.wait_for_function("() => window.gisEnv")
+        page.evaluate(f"() => window.gisEnv.openForm(L.latLng({lat}, {lon}))")
+        page.click(".gis-env-form button[type=submit]")
+        page.wait_for_function("() => window.gisEnv.result")
+        result = page.evaluate("() => window.gisEnv.result")
+        on_map = page.evaluate(MARKER % "window.gisLayers.environment_incident")
+        page.goto(f"{server.url}/maps/environment/incident?id={result['id']}", wait_until="load")
+        page.wait_for_function("() => window.gisReport && window.gisReport.done")
+        in_report = page.evaluate(MARKER % "window.gisReport.zones")
+    # the Gaode tiles are off 127.0.0.1: refused here, and the browser logs each refused tile
+    assert all("autonavi.com" in url for url in refused) and all("net::ERR_FAILED" in e for e in errors)
+    assert result["inputs"]["coord_sys"] == "gcj02"
+    stored = crs.gcj02_to_wgs84([lon], [lat])  # what the server stores (CGCS2000 ≈ WGS84)
+    assert (result["lon"], result["lat"]) == pytest.approx((stored[0][0], stored[1][0]), abs=1e-7)
+    assert abs(result["lon"] - lon) > 0.004  # the stored point really is ≈ 500 m from the click
+    for drawn in (on_map, in_report):
+        assert drawn[:2] == pytest.approx([lat, lon], abs=1e-7)  # the marker: at the click
+        assert drawn[2:] == pytest.approx([lat, lon], abs=2e-5)  # the isolation circle: centred on it (≈ 2 m)
+    # the API's geometry stays CGCS2000; only display_* is shifted
+    circle = shapely.geometry.shape(result["zones"][0]["geometry"])
+    assert circle.centroid.distance(shapely.Point(result["lon"], result["lat"])) < 2e-5
