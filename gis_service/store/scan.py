@@ -44,9 +44,14 @@ def scan_chunks(store: Store, layer: LayerDef, bbox=None, columns=(), masked=Non
     if hasattr(store, "scan_chunks"):  # a store that scans in its database (store.postgis)
         yield from store.scan_chunks(layer, bbox, columns, masked, geometry, min_size, exact)
         return
-    if not isinstance(store, GeoPackageStore):
-        yield _generic(store, layer, bbox, columns, masked, geometry, min_size)
-        return
+    if not isinstance(store, GeoPackageStore):  # pages of CHUNK through Store.query, in fid order
+        offset = 0
+        while True:
+            part, got = _generic(store, layer, bbox, columns, masked, geometry, min_size, offset)
+            yield part
+            offset += CHUNK
+            if got < CHUNK:
+                return
     exprs = [mask_sql(masked[c], f't."{c}"') if c in masked else f't."{c}"' for c in columns]
     env_cols = [] if exact else ["r.minx", "r.miny", "r.maxx", "r.maxy"]
     # exact without the geometry: the header, its envelope, and a point's coordinates when it has no envelope
@@ -116,10 +121,10 @@ def scan(store: Store, layer: LayerDef, bbox=None, columns=(), masked=None, geom
                 {c: [v for p in parts for v in p.values[c]] for c in columns})
 
 
-def _generic(store: Store, layer: LayerDef, bbox, columns, masked, geometry: bool, min_size) -> Scan:
-    count = store.count(layer)
-    page = store.query(layer, FeatureQuery(bbox=bbox, columns=list(columns), masked=dict(masked),
-                                           limit=max(count, 1)))
+def _generic(store: Store, layer: LayerDef, bbox, columns, masked, geometry: bool, min_size,
+             offset: int) -> tuple[Scan, int]:
+    page = store.query(layer, FeatureQuery(bbox=bbox, columns=list(columns), masked=dict(masked), limit=CHUNK,
+                                           offset=offset))
     geoms = page.geometries
     env = shapely.bounds(geoms).reshape(-1, 4) if len(geoms) else np.empty((0, 4))
     keep = np.ones(len(env), bool)
@@ -130,4 +135,4 @@ def _generic(store: Store, layer: LayerDef, bbox, columns, masked, geometry: boo
     values = {c: [(int(r.get(c)) if c in boolean and r.get(c) is not None else r.get(c))
                   for r, k in zip(rows, keep) if k] for c in columns}
     return Scan(np.asarray(page.fids, np.int64)[keep], env[keep],
-                [w for w, k in zip(page.geometry_wkb, keep) if k] if geometry else None, values)
+                [w for w, k in zip(page.geometry_wkb, keep) if k] if geometry else None, values), len(page.fids)

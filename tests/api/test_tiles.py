@@ -15,6 +15,7 @@ import urllib.request
 from contextlib import contextmanager
 
 import geopandas as gpd
+import httpx
 import mapbox_vector_tile
 import numpy as np
 import pytest
@@ -519,3 +520,36 @@ def test_tiles_table_defaults_to_the_style_category_when_aggregating(tmp_path):
     for table, aggregate in (("detail_zoom = 12\n", ("status",)), ('fields = ["code"]\n', ())):
         path.write_text(head + "[tiles]\n" + table + fields, encoding="utf-8")
         assert load_definition(path).tiles.aggregate_fields == aggregate
+
+
+# --- the repository's plots, on every store (GeoPackage and PostGIS) ------------------------------------------
+def test_plots_tiles_agree_with_items(server, catalog, store):
+    """A zoom-14 tile holds exactly the plots an items query over the tile's buffered box returns, with the
+    same (masked) values; a zoom-10 tile's cells count every plot whose envelope centre lies in the tile."""
+    first = httpx.get(f"{server.url}/ogc/collections/plots/items", params={"limit": 1}).json()["features"][0]
+    lon, lat = shapely.geometry.shape(first["geometry"]).centroid.coords[0]
+    z = 14
+    col, row = tile_of(lon, lat, z)
+    size = 2 * HALF / 2**z
+    pad = size * 64 / 4096
+    x0, y1 = -HALF + col * size, HALF - row * size
+    (lon0, lat0), (lon1, lat1) = _lonlat(x0 - pad, y1 - size - pad), _lonlat(x0 + size + pad, y1 + pad)
+    items = httpx.get(f"{server.url}/ogc/collections/plots/items",
+                      params={"bbox": f"{lon0},{lat0},{lon1},{lat1}", "limit": 10000,
+                              "properties": "dkbm,contractor_name,transfer_status"}).json()
+    want = {f["properties"]["dkbm"]: f["properties"] for f in items["features"]}
+    body = httpx.get(f"{server.url}{tile_path('plots', z, col, row)}").content
+    got = {f["properties"]["dkbm"]: f["properties"] for f in decode(body)["plots"]["features"]}
+    assert set(got) == set(want) and want
+    for code, props in got.items():
+        assert props["contractor_name"] == want[code]["contractor_name"] != None  # noqa: E711 (masked, not absent)
+        assert props["transfer_status"] == want[code]["transfer_status"]
+    frame = store.read_frame(catalog.get("plots"))
+    b = frame.bounds
+    cx, cy = TO_MERC.transform(((b.minx + b.maxx) / 2).values, ((b.miny + b.maxy) / 2).values)
+    col10, row10 = tile_of(lon, lat, 10)
+    size10 = 2 * HALF / 2**10
+    left, top = -HALF + col10 * size10, HALF - row10 * size10
+    inside = int(((cx >= left) & (cx < left + size10) & (cy <= top) & (cy > top - size10)).sum())
+    cells = decode(httpx.get(f"{server.url}{tile_path('plots', 10, col10, row10)}").content)["plots_cells"]
+    assert sum(f["properties"]["count"] for f in cells["features"]) == inside > 0
