@@ -154,12 +154,25 @@ def fresh_database(pg_loaded: str, name: str) -> str:
 
 
 STORES = ("embedded", "postgis")
+# Test files whose `server` runs once per store: the API suites, the domains' writes (flood reports, control
+# zones, incidents, land edits) and the personal-data tests. Pages in Chromium and the rest use the embedded
+# store only, which keeps the added time to a few minutes.
+BOTH_STORES = ("tests/api/", "tests/flood/test_api.py", "tests/canal/test_api.py", "tests/canal/test_control_zones.py",
+               "tests/environment/test_api.py", "tests/land/test_api.py", "tests/land/test_personal_walk.py")
 
 
-@pytest.fixture(scope="session", params=STORES)
+def pytest_generate_tests(metafunc):
+    if "server" in metafunc.fixturenames:
+        path = Path(str(metafunc.definition.fspath)).relative_to(REPO_ROOT).as_posix()
+        stores = STORES if path.startswith(BOTH_STORES) else STORES[:1]
+        metafunc.parametrize("server", stores, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
 def server(request, tmp_path_factory) -> LiveServer:
-    """The live server, once over the embedded store and once over PostGIS: every test using it runs on both."""
-    var_dir = tmp_path_factory.mktemp(f"var-{request.param}")
-    database_url = request.getfixturevalue("pg_loaded") if request.param == "postgis" else ""
+    """The live server over the embedded store, and for the files in BOTH_STORES also over PostGIS."""
+    kind = getattr(request, "param", STORES[0])
+    var_dir = tmp_path_factory.mktemp(f"var-{kind}")
+    database_url = request.getfixturevalue("pg_loaded") if kind == "postgis" else ""
     with live_server(var_dir, database_url=database_url) as (_, url):
         yield LiveServer(url, var_dir, database_url)

@@ -65,6 +65,9 @@ def make_pool(url: str, max_size: int = 8, name: str = "gis") -> ConnectionPool:
         conn.prepare_threshold = 0  # prepare every statement on first use; reused on the same connection
         conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
         conn.execute("SET search_path = public, gis")  # PostGIS functions, then the platform's tables
+        # Plan each prepared statement once: a custom plan per execution costs 5–20 ms of planning (PostGIS
+        # selectivity of the box) for a query that then runs in 0.1 ms; the generic plan uses the GiST index.
+        conn.execute("SET plan_cache_mode = force_generic_plan")
 
     return ConnectionPool(url, min_size=1, max_size=max_size, kwargs={"autocommit": True}, configure=configure,
                           name=name, open=True, timeout=60)
@@ -155,7 +158,6 @@ class PostGISStore:
         page_sql = (f"SELECT {select} FROM (SELECT t.fid FROM {table(layer.id)} t WHERE {where} ORDER BY {order} "
                     f"LIMIT %s OFFSET %s) p JOIN {table(layer.id)} t ON t.fid = p.fid ORDER BY {_qualified(order)}")
         with self.pool.connection() as conn:
-            self._check_exists(conn, layer)
             try:
                 rows = conn.execute(page_sql, params + [q.limit, q.offset]).fetchall()
                 if not q.offset and len(rows) < q.limit:
@@ -169,6 +171,8 @@ class PostGISStore:
             except psycopg.errors.QueryCanceled:
                 raise GisError("filter_too_broad", "查询耗时过长，请缩小范围或加 bbox",
                                "the query takes too long; narrow it or add a bbox", 400) from None
+            except psycopg.errors.UndefinedTable:  # no round trip to check first: the table is there or not
+                raise _not_built(layer) from None
         return _page(rows, matched)
 
     def _check_exists(self, conn, layer: LayerDef) -> None:
@@ -178,8 +182,10 @@ class PostGISStore:
     def get(self, layer: LayerDef, fid: int, masked: dict[str, str] | None = None) -> FeaturePage:
         select = _select(layer, tuple(f.name for f in layer.fields), tuple(sorted((masked or {}).items())))
         with self.pool.connection() as conn:
-            self._check_exists(conn, layer)
-            rows = conn.execute(f"SELECT {select} FROM {table(layer.id)} t WHERE t.fid = %s", (fid,)).fetchall()
+            try:
+                rows = conn.execute(f"SELECT {select} FROM {table(layer.id)} t WHERE t.fid = %s", (fid,)).fetchall()
+            except psycopg.errors.UndefinedTable:
+                raise _not_built(layer) from None
         return _page(rows, len(rows))
 
     def read_frame(self, layer: LayerDef) -> gpd.GeoDataFrame:
