@@ -9,7 +9,8 @@ with the same reference and the same inputs answers the stored incident (200, ``
 inputs under it are a 409.
 
 Who: the roles environment and admin post and update; every signed-in caller may read (the risk layers are
-internal). The name of the staff member who saved a version is shown to environment and admin only.
+internal). The name of the staff member who saved a version is shown to environment and admin only, and each
+answer showing it in clear is logged in the personal-data access log (gis_service/privacy.py).
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def now() -> str:
 
 
 class IncidentStore:
-    def __init__(self, records):
+    def __init__(self, records, access_log=None):
         self.records = records
+        self.access_log = access_log
         records.ensure(INCIDENTS)
         records.ensure(VERSIONS)
 
@@ -130,6 +132,14 @@ class IncidentStore:
                 "created_at": current["created_at"], "updated_at": current["updated_at"],
                 "saved_by": _author(v, who), "lon": current["location"].x, "lat": current["location"].y,
                 "inputs": v["inputs"], **v["result"]}
+
+
+    def log_authors(self, who: Principal, incident_id: int, names: list, request: str) -> None:
+        """Log, in the personal-data access log, that `who` was shown the saver names of an incident in clear."""
+        count = sum(1 for name in names if name)
+        if count and self.access_log is not None and who.role in SEES_AUTHOR:
+            self.access_log.record(who.name, who.role, VERSIONS.name, ["saved_by"], count, request,
+                                   subjects=[str(incident_id)])
 
 
 def _author(version: dict, who: Principal) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import orjson
 import shapely
-from fastapi import APIRouter, Body, Depends, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from .. import crs
@@ -72,9 +72,10 @@ def _inputs(body) -> dict:
 def router(ctx: DomainContext) -> APIRouter:
     r = APIRouter(responses=ERROR_RESPONSES)
     service = service_for(ctx)
-    store = IncidentStore(ctx.records)
+    store = IncidentStore(ctx.records, ctx.access_log)
 
-    def shown(incident: dict, display: str | None) -> dict:
+    def answer(incident: dict, display: str | None, who: Principal, request: Request) -> dict:
+        store.log_authors(who, incident["id"], [incident["saved_by"]], str(request.url))
         return for_map(incident, ctx.settings) if display == "map" else incident
 
     def assess(inputs: dict):
@@ -114,16 +115,16 @@ def router(ctx: DomainContext) -> APIRouter:
         return _json(service.source(source_id))
 
     @r.post("/incidents", status_code=201, summary="评估并保存突发环境事件（环境、管理员）Assess and save an incident")
-    def post_incident(body: dict = Body(..., examples=[INCIDENT_EXAMPLE]), who: Principal | None = Depends(principal),
+    def post_incident(request: Request, body: dict = Body(..., examples=[INCIDENT_EXAMPLE]), who: Principal | None = Depends(principal),
                       display: str | None = Query(None, pattern="^map$", description=DISPLAY_ZH)):
         who = require_role(who, WRITERS, "登记突发环境事件", "post incidents")
         inputs = _inputs(body)
         result, lonlat = assess(inputs)  # everything computed (or refused) before anything is written
         saved, duplicate = store.create(who, inputs, result, lonlat)
-        return _json(shown({**saved, "duplicate": duplicate}, display), 200 if duplicate else 201)
+        return _json(answer({**saved, "duplicate": duplicate}, display, who, request), 200 if duplicate else 201)
 
     @r.put("/incidents/{incident_id}", summary="更新事件（新风向、新人数），生成新版本 Update an incident: a new version")
-    def put_incident(incident_id: int = Path(ge=1, le=2**62), body: dict = Body(...),
+    def put_incident(request: Request, incident_id: int = Path(ge=1, le=2**62), body: dict = Body(...),
                      who: Principal | None = Depends(principal),
                      display: str | None = Query(None, pattern="^map$", description=DISPLAY_ZH)):
         who = require_role(who, WRITERS, "更新突发环境事件", "update incidents")
@@ -139,7 +140,7 @@ def router(ctx: DomainContext) -> APIRouter:
             inputs["facts"] = {**previous["facts"], **change["facts"]}
         result, lonlat = assess(inputs)
         current = store.get(incident_id, who)["version"] if base is None else base
-        return _json(shown(store.update(who, incident_id, current, inputs, result, lonlat), display))
+        return _json(answer(store.update(who, incident_id, current, inputs, result, lonlat), display, who, request))
 
     @r.get("/incidents", summary="事件列表（最新在前）Incidents, newest first")
     def incidents(limit: int = Query(100, ge=1, le=1000), who: Principal | None = Depends(principal)):
@@ -148,15 +149,17 @@ def router(ctx: DomainContext) -> APIRouter:
         return _json({"count": len(rows), "incidents": rows})
 
     @r.get("/incidents/{incident_id}", summary="事件当前版本 An incident (current version)")
-    def incident(incident_id: int = Path(ge=1, le=2**62), who: Principal | None = Depends(principal),
+    def incident(request: Request, incident_id: int = Path(ge=1, le=2**62), who: Principal | None = Depends(principal),
                  display: str | None = Query(None, pattern="^map$", description=DISPLAY_ZH)):
         who = require_role(who, None, "查看事件", "read incidents")
-        return _json(shown(store.get(incident_id, who), display))
+        return _json(answer(store.get(incident_id, who), display, who, request))
 
     @r.get("/incidents/{incident_id}/history", summary="事件的全部版本 Every version of an incident")
-    def history(incident_id: int = Path(ge=1, le=2**62), who: Principal | None = Depends(principal)):
+    def history(request: Request, incident_id: int = Path(ge=1, le=2**62), who: Principal | None = Depends(principal)):
         who = require_role(who, None, "查看事件", "read incidents")
-        return _json(store.history(incident_id, who))
+        versions = store.history(incident_id, who)
+        store.log_authors(who, incident_id, [v["saved_by"] for v in versions["versions"]], str(request.url))
+        return _json(versions)
 
     @r.get("/key-areas", summary="突发环境风险重点区域（附件4）Key environmental risk areas (Appendix 4)")
     def key_areas(who: Principal | None = Depends(principal)):

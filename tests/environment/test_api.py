@@ -233,3 +233,23 @@ def test_display_map_adds_drawing_coordinates_and_leaves_the_stored_ones(server)
     bad = httpx.get(url, params={"display": "gcj02"}, headers=_h(server))
     assert bad.status_code == 400 and set(bad.json()) == {"code", "message"}
     assert "display_geometry" not in httpx.get(url, headers=_h(server)).json()["zones"][0]
+
+
+def test_the_savers_name_is_shown_to_environment_and_admin_only_and_each_disclosure_is_logged(server):
+    incident = _post(server, AIR).json()
+    url = f"{server.url}/api/environment/incidents/{incident['id']}"
+
+    def logged() -> list[dict]:
+        return [e for e in server.access_entries() if e["collection"] == "environment_incident_versions"
+                and e.get("subjects") == [str(incident["id"])]]
+
+    after_post = len(logged())
+    assert after_post == 1 and logged()[0]["who"] == "test-environment" and logged()[0]["fields"] == ["saved_by"]
+    assert httpx.get(url, headers=_h(server, "planner")).json()["saved_by"] is None
+    assert httpx.get(url + "/history", headers=_h(server, "flood")).json()["versions"][0]["saved_by"] is None
+    assert len(logged()) == after_post  # masked: nothing disclosed, nothing logged
+    assert httpx.get(url, headers=_h(server, "admin")).json()["saved_by"] == "test-environment"
+    assert httpx.get(url + "/history", headers=_h(server, "admin")).json()["versions"][0]["saved_by"] == "test-environment"
+    entries = logged()
+    assert len(entries) == after_post + 2 and {e["role"] for e in entries[-2:]} == {"admin"}
+    assert entries[-1]["request"].endswith(f"/incidents/{incident['id']}/history") and entries[-1]["count"] == 1
