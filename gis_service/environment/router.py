@@ -136,6 +136,8 @@ def router(ctx: DomainContext) -> APIRouter:
         if "client_ref" in change:
             raise bad("client_ref", "更新时不能修改", "cannot be changed by an update")
         inputs = {**previous, **change}
+        if "location" in change and "coord_sys" not in change:  # a new point is read in its own (default) system,
+            inputs.pop("coord_sys", None)  # never in the one the previous point was given in (e.g. GCJ-02)
         if isinstance(previous.get("facts"), dict) and isinstance(change.get("facts"), dict):
             inputs["facts"] = {**previous["facts"], **change["facts"]}
         result, lonlat = assess(inputs)

@@ -253,3 +253,17 @@ def test_the_savers_name_is_shown_to_environment_and_admin_only_and_each_disclos
     entries = logged()
     assert len(entries) == after_post + 2 and {e["role"] for e in entries[-2:]} == {"admin"}
     assert entries[-1]["request"].endswith(f"/incidents/{incident['id']}/history") and entries[-1]["count"] == 1
+
+
+def test_an_update_moving_the_location_reads_it_in_its_own_coordinate_system(server):
+    """Posted from a Gaode page (GCJ-02), moved by an update giving WGS84 lon/lat without coord_sys: the new point
+    must not be read as GCJ-02 (≈ 500 m off)."""
+    first = _post(server, {**AIR, "coord_sys": "gcj02"}).json()
+    assert abs(first["lon"] - 116.70) > 0.004  # really converted from GCJ-02
+    moved = httpx.put(f"{server.url}/api/environment/incidents/{first['id']}", headers=_h(server), timeout=60,
+                      json={"location": {"type": "Point", "coordinates": [116.71, 39.53]}}).json()
+    assert (moved["lon"], moved["lat"]) == pytest.approx((116.71, 39.53), abs=1e-9)
+    assert moved["inputs"].get("coord_sys", "wgs84") == "wgs84"
+    kept = httpx.put(f"{server.url}/api/environment/incidents/{first['id']}", headers=_h(server), timeout=60,
+                     json={"wind_from_deg": 90}).json()
+    assert (kept["lon"], kept["lat"]) == (moved["lon"], moved["lat"]) and kept["version"] == 3
