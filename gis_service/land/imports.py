@@ -46,6 +46,7 @@ import shapely
 
 from .. import crs as crs_mod
 from ..catalog import LayerDef
+from ..domains import SYSTEM
 from ..errors import GisError, shown
 from . import checks, codes
 
@@ -481,8 +482,12 @@ def validate(frame: gpd.GeoDataFrame, layer: LayerDef, rules, counties: gpd.GeoD
 
 # --- the whole check, then write ---------------------------------------------------------------------------
 def prepare(path: Path, layer: LayerDef, rules, counties: gpd.GeoDataFrame | None, workdir: Path,
-            coord_sys: str | None = None, source_name: str | None = None) -> tuple[Report, gpd.GeoDataFrame | None]:
-    """Unpack, read, detect and validate; nothing is written. (report, conformed frame or None on errors)."""
+            coord_sys: str | None = None, source_name: str | None = None, current: pd.Series | None = None,
+            replace_all: bool = False) -> tuple[Report, gpd.GeoDataFrame | None]:
+    """Unpack, read, detect and validate; nothing is written. (report, conformed frame or None on errors).
+
+    ``current``: the county codes of the plots in the layer now. The import replaces the whole layer, so
+    counties that have plots now and none in the file would lose them: an error unless ``replace_all``."""
     report = Report(source_name or Path(path).name, examples_max=int(rules.value("import_report_examples")))
     dataset = unpack(Path(path), workdir, Limits.from_rules(rules))
     report.encoding, report.encoding_how = detect_encoding(dataset)
@@ -490,6 +495,14 @@ def prepare(path: Path, layer: LayerDef, rules, counties: gpd.GeoDataFrame | Non
     report.crs, report.crs_how = detect_crs(frame, coord_sys)
     frame = frame.set_crs(report.crs, allow_override=True)
     clean = validate(frame, layer, rules, counties, report)
+    if current is not None and len(current) and "county_adcode" in clean:
+        kept = set(pd.to_numeric(clean["county_adcode"], errors="coerce").dropna().astype(int))
+        now = pd.to_numeric(current, errors="coerce").dropna().astype(int).value_counts()
+        dropped = [f"{code}：{count} 块" for code, count in now.items() if code not in kept]
+        report.add("warning" if replace_all else "error", "counties_dropped",
+                   "文件不含这些县区现有的地块，导入会删除它们（整层替换；确需如此请加 replace_all）",
+                   "the file has no plots of these counties, which the import would delete (the whole layer is "
+                   "replaced; pass replace_all if that is intended)", dropped)
     if not report.ok:
         return report, None
     from ..store.gpkg import conform  # the store's own check: types and geometry as it will write them
@@ -584,15 +597,16 @@ def workdir_for(var_dir: Path) -> Path:
 
 
 def run_import(ctx, path: Path, *, dry_run: bool, coord_sys: str | None = None, source_name: str | None = None,
-               refresh=None) -> dict:
+               refresh=None, replace_all: bool = False) -> dict:
     """The whole import for a domain context: report, and (when not a dry run and no errors) write + refresh."""
     layer = ctx.catalog.get(PLOTS)
     if layer is None:
         raise GisError("layer_not_available", "图层 plots 未定义", "layer 'plots' is not defined", 503)
     counties = _counties(ctx)
+    current = ctx.frame(PLOTS, crs_mod.STORAGE_CRS, SYSTEM)["county_adcode"] if ctx.store.exists(layer) else None
     work = workdir_for(ctx.settings.var_dir)
     try:
-        report, frame = prepare(path, layer, ctx.rules, counties, work, coord_sys, source_name)
+        report, frame = prepare(path, layer, ctx.rules, counties, work, coord_sys, source_name, current, replace_all)
         result = {"report": report.as_dict(), "dry_run": dry_run, "written": 0}
         if dry_run:
             return result
@@ -649,6 +663,8 @@ def add_commands(parser) -> None:
     s.add_argument("--coord-sys", help="文件无坐标系时指定 when the file has no CRS: cgcs2000|epsg:4527|epsg:4548")
     s.add_argument("--rollback", action="store_true", help="回退到上一次导入前的数据 restore the data before the last import")
     s.add_argument("--json", action="store_true", help="以 JSON 打印完整报告 print the full report as JSON")
+    s.add_argument("--replace-all", action="store_true",
+                   help="文件不含某些县区时仍整层替换（删除这些县区的地块） replace the whole layer even if counties are missing")
     s.set_defaults(run=_cli_import)
 
 
@@ -664,7 +680,8 @@ def _cli_import(args, ctx, refresh) -> None:
     if not args.file:
         raise GisError("bad_parameter", "请给出要导入的文件或 --rollback", "give a file to import or --rollback", 400)
     try:
-        result = run_import(ctx, Path(args.file), dry_run=args.dry_run, coord_sys=args.coord_sys, refresh=refresh)
+        result = run_import(ctx, Path(args.file), dry_run=args.dry_run, coord_sys=args.coord_sys, refresh=refresh,
+                            replace_all=args.replace_all)
     except ImportRefused as exc:
         _print_report(exc.result["report"], args.json)
         raise

@@ -270,6 +270,7 @@ def routes(ctx: DomainContext) -> APIRouter:
                            coord_sys: str | None = Query(None, max_length=20,
                                                          description="文件无坐标系时指定：cgcs2000|epsg:4527|epsg:4548"),
                            filename: str | None = Query(None, max_length=200, description="原文件名（用于报告）"),
+                           replace_all: bool = Query(False, description="文件不含某些县区时仍整层替换（删除这些县区的地块）"),
                            who: Principal | None = Depends(principal)):
         require_role(who, IMPORTERS, "导入地块数据", "import plot data")
         if request.headers.get("content-type", "").startswith("multipart/"):
@@ -283,7 +284,8 @@ def routes(ctx: DomainContext) -> APIRouter:
         try:
             path = await _receive(request, work, limit)
             result = await run_in_threadpool(imports.run_import, ctx, path, dry_run=dry_run, coord_sys=coord_sys,
-                                             source_name=filename or path.name, refresh=refresher(request))
+                                             source_name=filename or path.name, refresh=refresher(request),
+                                             replace_all=replace_all)
         finally:
             await run_in_threadpool(_remove, work)
         return {**result, "by": who.name}

@@ -319,3 +319,22 @@ def test_gbk_geojson_is_read(ctx, tmp_path):
     result = imports.run_import(ctx, tmp_path / "gbk.geojson", dry_run=False)
     assert result["report"]["encoding"] == "gbk"
     assert ctx.store.read_frame(ctx.catalog.get("plots"))["contractor_name"].iloc[0] == "张三丰"
+
+
+def test_a_file_without_some_counties_needs_replace_all(ctx, tmp_path, catalog, store):
+    layer = ctx.catalog.get("plots")
+    demo = store.read_frame(catalog.get("plots"))
+    own = ctx.store.read_frame(layer)
+    other = demo[demo["county_adcode"] != own["county_adcode"].iloc[0]]
+    other = other[other["fbfbm"] == other["fbfbm"].iloc[0]].head(10)
+    both = pd.concat([own, other.reindex(columns=own.columns)], ignore_index=True)
+    ctx.store.write(layer, gpd.GeoDataFrame(both, crs="EPSG:4490"), origin="demo")
+    national_frame(own, "EPSG:4548").to_file(tmp_path / "one.gpkg")  # only the first county's plots
+    with pytest.raises(imports.ImportRefused) as err:
+        imports.run_import(ctx, tmp_path / "one.gpkg", dry_run=False)
+    [issue] = err.value.body()["report"]["errors"]
+    assert issue["code"] == "counties_dropped" and issue["examples"] == [f"{other['county_adcode'].iloc[0]}：{len(other)} 块"]
+    assert len(ctx.store.read_frame(layer)) == len(both)
+    result = imports.run_import(ctx, tmp_path / "one.gpkg", dry_run=False, replace_all=True)
+    assert "counties_dropped" in [w["code"] for w in result["report"]["warnings"]]
+    assert len(ctx.store.read_frame(layer)) == len(own)
