@@ -22,7 +22,7 @@ from ..store import open_access_log, open_key_store, open_record_store, open_rul
 from . import crs_routes, domain_routes, maps_routes, ogc_routes
 from . import tiles_routes
 from .. import tiles
-from .deps import Services
+from .deps import SECURITY, SECURITY_SCHEMES, Services
 
 log = logging.getLogger("gis_service")
 TIANDITU_LAYERS = {"vec", "cva", "img", "cia"}
@@ -159,6 +159,8 @@ def _openapi_30(app: FastAPI) -> dict:
         return app.openapi_schema
     doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     doc["openapi"] = "3.0.3"
+    doc.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    doc["security"] = SECURITY
     app.openapi_schema = _to_30(doc)
     return app.openapi_schema
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from typing import ClassVar
 
 from fastapi import Header, Request, Response
 from pydantic import BaseModel, Field
@@ -55,13 +56,21 @@ async def services(request: Request) -> Services:
 AUTH_REALM = "gis_service"  # the realm desktop clients (QGIS, GDAL, curl) show when they ask for a password
 
 
-class InvalidKey(GisError):
-    """401 for a key that names no live key; the WWW-Authenticate header makes desktop clients ask for one."""
+class Unauthenticated(GisError):
+    """A 401: with the WWW-Authenticate header every 401 must carry (RFC 9110 §15.5.2), which makes desktop
+    clients ask for a password (the key)."""
 
-    headers = {"WWW-Authenticate": f'Basic realm="{AUTH_REALM}", charset="UTF-8"'}
+    headers: ClassVar[dict] = {"WWW-Authenticate": f'Basic realm="{AUTH_REALM}", charset="UTF-8"'}
+
+    def __init__(self, code: str, message_zh: str, message_en: str):
+        super().__init__(code, message_zh, message_en, 401)
+
+
+class InvalidKey(Unauthenticated):
+    """401 for a key that names no live key."""
 
     def __init__(self, message_zh: str = "API 密钥无效或已吊销", message_en: str = "the API key is invalid or revoked"):
-        super().__init__("invalid_api_key", message_zh, message_en, 401)
+        super().__init__("invalid_api_key", message_zh, message_en)
 
 
 def presented_key(request: Request) -> str | None:
@@ -155,13 +164,24 @@ def principal(request: Request,
 def require_role(who: Principal | None, roles: tuple[str, ...] | None, what_zh: str, what_en: str) -> Principal:
     """The caller if signed in (and in roles, when given); else 401 (anonymous) or 403 (another role)."""
     if who is None:
-        raise GisError("sign_in_required", f"{what_zh}需要登录或 API 密钥（X-API-Key 或 Authorization）",
-                       f"{what_en} requires an API key (X-API-Key or Authorization) or a signed-in session", 401)
+        raise Unauthenticated("sign_in_required", f"{what_zh}需要登录或 API 密钥（X-API-Key 或 Authorization）",
+                              f"{what_en} requires an API key (X-API-Key or Authorization) or a signed-in session")
     if roles is not None and who.role not in roles:
         raise GisError("forbidden", f"角色 {who.role} 无权{what_zh}（限 {'、'.join(roles)}）",
                        f"role '{who.role}' may not {what_en} (only {', '.join(roles)})", 403)
     return who
 
+
+# The credentials caller() accepts, for the OpenAPI document (components.securitySchemes); {} = anonymous.
+SECURITY_SCHEMES = {
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "API 密钥 API key"},
+    "basicAuth": {"type": "http", "scheme": "basic",
+                  "description": "用户名任意，密码为 API 密钥（QGIS、GDAL） any user name, the API key as password"},
+    "bearerAuth": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API 密钥 API key>"},
+    "sessionCookie": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE,
+                      "description": "地图页面登录会话（POST /maps/session） map pages' session"},
+}
+SECURITY = [{}, *({name: []} for name in SECURITY_SCHEMES)]
 
 API_KEY_PARAMETER = {"name": "X-API-Key", "in": "header", "required": False, "description": "API 密钥（可选）",
                      "schema": {"type": "string"}}

@@ -239,3 +239,26 @@ def test_a_single_feature_carries_self_alternate_and_collection_link_headers(ser
     html = link_header(get(server, path, f="html", crs=crs))
     assert html["self"] == (links["alternate"][0], "text/html")
     assert html["alternate"] == (links["self"][0], "application/geo+json")
+
+
+def test_openapi_documents_every_credential_and_anonymous_access(server):
+    doc = get(server, "/ogc/openapi").json()
+    schemes = doc["components"]["securitySchemes"]
+    assert {(s["type"], s.get("scheme"), s.get("in"), s.get("name")) for s in schemes.values()} == {
+        ("apiKey", None, "header", "X-API-Key"), ("http", "basic", None, None), ("http", "bearer", None, None),
+        ("apiKey", None, "cookie", "gis_session")}
+    assert {} in doc["security"]  # anonymous callers are served (the public layers)
+    assert {name for requirement in doc["security"] for name in requirement} == set(schemes)
+    # what the documentation promises, the server does: a Bearer key reads what its role may
+    bearer = {"Authorization": f"Bearer {server.key('rural')}"}
+    assert get(server, "/ogc/collections/contractor_households", bearer).status_code == 200
+
+
+def test_every_401_challenges_for_basic_and_basic_then_reads_the_domain_endpoint(server):
+    """RFC 9110 §15.5.2: a 401 carries WWW-Authenticate (clients such as curl --anyauth or GDAL answer it)."""
+    anonymous = get(server, "/api/environment/risk-zones")
+    assert anonymous.status_code == 401 and anonymous.json()["code"] == "sign_in_required"
+    assert re.fullmatch(r'Basic realm="[^"]+".*', anonymous.headers.get("www-authenticate", ""))
+    answered = get(server, "/api/environment/risk-zones", basic("curl", server.key("planner")))
+    assert answered.status_code == 200 and answered.json()["count"] > 0
+
