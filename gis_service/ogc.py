@@ -400,12 +400,21 @@ def items(ctx: Context, collection_id: str, params: dict[str, str], request: str
     return body, headers, summary
 
 
+# Bytes of Link header beyond `next`: each link repeats the whole query, and a long filter (a CQL2 IN list, a
+# drawn polygon) would make a header that proxies refuse (nginx's proxy_buffer_size, one 4 KiB page by default,
+# holds all response headers: a 502) and clients too (curl: 100 KiB). The body always carries every link.
+LINK_HEADER_BUDGET = 4_000
+
+
 def link_header(links: list[dict], html: bool) -> str:
     """A page's or a feature's links as an HTTP Link header (RFC 8288; OGC API – Features /rec/core/link-header),
     for the format actually served: for an HTML page `self` is the HTML page, `alternate` the GeoJSON one and
-    `next`/`prev` stay HTML. Titles are left out (a header is Latin-1; the body carries them)."""
+    `next`/`prev` stay HTML. Titles are left out (a header is Latin-1; the body carries them).
+
+    `next` is always there (a client paging by the header must not stop early); the other links only while the
+    header stays within LINK_HEADER_BUDGET bytes besides `next`."""
     by_rel = {link["rel"]: link for link in links}
-    out = []
+    values = {}
     for link in links:
         rel, href, type_ = link["rel"], link["href"], link["type"]
         if html and rel == "self":
@@ -414,8 +423,13 @@ def link_header(links: list[dict], html: bool) -> str:
             href, type_ = by_rel["self"]["href"], GEOJSON
         elif html and rel in ("next", "prev"):
             href, type_ = f"{href}&f=html", "text/html"
-        out.append(f'<{href}>; rel="{rel}"; type="{type_}"')
-    return ", ".join(out)
+        values[rel] = f'<{href}>; rel="{rel}"; type="{type_}"'
+    kept, used = [], 0
+    for rel, value in sorted(values.items(), key=lambda item: item[0] != "next"):
+        if rel == "next" or used + len(value) + 2 <= LINK_HEADER_BUDGET:
+            kept.append(rel)
+            used += 0 if rel == "next" else len(value) + 2
+    return ", ".join(values[rel] for rel in values if rel in kept)
 
 
 def item(ctx: Context, collection_id: str, feature_id: str, params: dict[str, str], request: str
