@@ -424,12 +424,12 @@ def link_header(links: list[dict], html: bool) -> str:
         elif html and rel in ("next", "prev"):
             href, type_ = f"{href}&f=html", "text/html"
         values[rel] = f'<{href}>; rel="{rel}"; type="{type_}"'
-    kept, used = [], 0
-    for rel, value in sorted(values.items(), key=lambda item: item[0] != "next"):
-        if rel == "next" or used + len(value) + 2 <= LINK_HEADER_BUDGET:
-            kept.append(rel)
-            used += 0 if rel == "next" else len(value) + 2
-    return ", ".join(values[rel] for rel in values if rel in kept)
+    header, used = ([values.pop("next")] if "next" in values else []), 0
+    for value in values.values():
+        if used + len(value) + 2 <= LINK_HEADER_BUDGET:
+            header.append(value)
+            used += len(value) + 2
+    return ", ".join(header)
 
 
 def item(ctx: Context, collection_id: str, feature_id: str, params: dict[str, str], request: str
