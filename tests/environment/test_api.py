@@ -147,8 +147,8 @@ def test_a_river_spill_traces_downstream_with_arrival_times(server):
     z = d["zones"][0]
     assert z["zone"] == "river" and d["model"]["river"] == "赵王新河"
     assert z["length_m"] == pytest.approx(0.5 * 12 * 3600, rel=1e-6)  # not at the end of the data
-    times = [w["arrival_h"] for w in z["water_sources"] if w["arrival_h"] is not None]
-    assert all(0 <= t <= 12 for t in times)
+    reach = shapely.geometry.shape(z["reach"])  # 赵王新河 flows east (to 苏桥 and 大清河): downstream is east
+    assert reach.coords[-1][0] > reach.coords[0][0] + 0.2
 
 
 def test_water_without_hours_and_soil_without_radius_are_422(server):
@@ -267,3 +267,20 @@ def test_an_update_moving_the_location_reads_it_in_its_own_coordinate_system(ser
     kept = httpx.put(f"{server.url}/api/environment/incidents/{first['id']}", headers=_h(server), timeout=60,
                      json={"wind_from_deg": 90}).json()
     assert (kept["lon"], kept["lat"]) == (moved["lon"], moved["lat"]) and kept["version"] == 3
+
+
+
+def test_a_spill_on_the_beiyun_river_travels_south_and_reaches_the_water_sources_in_order(server):
+    """北运河 flows from 通州 (north) to 武清 (south): the front goes south, and the two sources by the river are
+    reached in the order of their distance, never sooner than the straight distance at the velocity allows."""
+    v, band = 0.5, 1000.0  # the rule river_zone_buffer_m: the sources lie within 1 km of the line
+    d = _post(server, {"location": {"type": "Point", "coordinates": [116.913, 39.771]}, "kind": "water",
+                       "hours": 72, "velocity_m_s": v}).json()
+    z = d["zones"][0]
+    reach = shapely.geometry.shape(z["reach"])
+    assert d["model"]["river"] == "北运河" and reach.coords[-1][1] < reach.coords[0][1] - 0.1  # > 11 km south
+    reached = sorted((w for w in z["water_sources"] if w["arrival_h"] is not None), key=lambda w: w["arrival_h"])
+    assert len(reached) == 2
+    for w in reached:  # along the river ≥ straight line − the spill's and the source's distance from the line
+        assert w["arrival_h"] * v * 3600 >= w["distance_m"] - d["model"]["entry_offset_m"] - band
+    assert reached[0]["distance_m"] < reached[1]["distance_m"]
