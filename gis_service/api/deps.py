@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import ClassVar
 
 from fastapi import Header, Request, Response
 from pydantic import BaseModel, Field
@@ -57,20 +56,21 @@ AUTH_REALM = "gis_service"  # the realm desktop clients (QGIS, GDAL, curl) show 
 
 
 class Unauthenticated(GisError):
-    """A 401: with the WWW-Authenticate header every 401 must carry (RFC 9110 §15.5.2), which makes desktop
-    clients ask for a password (the key)."""
+    """A 401 with the WWW-Authenticate header every 401 must carry (RFC 9110 §15.5.2). Asking to sign in, the
+    challenge is Bearer: browsers show no password dialog for it (a map page's script gets the 401 and shows its
+    own sign-in notice). A wrong key's challenge is Basic, which makes desktop clients (QGIS, GDAL) ask again."""
 
-    headers: ClassVar[dict] = {"WWW-Authenticate": f'Basic realm="{AUTH_REALM}", charset="UTF-8"'}
-
-    def __init__(self, code: str, message_zh: str, message_en: str):
+    def __init__(self, code: str, message_zh: str, message_en: str, scheme: str = "Bearer"):
         super().__init__(code, message_zh, message_en, 401)
+        charset = ', charset="UTF-8"' if scheme == "Basic" else ""  # RFC 7617 §2.1
+        self.headers = {"WWW-Authenticate": f'{scheme} realm="{AUTH_REALM}"{charset}'}
 
 
 class InvalidKey(Unauthenticated):
     """401 for a key that names no live key."""
 
     def __init__(self, message_zh: str = "API 密钥无效或已吊销", message_en: str = "the API key is invalid or revoked"):
-        super().__init__("invalid_api_key", message_zh, message_en)
+        super().__init__("invalid_api_key", message_zh, message_en, scheme="Basic")
 
 
 def presented_key(request: Request) -> str | None:
