@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import shapely
 
-from ..crs import METRIC_CRS, STORAGE_CRS, transform_geometry
+from ..crs import METRIC_CRS, STORAGE_CRS, transform_geometry, transform_xy
 from ..errors import GisError, shown
 from . import plume as plume_mod
 from . import river as river_mod
@@ -120,7 +120,7 @@ class Assessor:
         sig = self.rules.value("pg_sigma_rural")[terms["stability"]]
         p = plume_mod.Plume(terms["release_rate_g_s"], terms["wind_speed_m_s"], terms["wind_from_deg"],
                             tuple(sig["y"]), tuple(sig["z"]), float(self.rules.value("release_height_m")),
-                            terms["stability"])
+                            terms["stability"], true_north_grid_deg(origin))
         x_max, n = self.rules.value("plume_max_distance_m"), int(self.rules.value("plume_samples"))
         iso = self.rules.value("isolation_radius_m")
         zones = [{"zone": "isolation", "name_zh": f"初始隔离区（半径 {iso:g} 米）",
@@ -218,7 +218,7 @@ class Assessor:
         if cap is not None:
             order = order[:cap]
         sel, pts, dist = idx[order], pts[order], dist[order]
-        bearing = bearing_deg((origin.x, origin.y), pts)
+        bearing = (bearing_deg((origin.x, origin.y), pts) - true_north_grid_deg(origin)) % 360.0  # from true north
         conc = plume.concentration((origin.x, origin.y), pts) if plume is not None else None
         arrival = None
         if tr is not None:
@@ -278,6 +278,13 @@ class Assessor:
                      "clause": rules.rule("notify_cross_province").citation()}
                     for who in rules.value("notify_cross_province")]
         return out
+
+
+def true_north_grid_deg(origin: shapely.Point) -> float:
+    """The grid bearing (EPSG:4548) of true north at origin: the meridian convergence, from the projection itself."""
+    lon, lat = transform_xy(origin.x, origin.y, METRIC_CRS, STORAGE_CRS)
+    x, y = transform_xy(lon, lat + 0.01, STORAGE_CRS, METRIC_CRS)
+    return math.degrees(math.atan2(float(np.ravel(x)[0]) - origin.x, float(np.ravel(y)[0]) - origin.y))
 
 
 def _geojson(geom) -> dict:

@@ -13,8 +13,9 @@ footprint of a level of concern L is { (x, y): |y| ≤ σy·sqrt(2·ln(C(x,0)/L)
 C(x_L, 0) = L (found by bisection).
 
 Orientation: ``wind_from_deg`` is where the wind comes FROM (meteorological convention, degrees clockwise from
-north); the plume travels towards wind_from + 180°. EPSG:4548 grid north differs from true north by the
-meridian convergence (< 0.5° in Langfang), ignored.
+north); the plume travels towards wind_from + 180°. Wind directions are read from true north; EPSG:4548 grid
+north differs from it by the meridian convergence (≈ 0.6° at 116°E, 0.3° at 116.5°E: ≈ 300–600 m sideways at
+50 km), so the axis is turned by ``grid_rotation_deg`` = the grid bearing of true north at the source.
 """
 
 from __future__ import annotations
@@ -54,14 +55,15 @@ class Plume:
     sigma_z: tuple[float, float, float]
     release_height_m: float = 0.0
     stability: str = "D"
+    grid_rotation_deg: float = 0.0  # the grid bearing of true north at the source (meridian convergence)
 
     @property
     def downwind_deg(self) -> float:
         return (self.wind_from_deg + 180.0) % 360.0
 
     def unit_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(downwind, crosswind-right) unit vectors in (east, north)."""
-        t = math.radians(self.downwind_deg)
+        """(downwind, crosswind-right) unit vectors in grid (east, north)."""
+        t = math.radians(self.downwind_deg + self.grid_rotation_deg)
         return np.array([math.sin(t), math.cos(t)]), np.array([math.cos(t), -math.sin(t)])
 
     def centreline(self, x) -> np.ndarray:

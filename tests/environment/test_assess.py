@@ -108,3 +108,26 @@ def test_stability_derived_from_day_or_night():
     a = _assessor()
     terms = a.source_terms({**WIND_FROM_WEST, "stability": None, "daytime": False, "wind_speed_m_s": 1.5})
     assert terms["stability"] == "F" and "夜间" in terms["stability_basis"]
+
+
+def test_the_wind_and_the_bearings_are_read_from_true_north_not_the_grid_north_of_epsg_4548():
+    """At 116.1°E the EPSG:4548 grid (central meridian 117°E) is turned by the meridian convergence
+    (0.9° × sin 39.3° ≈ 0.57°): a wind from true south must carry the plume to true north, and a school due
+    true north of the spill has bearing 0°, not −0.57° (at 20 km the grid axis is ≈ 200 m off)."""
+    from gis_service.crs import transform_xy
+
+    lon0, lat0 = 116.1, 39.3
+    x0, y0 = (float(v[0]) for v in transform_xy([lon0], [lat0], STORAGE_CRS, METRIC_CRS))
+    xn, yn = (float(v[0]) for v in transform_xy([lon0], [lat0 + 0.09], STORAGE_CRS, METRIC_CRS))  # 10 km true north
+    receptors = gpd.GeoDataFrame({"name": ["北小学"], "kind": ["学校"]}, geometry=[shapely.Point(xn, yn)], crs=CRS)
+    empty = gpd.GeoDataFrame({"name": [], "population": [], "tier": [], "city": [], "province": []}, geometry=[], crs=CRS)
+    ex = Exposure(empty, receptors, empty, empty, empty, RULES.value("home_admin"))
+    a = Assessor(ex, [], RULES, Grader(RULES))
+    r = a.assess(shapely.Point(x0, y0), a.source_terms({**WIND_FROM_WEST, "wind_from_deg": 180, "stability": "F",
+                                                           "release_rate_g_s": 5000, "levels_of_concern_mg_m3": [1]}))
+    plume = r["zones"][1]
+    c = shapely.geometry.shape(plume["geometry"]).centroid  # on the plume's axis
+    east, north = (c.x - lon0) * 111_320 * math.cos(math.radians(lat0)), (c.y - lat0) * 110_950
+    assert north > 5_000 and abs(math.degrees(math.atan2(east, north))) < 0.1  # the grid axis: −0.57°
+    school = plume["receptors"][0]
+    assert school["name"] == "北小学" and min(school["bearing_deg"], 360 - school["bearing_deg"]) < 0.05
