@@ -45,14 +45,15 @@ def cmd_serve(args) -> None:
     build_layers(svc.catalog, svc.store)
     refresh_derived(svc.domains, svc.domain_contexts)  # once, here: the workers only read
     print(f"地图首页 Map index: http://{settings.host}:{settings.port}/maps/", flush=True)
+    log_level = "info" if args.access_log else "warning"  # uvicorn logs each request line at info
     if settings.workers == 1:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level)
         return
     # Worker processes import the app themselves; the settings reach them through the environment. They
     # share the layer files (read-only), the key and session database and the record store on disk.
     os.environ.update(GIS_HOST=settings.host, GIS_PORT=str(settings.port), GIS_WORKERS=str(settings.workers))
     uvicorn.run("gis_service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level="warning")
+                workers=settings.workers, log_level=log_level)
 
 
 def cmd_build_layers(args) -> None:
@@ -265,6 +266,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--workers", type=int, help="工作进程数 worker processes (default 1, or GIS_WORKERS)")
+    s.add_argument("--access-log", action="store_true",
+                   help="记录每个请求行（方法、路径与查询、状态；密钥只在请求头中，不会记录） log every request line")
     s.set_defaults(func=cmd_serve)
     s = sub.add_parser("build-layers", help="构建缺失图层 build missing layers")
     s.add_argument("--plots", type=int, help="演示地块数（默认见 demo.DEFAULT_PLOTS） demo plots (default: demo.DEFAULT_PLOTS)")

@@ -1,5 +1,5 @@
-"""A live server with uvicorn's access log on (every request line, query string included), and a runner for the
-PyQGIS driver in Debian's Python (python3-qgis is built for /usr/bin/python3, not for the project's venv)."""
+"""A live server with its access log on (serve --access-log: every request line, query string included), and a
+runner for the PyQGIS driver in Debian's Python (python3-qgis is built for /usr/bin/python3, not for the project's venv)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,11 @@ import json
 import os
 import re
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from gis_service.config import REPO_ROOT
-from tests.conftest import OUTPUT_DIR, LiveServer, _free_port
+from tests.conftest import OUTPUT_DIR, LiveServer, live_server
 
 QGIS_PYTHON = "/usr/bin/python3"  # Debian's python3-qgis (make system-deps installs python3-qgis qgis-providers)
 DRIVER = Path(__file__).with_name("driver.py")
@@ -37,29 +33,8 @@ class LoggedServer(LiveServer):
 @pytest.fixture(scope="session")
 def logged_server(tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("qgis-var")
-    port = _free_port()
-    log = var_dir / "server.log"
-    env = dict(os.environ, GIS_VAR_DIR=str(var_dir), GIS_HOST="127.0.0.1", GIS_PORT=str(port))
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "gis_service.api.app:create_app", "--factory",
-                                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"],
-                                env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + 120
-            while True:
-                try:
-                    urllib.request.urlopen(url + "/ogc/conformance", timeout=1)
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.time() > deadline:
-                        raise RuntimeError(f"server did not start: {log.read_text()}") from None
-                    time.sleep(0.3)
-            yield LoggedServer(url, var_dir, log)
-        finally:
-            proc.terminate()
-            proc.wait(20)
-    assert "unexpected error" not in log.read_text(), "the server logged an unexpected (500) error"
+    with live_server(var_dir, "--access-log") as (_, url):
+        yield LoggedServer(url, var_dir, var_dir / "server.log")
 
 
 def run_qgis(job: dict, work: Path) -> dict:
