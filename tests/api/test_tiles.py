@@ -12,7 +12,7 @@ import subprocess
 import textwrap
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import geopandas as gpd
 import httpx
@@ -173,7 +173,9 @@ def tiles_server(tmp_path_factory):
                                                        geometry=[Point(116.701, 39.501), Point(116.705, 39.503)],
                                                        crs="EPSG:4490"), "source")
     var = tmp_path_factory.mktemp("tile_var")
-    with _env(GIS_LAYERS_DIR=str(root)), live_server(var) as (_, url):
+    with ExitStack() as stack:
+        with _env(GIS_LAYERS_DIR=str(root)):  # only while the server starts: the session's `server` uses layers/
+            _, url = stack.enter_context(live_server(var))
         keys = KeyStore(var / "keys.sqlite")
         server = type("S", (), {})()
         server.url, server.var, server.frame, server.catalog = url, var, frame, catalog
@@ -542,7 +544,8 @@ def test_plots_tiles_agree_with_items(server, catalog, store):
     got = {f["properties"]["dkbm"]: f["properties"] for f in decode(body)["plots"]["features"]}
     assert set(got) == set(want) and want
     for code, props in got.items():
-        assert props["contractor_name"] == want[code]["contractor_name"] != None  # noqa: E711 (masked, not absent)
+        assert props["contractor_name"] is not None  # masked, not left out
+        assert props["contractor_name"] == want[code]["contractor_name"]
         assert props["transfer_status"] == want[code]["transfer_status"]
     frame = store.read_frame(catalog.get("plots"))
     b = frame.bounds
