@@ -28,7 +28,7 @@ from ..catalog import LayerDef
 from ..crs import STORAGE_CRS
 from ..errors import GisError
 from ..privacy import mask_sql
-from . import cql2
+from . import cql2, temporal
 from .base import ORIGINS, FeaturePage, FeatureQuery
 
 GEOM_COLUMN = "geom"
@@ -252,17 +252,9 @@ class GeoPackageStore:
             clauses.append(f'"{name}" = ?')
             params.append(value)
         if q.datetime is not None:
-            start, end = q.datetime
-            if start is not None and start == end:
-                clauses.append(f'"{layer.time_field}" = ?')
-                params.append(start)
-            else:
-                if start is not None:
-                    clauses.append(f'"{layer.time_field}" >= ?')
-                    params.append(start)
-                if end is not None:
-                    clauses.append(f'"{layer.time_field}" <= ?')
-                    params.append(end)
+            more, values = temporal.interval_clauses(layer.time_field, q.datetime, "?")
+            clauses += more
+            params += values
         if q.cql is not None:
             translator = cql2.Translator(
                 {f.name: f.type for f in layer.fields},

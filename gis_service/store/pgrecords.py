@@ -25,7 +25,7 @@ import shapely
 from psycopg.types.json import Json
 
 from ..errors import GisError
-from .records import Column, DuplicateRecord, Table
+from .records import Column, DuplicateRecord, RecordsBase, Table, _geometry_column, check_required, order_sql
 
 SCHEMA = "records"
 SRID = 4490
@@ -38,7 +38,7 @@ def _name(table: Table) -> str:
     return f'{SCHEMA}."{table.name}"'
 
 
-class PostgresRecords:
+class PostgresRecords(RecordsBase):
     def __init__(self, conn: psycopg.Connection):
         self._conn = conn
 
@@ -71,10 +71,6 @@ class PostgresRecords:
     def delete(self, table: Table, record_id: int) -> bool:
         return self._conn.execute(f"DELETE FROM {_name(table)} WHERE id = %s", (record_id,)).rowcount == 1
 
-    def get(self, table: Table, record_id: int) -> dict | None:
-        rows = self.find(table, {"id": record_id}, limit=1)
-        return rows[0] if rows else None
-
     def find(self, table: Table, where: dict | None = None, bbox: tuple | None = None,
              order_by: tuple[tuple[str, bool], ...] = (("id", True),), limit: int | None = None,
              after_id: int | None = None) -> list[dict]:
@@ -99,10 +95,7 @@ class PostgresRecords:
             geometry = _geometry_column(table)
             clauses.append(f'"{geometry}" && ST_MakeEnvelope(%s, %s, %s, %s, {SRID})')
             params += [float(v) for v in bbox]
-        for name, _ in order_by:
-            if name != "id":
-                table.column(name)
-        order = ", ".join(f'"{n}" {"ASC" if asc else "DESC"}' for n, asc in order_by)
+        order = order_sql(table, order_by)
         select = ", ".join(["id"] + [f'ST_AsBinary("{c.name}")' if c.type == "geometry" else f'"{c.name}"'
                                      for c in table.columns])
         sql = f'SELECT {select} FROM {_name(table)} WHERE {" AND ".join(clauses) or "TRUE"} ORDER BY {order}'
@@ -185,13 +178,6 @@ class PostgresRecordStore:
         return self._session(write=False)
 
 
-def _geometry_column(table: Table) -> str:
-    names = [c.name for c in table.columns if c.type == "geometry"]
-    if not names:
-        raise GisError("no_geometry", f"表 {table.name} 没有几何字段", f"table {table.name} has no geometry column")
-    return names[0]
-
-
 def _encode_value(column: Column, value):
     if value is None:
         return None
@@ -212,10 +198,7 @@ def _encode(table: Table, row: dict, insert: bool) -> tuple[list[str], list, lis
         values.append(_encode_value(column, value))
         placeholders.append(f"ST_GeomFromWKB(%s, {SRID})" if column.type == "geometry" else "%s")
     if insert:
-        absent = [c.name for c in table.columns if c.required and row.get(c.name) is None]
-        if absent:
-            raise GisError("missing_field", f"{table.name} 缺少必填字段 {absent[0]}",
-                           f"{table.name}: required field '{absent[0]}' is missing", 422)
+        check_required(table, row)
     return names, values, placeholders
 
 

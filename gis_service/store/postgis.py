@@ -40,7 +40,7 @@ from ..catalog import LayerDef
 from ..crs import STORAGE_CRS
 from ..errors import GisError
 from ..privacy import mask_sql
-from . import cql2, pgschema
+from . import cql2, pgschema, temporal
 from .base import ORIGINS, FeaturePage, FeatureQuery
 from .gpkg import GEOJSON_DECIMALS, GEOM_COLUMN, conform
 
@@ -253,17 +253,9 @@ class PostGISStore:
             clauses.append(f'"{name}" = %s')
             params.append(bool(value) if layer.field(name).type == "boolean" else value)
         if q.datetime is not None:
-            start, end = q.datetime
-            if start is not None and start == end:
-                clauses.append(f'"{layer.time_field}" = %s')
-                params.append(start)
-            else:
-                if start is not None:
-                    clauses.append(f'"{layer.time_field}" >= %s')
-                    params.append(start)
-                if end is not None:
-                    clauses.append(f'"{layer.time_field}" <= %s')
-                    params.append(end)
+            more, values = temporal.interval_clauses(layer.time_field, q.datetime, "%s")
+            clauses += more
+            params += values
         if q.cql is not None:
             translator = cql2.Translator(
                 {f.name: f.type for f in layer.fields}, {GEOM_COLUMN, "geometry"},

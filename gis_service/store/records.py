@@ -104,7 +104,29 @@ class RecordStore(Protocol):
         writer. Do not write inside it (use transaction())."""
 
 
-class SQLiteRecords:
+class RecordsBase:
+    """What both record stores' transactions share."""
+
+    def get(self, table: Table, record_id: int) -> dict | None:
+        rows = self.find(table, {"id": record_id}, limit=1)
+        return rows[0] if rows else None
+
+
+def check_required(table: Table, row: dict) -> None:
+    absent = [c.name for c in table.columns if c.required and row.get(c.name) is None]
+    if absent:
+        raise GisError("missing_field", f"{table.name} 缺少必填字段 {absent[0]}",
+                       f"{table.name}: required field '{absent[0]}' is missing", 422)
+
+
+def order_sql(table: Table, order_by: tuple[tuple[str, bool], ...]) -> str:
+    for name, _ in order_by:
+        if name != "id":
+            table.column(name)
+    return ", ".join(f'"{n}" {"ASC" if asc else "DESC"}' for n, asc in order_by)
+
+
+class SQLiteRecords(RecordsBase):
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
 
@@ -132,10 +154,6 @@ class SQLiteRecords:
     def delete(self, table: Table, record_id: int) -> bool:
         return self._conn.execute(f'DELETE FROM "{table.name}" WHERE id = ?', (record_id,)).rowcount == 1
 
-    def get(self, table: Table, record_id: int) -> dict | None:
-        rows = self.find(table, {"id": record_id}, limit=1)
-        return rows[0] if rows else None
-
     def find(self, table: Table, where: dict | None = None, bbox: tuple | None = None,
              order_by: tuple[tuple[str, bool], ...] = (("id", True),), limit: int | None = None,
              after_id: int | None = None) -> list[dict]:
@@ -157,10 +175,7 @@ class SQLiteRecords:
             clauses.append(f'"{geometry}_minx" <= ? AND "{geometry}_maxx" >= ? AND '
                            f'"{geometry}_miny" <= ? AND "{geometry}_maxy" >= ?')
             params += [x1, x0, y1, y0]
-        for name, _ in order_by:
-            if name != "id":
-                table.column(name)
-        order = ", ".join(f'"{n}" {"ASC" if asc else "DESC"}' for n, asc in order_by)
+        order = order_sql(table, order_by)
         sql = f'SELECT * FROM "{table.name}" WHERE {" AND ".join(clauses) or "1"} ORDER BY {order}'
         if limit is not None:
             sql += " LIMIT ?"
@@ -279,10 +294,7 @@ def _encode(table: Table, row: dict, insert: bool) -> tuple[list[str], list]:
             names += [f"{name}_{e}" for e in _ENVELOPE]
             values += list(bounds)
     if insert:
-        absent = [c.name for c in table.columns if c.required and row.get(c.name) is None]
-        if absent:
-            raise GisError("missing_field", f"{table.name} 缺少必填字段 {absent[0]}",
-                           f"{table.name}: required field '{absent[0]}' is missing", 422)
+        check_required(table, row)
     return names, values
 
 

@@ -83,3 +83,19 @@ def parse_datetime_interval(value: str, field_type: str) -> tuple[str | None, st
     if instant is None:
         raise bad_parameter("datetime", "须为时间点或区间", "must be an instant or an interval")
     return instant, instant
+
+
+def interval_clauses(column: str, interval: tuple[str | None, str | None], placeholder: str) -> tuple[list[str], list]:
+    """SQL conditions (and their parameters) for a field's stored text within a parsed ``datetime`` interval:
+    ``=`` for an instant, ``>=``/``<=`` for the ends given (the same in every store; placeholder per dialect)."""
+    start, end = interval
+    if start is not None and start == end:
+        return [f'"{column}" = {placeholder}'], [start]
+    clauses, params = [], []
+    if start is not None:
+        clauses.append(f'"{column}" >= {placeholder}')
+        params.append(start)
+    if end is not None:
+        clauses.append(f'"{column}" <= {placeholder}')
+        params.append(end)
+    return clauses, params
