@@ -115,7 +115,8 @@ def router(ctx: DomainContext) -> APIRouter:
         return _json(service.source(source_id))
 
     @r.post("/incidents", status_code=201, summary="评估并保存突发环境事件（环境、管理员）Assess and save an incident")
-    def post_incident(request: Request, body: dict = Body(..., examples=[INCIDENT_EXAMPLE]), who: Principal | None = Depends(principal),
+    def post_incident(request: Request, body: dict = Body(..., examples=[INCIDENT_EXAMPLE]),
+                      who: Principal | None = Depends(principal),
                       display: str | None = Query(None, pattern="^map$", description=DISPLAY_ZH)):
         who = require_role(who, WRITERS, "登记突发环境事件", "post incidents")
         inputs = _inputs(body)
