@@ -4,8 +4,6 @@ map with its layers and the incident form posting and drawing a result, the key-
 
 from __future__ import annotations
 
-import os
-
 import httpx
 import pytest
 import shapely
@@ -124,13 +122,10 @@ def test_an_anonymous_visitor_is_asked_to_sign_in(server):
 def gaode_server(tmp_path_factory):
     """A live server whose map pages use the Gaode (GCJ-02) basemap."""
     var_dir = tmp_path_factory.mktemp("var-gaode")
-    old = os.environ.get("GIS_BASEMAP")
-    os.environ["GIS_BASEMAP"] = "gaode"
-    running = live_server(var_dir)
-    try:
+    with pytest.MonkeyPatch.context() as env:  # the server process takes its environment when it starts
+        env.setenv("GIS_BASEMAP", "gaode")
+        running = live_server(var_dir)
         _, url = running.__enter__()
-    finally:
-        os.environ.pop("GIS_BASEMAP") if old is None else os.environ.__setitem__("GIS_BASEMAP", old)
     yield LiveServer(url, var_dir)
     running.__exit__(None, None, None)
 
