@@ -95,9 +95,11 @@ class Exposure:
         provinces = ([self.home["province"]] if home_counties else []) + sorted(set(others["province"].astype(str)))
         cities = list(dict.fromkeys(cities))
         provinces = list(dict.fromkeys(provinces))
-        if any(p != self.home["province"] for p in provinces):
+        # Crossing means the zone (with its origin) spans more than one unit: an incident wholly inside a
+        # neighbouring county is not cross-provincial merely because that county is not in Hebei.
+        if len(provinces) > 1:
             fact = "province"
-        elif any(c != self.home["city"] for c in cities):
+        elif len(cities) > 1:
             fact = "city"
         elif len(counties) > 1:
             fact = "county"

@@ -193,7 +193,7 @@ def test_a_point_in_a_neighbouring_county_beyond_the_langfang_box_is_accepted(se
         crs.to_storage_xy(p.x, p.y, "cgcs2000")  # the platform's box alone refuses it
     d = _post(server, {"location": {"type": "Point", "coordinates": [p.x, p.y]}, "coord_sys": "cgcs2000",
                        "kind": "soil", "radius_m": 500}).json()
-    assert d["admin"]["origin_county"] == "蓟州区" and d["admin"]["cross_boundary"] == "province"
+    assert d["admin"]["origin_county"] == "蓟州区" and d["admin"]["cross_boundary"] is None  # a 500 m radius wholly inside 蓟州
     far = _post(server, {**AIR, "location": {"type": "Point", "coordinates": [118.5, 39.6]}})
     assert far.status_code == 422 and "周边县区" in far.json()["message"]
 

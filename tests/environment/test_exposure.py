@@ -52,6 +52,7 @@ def test_receptors_and_water_sources_inside():
     (shapely.box(5_000, 0, 15_000, 100), "county", ["河北省"]),
     (shapely.box(0, 5_000, 100, 15_000), "province", ["河北省", "北京市"]),
     (shapely.box(25_000, 0, 35_000, 100), "province", ["河北省", "天津市"]),
+    (shapely.box(35_000, 0, 45_000, 100), None, ["天津市"]),  # wholly inside 武清: one county, one province
 ])
 def test_cross_boundary_fact_from_the_neighbour_layer(zone, fact, provinces):
     admin = _exposure().admin(zone, shapely.Point(zone.bounds[0] + 1, zone.bounds[1] + 1))
