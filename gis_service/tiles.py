@@ -78,12 +78,25 @@ def tile_matrix_set() -> dict:
         cell = 2 * ORIGIN / TILE_PIXELS / 2**z
         matrices.append({"id": str(z), "scaleDenominator": cell / PIXEL_SIZE_M, "cellSize": cell,
                          "cornerOfOrigin": "topLeft", "pointOfOrigin": [-ORIGIN, ORIGIN],
-                         "tileWidth": TILE_PIXELS, "tileHeight": TILE_PIXELS, "matrixWidth": 2**z, "matrixHeight": 2**z})
+                         "tileWidth": TILE_PIXELS, "tileHeight": TILE_PIXELS, "matrixWidth": 2**z, "matrixHeight": 2**z,
+                         **_tms1(z=z)})
     return {"id": TMS_ID, "title": "Google Maps Compatible for the World 网络墨卡托四叉树", "uri": TMS_URI,
             "crs": TMS_CRS, "orderedAxes": ["X", "Y"],
             "wellKnownScaleSet": "http://www.opengis.net/def/wkss/OGC/1.0/GoogleMapsCompatible",
-            "boundingBox": {"lowerLeft": [-ORIGIN, -ORIGIN], "upperRight": [ORIGIN, ORIGIN], "crs": TMS_CRS},
-            "tileMatrices": matrices}
+            "boundingBox": {"lowerLeft": [-ORIGIN, -ORIGIN], "upperRight": [ORIGIN, ORIGIN], "crs": TMS_CRS,
+                            **_tms1(box=True)},
+            "tileMatrices": matrices, **_tms1()}
+
+
+def _tms1(z: int | None = None, box: bool = False) -> dict:
+    """The same members in the TMS 1.0 JSON encoding (OGC 17-083r2), besides the 2.0 ones: GDAL before 3.7
+    (Debian 12's 3.6, and the QGIS built on it) reads only those — without them its OGC API driver takes the
+    whole document for a tile matrix set *name* ("Invalid tiling matrix set name"). 2.0 readers ignore them."""
+    if box:
+        return {"type": "BoundingBoxType", "lowerCorner": [-ORIGIN, -ORIGIN], "upperCorner": [ORIGIN, ORIGIN]}
+    if z is not None:
+        return {"type": "TileMatrixType", "identifier": str(z), "topLeftCorner": [-ORIGIN, ORIGIN]}
+    return {"type": "TileMatrixSetType", "identifier": TMS_ID, "supportedCRS": TMS_CRS}
 
 
 def tile_matrix_sets(ctx: Context) -> dict:

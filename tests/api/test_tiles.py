@@ -489,6 +489,27 @@ def test_gdal_mvt_driver_reads_a_tile(tiles_server, tmp_path):
     assert checked > 20
 
 
+def test_gdal_reads_the_tile_matrix_set_over_http(tiles_server, tmp_path):
+    """GDAL's tile-matrix-set parser — the one its OGC API driver hands /ogc/tileMatrixSets/WebMercatorQuad to —
+    fetches our document over HTTP: gdal_translate -of COG -co TILING_SCHEME=<url> lays a raster on that grid
+    (EPSG:3857, a pixel of one WebMercatorQuad cell, the origin on a tile corner). GDAL 3.6 reads only the
+    TMS 1.0 JSON members; with the 2.0 ones alone it fails ("Cannot parse CRS")."""
+    src, out = tmp_path / "src.tif", tmp_path / "cog.tif"
+    subprocess.run(["gdal_create", "-q", "-of", "GTiff", "-outsize", "64", "64", "-bands", "1", "-a_srs", "EPSG:4490",
+                    "-a_ullr", "116.6", "39.6", "116.7", "39.5", str(src)], check=True)
+    subprocess.run(["gdal_translate", "-q", "-of", "COG", "-co",
+                    f"TILING_SCHEME={tiles_server.url}/ogc/tileMatrixSets/{TMS}", str(src), str(out)], check=True)
+    info = json.loads(subprocess.run(["gdalinfo", "-json", str(out)], capture_output=True, text=True,
+                                     check=True).stdout)
+    assert 'ID["EPSG",3857]' in info["coordinateSystem"]["wkt"]
+    x0, res, _, y0, _, neg = info["geoTransform"]
+    z = round(np.log2(2 * HALF / 256 / res))
+    assert res == pytest.approx(2 * HALF / 256 / 2**z, rel=1e-9) and neg == -res
+    tile = 256 * res
+    assert (x0 + HALF) / tile == pytest.approx(round((x0 + HALF) / tile), abs=1e-6)
+    assert (HALF - y0) / tile == pytest.approx(round((HALF - y0) / tile), abs=1e-6)
+
+
 # --- the [tiles] table is checked at start-up ---------------------------------------------------------------
 @pytest.mark.parametrize("table,key", [
     ("[tiles]\nzoom = 3\n", "tiles.zoom"),
