@@ -197,10 +197,16 @@ def label_scale(zoom: int) -> float:
     return WEB_MERCATOR_Z0_SCALE / 2 ** zoom
 
 
+def _quoted(value) -> str:
+    """A QgsDataSourceUri value: in single quotes, backslash and quote escaped (QgsDataSourceUri::escape)."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def datasource(base_url: str, layer: LayerDef, authcfg: str | None, large: bool, page_size: int = PAGE_SIZE) -> str:
     """The OAPIF provider URI (QgsWFSDataSourceURI keys: url = the landing page, typename = collection id)."""
-    parts = [f"pageSize='{page_size}'", "pagingEnabled='true'",
-             f"restrictToRequestBBOX='{1 if large else 0}'", f"typename='{layer.id}'", f"url='{base_url}'"]
+    parts = [f"{key}={_quoted(value)}" for key, value in (
+        ("pageSize", page_size), ("pagingEnabled", "true"), ("restrictToRequestBBOX", 1 if large else 0),
+        ("typename", layer.id), ("url", base_url))]
     if authcfg:
         parts.insert(0, f"authcfg={authcfg}")
     return " ".join(parts)

@@ -148,7 +148,7 @@ def _open_project(job: dict, report: dict) -> None:
 
 def _screenshots(job: dict, report: dict, app, auth) -> None:
     from qgis.gui import QgsAuthEditorWidgets
-    from qgis.PyQt.QtWidgets import QLabel, QVBoxLayout, QWidget
+    from qgis.PyQt.QtWidgets import QLabel, QLineEdit, QVBoxLayout, QWidget
 
     # Settings → Options → Authentication, as QGIS shows it, with the configuration the project names
     editors = QgsAuthEditorWidgets(None)
@@ -161,7 +161,9 @@ def _screenshots(job: dict, report: dict, app, auth) -> None:
     box = QVBoxLayout(panel)
     box.addWidget(QLabel(f"认证配置 ID：{job['authcfg']['id']}　方法：Basic（用户名任意，密码 = API 密钥）"))
     basic = auth.authMethodEditWidget("Basic", panel)
-    basic.loadConfig({"username": job["authcfg"]["username"], "password": job["authcfg"]["password"]})
+    # the form's own fields, filled as a user types them (QgsAuthMethodEdit.loadConfig crashes PyQGIS 3.22 at times)
+    for name, value in (("leUsername", job["authcfg"]["username"]), ("lePassword", job["authcfg"]["password"])):
+        basic.findChild(QLineEdit, name).setText(value)
     box.addWidget(basic)
     panel.resize(720, 360)
     panel.show()

@@ -6,6 +6,8 @@ plots read by view extent only, no key anywhere but QGIS's own encrypted authent
 from __future__ import annotations
 
 import base64
+import json
+import os
 import re
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from gis_service.catalog import Catalog
 from gis_service.config import REPO_ROOT
 from gis_service.store import GeoPackageStore, display_title
 
-from .conftest import SHOTS, run_qgis
+from .conftest import QGIS_PYTHON, SHOTS, run_qgis
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 PLOTS_BOX = (116.60, 39.50, 116.65, 39.53)  # lon/lat, a few km² of Anci / Guangyang farmland
@@ -314,3 +316,22 @@ def test_a_wrong_key_in_the_authentication_configuration_opens_nothing(logged_se
     assert oapif and not any(l["valid"] for l in oapif.values())
     statuses = {status for path, status in logged_server.requests()[first:] if path.startswith("/ogc")}
     assert statuses == {401}
+
+
+def test_datasources_read_back_by_qgis_whatever_the_service_url_holds(catalog):
+    """QGIS's own QgsDataSourceUri parses each OAPIF datasource back to the values written, for a service URL
+    with a quote, a backslash and a space in its path (behind a proxy, or --url as the administrator types it)."""
+    base = "https://gis.example/o'brien\\gis dept/ogc"
+    layers = [catalog.get(cid) for cid in ("villages", "plots", "contractor_households")]
+    job = [{"uri": qgis.datasource(base, layer, "lfgis01", large, 500), "id": layer.id, "large": large}
+           for layer in layers for large in (False, True)]
+    script = ("import json, sys\nfrom qgis.core import QgsDataSourceUri\n"
+              "out = []\nfor item in json.load(sys.stdin):\n    u = QgsDataSourceUri(item['uri'])\n"
+              "    out.append([u.param(k) for k in ('url', 'typename', 'pageSize', 'restrictToRequestBBOX')]"
+              " + [u.authConfigId()])\nprint(json.dumps(out))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    done = subprocess.run([QGIS_PYTHON, "-c", script], input=json.dumps(job), capture_output=True, text=True,
+                          env=dict(env, QT_QPA_PLATFORM="offscreen"), timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got == [[base, item["id"], "500", "1" if item["large"] else "0", "lfgis01"] for item in job]
