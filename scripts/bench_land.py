@@ -135,7 +135,10 @@ def main() -> None:
             t1 = time.perf_counter()
             client.get("/api/land/summary").raise_for_status()
             ready_s = up_s + time.perf_counter() - t1
+            # First touch of each random plot reads its pages from disk; the second pass finds them in the OS
+            # page cache, as a long-running server with the data in RAM would. Both are reported.
             by_code = timed(client, [f"/api/land/plots/{c}" for c in codes])
+            by_code_warm = timed(client, [f"/api/land/plots/{c}" for c in codes])
             click = timed(client, [f"/api/land/plots?at={x:.7f},{y:.7f}&coord_sys=cgcs2000" for x, y in points])
             summary = timed(client, [f"/api/land/villages/{v}/summary" for v in villages])
             city = timed(client, ["/api/land/summary"] * 20)
@@ -151,7 +154,9 @@ def main() -> None:
     print(f"machine: {machine()}; load average during the runs: {load:.1f}")
     print(f"plots: {args.plots:,}; build-layers: {'%.0f s' % build_s if build_s else 'reused'}; requests: {args.requests}")
     print(f"{'measure':<34}{'p50 ms':>10}{'p95 ms':>10}{'target':>16}")
-    for name, values, target in (("plot by code", by_code, "p50 < 5 ms"), ("map click", click, "p50 < 10 ms"),
+    for name, values, target in (("plot by code (first touch)", by_code, "p50 < 5 ms"),
+                                 ("plot by code (pages cached)", by_code_warm, "p50 < 5 ms"),
+                                 ("map click (pages cached)", click, "p50 < 10 ms"),
                                  ("village summary", summary, "< 50 ms"), ("city roll-up", city, "")):
         print(f"{name:<34}{statistics.median(values):>10.2f}{p(values, 95):>10.2f}{target:>16}")
     print(f"start-up, first start (server answers): {up_cold:.1f} s; land index built and first summary: {ready_cold:.1f} s")
