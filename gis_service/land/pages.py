@@ -16,18 +16,14 @@ from jinja2 import Template
 
 from ..auth import Principal
 from ..domains import DomainContext
-from ..maps import assets
 from ..maps.factory import APP_TITLE, MapFactory
 from .service import service_for
 
 TILE_URL = "/ogc/collections/plots/tiles/WebMercatorQuad/{z}/{y}/{x}"
-VECTORGRID_JS = "leaflet.vectorgrid/dist/Leaflet.VectorGrid.bundled.min.js"
 AT_URL = "/api/land/plots"
 TRANSFER_COLORS = {"未流转": "#fee391", "出租": "#6baed6", "转包": "#3182bd", "入股": "#756bb1",
                    "互换": "#31a354", "代耕代种": "#74c476", "其他": "#969696"}
 MORTGAGE_COLOR = "#de2d26"  # outline of plots under a mortgage
-FIELD_ZH = {"dkbm": "地块编码", "dkmc": "地块名称", "measured_area_mu": "实测面积（亩）", "contract_area_mu": "合同面积（亩）",
-            "current_use": "现状用途", "transfer_status": "流转状态", "mortgage_status": "抵押状态"}
 
 _CSS = """<style>
 .gis-land-panel{background:#fff;padding:8px 10px;border-radius:4px;box-shadow:0 1px 4px rgba(0,0,0,.3);
@@ -43,7 +39,7 @@ class _LandTiles(MacroElement):
 (function() {
   var map = {{ this._parent.get_name() }};
   var TILE_URL = {{ this.tile_url|tojson }}, AT_URL = {{ this.at_url|tojson }};
-  var COLORS = {{ this.colors|tojson }}, MORTGAGE = {{ this.mortgage_color|tojson }}, FIELD_ZH = {{ this.field_zh|tojson }};
+  var COLORS = {{ this.colors|tojson }}, MORTGAGE = {{ this.mortgage_color|tojson }};
   var add = window.gisEl;
   var state = window.gisLand = {tilesLoaded: 0, tileErrors: 0, card: null, error: null};
   function plotStyle(p) {
@@ -137,7 +133,7 @@ class _LandTiles(MacroElement):
     def __init__(self):
         super().__init__()
         self.tile_url, self.at_url = TILE_URL, AT_URL
-        self.colors, self.mortgage_color, self.field_zh = TRANSFER_COLORS, MORTGAGE_COLOR, FIELD_ZH
+        self.colors, self.mortgage_color = TRANSFER_COLORS, MORTGAGE_COLOR
 
 
 def _village_layer(ctx: DomainContext, factory: MapFactory, m: folium.Map) -> None:
@@ -175,8 +171,5 @@ def land_map(ctx: DomainContext, factory: MapFactory, who: Principal | None) -> 
     m.get_root().header.add_child(Element(_CSS), name="land_css")
     _village_layer(ctx, factory, m)
     if not factory.standalone:
-        if VECTORGRID_JS not in assets.js_paths():  # until the tiles engineer lists it among the page assets
-            m.get_root().header.add_child(Element(f'<script src="{assets.URL_PREFIX}{VECTORGRID_JS}"></script>'),
-                                          name="vectorgrid_js")
         _LandTiles().add_to(m)
     return factory.finish(m)
