@@ -94,7 +94,8 @@ def cmd_export(args) -> None:
 def _domains(settings, catalog, store):
     """The discovered domains and their contexts, as the server builds them (for commands that need them)."""
     from .domains import contexts, discover
-    from .store import open_access_log, open_record_store, open_rules
+    from .backends import open_access_log
+    from .store import open_record_store, open_rules
 
     domains = discover()
     return domains, contexts(domains, settings=settings, catalog=catalog, store=store,
@@ -136,8 +137,8 @@ def _domain_names() -> list[str]:
 
 
 def cmd_keys(args) -> None:
+    from .backends import open_key_store
     from .config import Settings
-    from .store import open_key_store
 
     keys = open_key_store(Settings.from_env())
     if args.action == "add":
@@ -155,8 +156,8 @@ def cmd_maps(args) -> None:
     import getpass
 
     from .domains import map_builder
+    from .backends import open_access_log
     from .maps.export import export_maps, map_names
-    from .store import open_access_log
 
     settings, catalog, store = _services()
     if bool(args.name) == bool(args.all):

@@ -13,7 +13,8 @@ from tqdm import tqdm
 from .catalog import LayerDef
 from .config import Settings
 from .privacy import mask_properties
-from .store import Store, open_access_log
+from .backends import open_access_log
+from .store import Store
 
 FORMATS = {"gpkg": ("GPKG", ".gpkg", {}), "geojson": ("GeoJSON", ".geojson", {}),
            "shp": ("ESRI Shapefile", ".shp", {"ENCODING": "UTF-8"}), "csv": ("CSV", ".csv", {"GEOMETRY": "AS_WKT"}),

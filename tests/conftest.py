@@ -17,7 +17,8 @@ import pytest
 
 from gis_service.catalog import Catalog
 from gis_service.config import REPO_ROOT, Settings
-from gis_service.store import GeoPackageStore, open_access_log, open_key_store
+from gis_service.backends import open_access_log, open_key_store
+from gis_service.store import GeoPackageStore
 
 OUTPUT_DIR = REPO_ROOT / "test-output"
 

@@ -18,7 +18,8 @@ from ..config import Settings
 from ..errors import GisError, not_found
 from ..domains import contexts, discover
 from ..maps import assets
-from ..store import open_access_log, open_key_store, open_record_store, open_rules, open_store
+from ..backends import open_access_log, open_key_store
+from ..store import open_record_store, open_rules, open_store
 from . import crs_routes, domain_routes, maps_routes, ogc_routes
 from . import tiles_routes
 from .. import tiles

@@ -11,8 +11,8 @@ from .records import Column, DuplicateRecord, RecordStore, SQLiteRecordStore, Ta
 from .temporal import parse_datetime_interval
 
 __all__ = ["Column", "DuplicateRecord", "FeaturePage", "FeatureQuery", "GeoPackageStore", "RecordStore",
-           "SQLiteRecordStore", "Store", "Table", "display_title", "is_demo", "open_access_log", "open_key_store",
-           "open_record_store", "open_rules", "open_store", "parse_datetime_interval"]
+           "SQLiteRecordStore", "Store", "Table", "display_title", "is_demo", "open_record_store", "open_rules",
+           "open_store", "parse_datetime_interval"]
 
 
 def open_store(settings) -> Store:
@@ -30,28 +30,6 @@ def open_record_store(settings) -> RecordStore:
 
         return PostgresRecordStore(settings.database_url)
     return SQLiteRecordStore(settings.var_dir / "records.sqlite")
-
-
-def open_key_store(settings):
-    """API keys and map-page sessions: var/keys.sqlite, or the database when GIS_DATABASE_URL is set."""
-    if getattr(settings, "database_url", ""):
-        from .pgplatform import PostgresKeyStore
-
-        return PostgresKeyStore(settings.database_url)
-    from ..auth import KeyStore
-
-    return KeyStore(settings.var_dir / "keys.sqlite")
-
-
-def open_access_log(settings):
-    """The personal-data access log: var/personal_data_access.log, or a table in the database."""
-    if getattr(settings, "database_url", ""):
-        from .pgplatform import PostgresAccessLog
-
-        return PostgresAccessLog(settings.database_url)
-    from ..privacy import AccessLog
-
-    return AccessLog(settings.var_dir / "personal_data_access.log")
 
 
 def open_rules(settings):

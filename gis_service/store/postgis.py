@@ -69,8 +69,10 @@ def make_pool(url: str, max_size: int = 8, name: str = "gis") -> ConnectionPool:
         # selectivity of the box) for a query that then runs in 0.1 ms; the generic plan uses the GiST index.
         conn.execute("SET plan_cache_mode = force_generic_plan")
 
-    return ConnectionPool(url, min_size=1, max_size=max_size, kwargs={"autocommit": True}, configure=configure,
-                          name=name, open=True, timeout=60)
+    # Half the pool opened at start: a burst of requests does not wait for new connections (and their first
+    # planning of each statement) one by one.
+    return ConnectionPool(url, min_size=max(1, max_size // 2), max_size=max_size, kwargs={"autocommit": True},
+                          configure=configure, name=name, open=True, timeout=60)
 
 
 _POOLS: dict[str, ConnectionPool] = {}

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from gis_service.auth import KeyStore
-from gis_service.store import open_key_store
+from gis_service.backends import open_key_store
 
 NOTICE = "会话已过期或已注销，请重新登录"
 SIGN_IN_FORM = 'action="/maps/session"'
