@@ -4,15 +4,14 @@ version with valid_from / valid_to, kept in the record store (var/records.sqlite
 The base version of a record is what the plots layer and the register file hold; it is valid from its own
 start date (plot and contract: the contract start; transfer and mortgage: their start date) until the
 first edit's valid_from. Each edit stores the whole record as it is from its valid_from on, and closes the
-version before it (valid_to = the new valid_from). Reading "as of" a date picks the version whose interval
-holds it; an edit may not be dated before the latest version's valid_from (history is appended, not rewritten).
+version before it (valid_to = the new valid_from; a second edit on the same day leaves the first an empty
+interval). Reading "as of" a date picks the version whose interval holds it; an edit may not be dated before
+the latest version's valid_from (history is appended, never rewritten: ids only grow, which caches rely on).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-
-import orjson
 
 from ..errors import GisError
 from ..store import Column, Table
@@ -104,18 +103,13 @@ class History:
             before = dict(current["data"]) if current is not None else dict(base or {})
             after = {**before, **changes}
             diff = {k: [before.get(k), v] for k, v in changes.items() if before.get(k) != v}
-            if current is not None and current["valid_from"] == valid_from:  # same day: replaces that version
-                tx.update(VERSIONS, current["id"], {"data": after, "changes": {**current["changes"], **diff}})
-                row_id = current["id"]
-            else:
-                if current is not None:
-                    tx.update(VERSIONS, current["id"], {"valid_to": valid_from})
-                row_id = tx.insert(VERSIONS, dict(
-                    entity=entity, key=key, dkbm=dkbm, village_code=village_code, valid_from=valid_from,
-                    valid_to=None, data=after, changes=diff, reason=reason, author=who.name, author_role=who.role,
-                    recorded_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")))
+            if current is not None:
+                # A second edit on the same day supersedes the first: that version keeps its row with
+                # valid_to = valid_from (an empty interval no date falls in), so the record of it stays.
+                tx.update(VERSIONS, current["id"], {"valid_to": valid_from})
+            row_id = tx.insert(VERSIONS, dict(
+                entity=entity, key=key, dkbm=dkbm, village_code=village_code, valid_from=valid_from,
+                valid_to=None, data=after, changes=diff, reason=reason, author=who.name, author_role=who.role,
+                recorded_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")))
             return tx.get(VERSIONS, row_id)
 
-
-def dumps(value) -> bytes:
-    return orjson.dumps(value)

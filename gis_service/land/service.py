@@ -66,6 +66,7 @@ class LandService:
         self._index: tuple[str, Path] | None = None
         self._villages: dict = {}  # (version, day) -> DataFrame of per-village figures
         self._version: tuple[float, str] | None = None
+        self._edited_table: tuple[tuple, pd.DataFrame] | None = None  # villages_as_of with edits applied
 
     # --- data versions and the index --------------------------------------------------------------
     def plots_layer(self, who: Principal | None = None):
@@ -476,14 +477,25 @@ class LandService:
         return table
 
     def villages_as_of(self, day: str) -> pd.DataFrame:
+        """Every village's figures as of `day`: the base table with the edited villages recomputed, kept
+        until the data version, the day or the latest edit changes."""
         table = self.village_table(day)
-        edited = self.history.edited_villages()
-        if not edited:
+        latest = self.history.latest_id()
+        if not latest:
             return table
+        key = (self.data_version(), day, latest)
+        with self._lock:
+            cached = self._edited_table
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        edited = self.history.edited_villages()
         parts = [table.drop(index=[v for v in edited if v in table.index])]
         for code in sorted(edited):
             parts.append(self._village_live(code, day, self.history.for_village(code)))
-        return pd.concat(parts)
+        result = pd.concat(parts)
+        with self._lock:
+            self._edited_table = (key, result)
+        return result
 
     def mortgage_rows(self, day: str, village: str | None = None) -> list[dict]:
         with self.register.conn() as c:

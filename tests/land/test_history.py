@@ -119,3 +119,19 @@ def test_contract_edit_moves_the_extended_end(server):
     assert old["cbqxz"] == p["contract_end"]
     assert call(server, "PATCH", f"/contracts/{p['cbhtbm']}", json={"changes": {"cbqxz": "1990-01-01"}}).status_code == 400
     assert call(server, "PATCH", "/contracts/NOPE", json={"changes": {"cbqxz": "2030-01-01"}}).status_code == 404
+
+
+def test_a_second_edit_on_one_day_supersedes_the_first_and_the_summary_follows(server):
+    p = untransferred_plot(4)
+    village = p["village_code"]
+    s0 = call(server, "GET", f"/villages/{village}/summary", role=None).json()
+    for area in (5.0, 6.0):
+        r = call(server, "PATCH", f"/plots/{p['dkbm']}", json={"changes": {"contract_area_mu": area},
+                                                                "valid_from": "2024-02-02"})
+        assert r.status_code == 200, r.text
+        s = call(server, "GET", f"/villages/{village}/summary", role=None).json()
+        assert round(s["contract_area_mu"] - s0["contract_area_mu"], 2) == round(area - p["contract_area_mu"], 2)
+    h = call(server, "GET", f"/plots/{p['dkbm']}/history", role=None).json()
+    mine = [(v["valid_from"], v["valid_to"], v["changes"]["contract_area_mu"]) for v in h["versions"] if v["entity"] == "plot"]
+    assert mine == [("2024-02-02", "2024-02-02", [p["contract_area_mu"], 5.0]), ("2024-02-02", None, [5.0, 6.0])]
+    assert call(server, "GET", f"/plots/{p['dkbm']}", role=None, params={"as_of": "2024-02-02"}).json()["contract_area_mu"] == 6.0
