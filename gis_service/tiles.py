@@ -325,7 +325,12 @@ def _feature_tile(ctx: Context, layer: LayerDef, box: TileBox, columns: list[str
     if _GEOMETRY_DIMENSION[layer.geometry] > 0:  # a pixel, in degrees, at the tile's latitude
         pixel = 360.0 / 2**box.z / TILE_PIXELS
         min_size = (pixel, pixel * math.cos(math.radians((query[1] + query[3]) / 2)))
-    found = scan(ctx.store, layer, query, columns, masked, geometry=True, min_size=min_size)
+    most = tile_def(layer).max_features
+    found = scan(ctx.store, layer, query, columns, masked, geometry=True, min_size=min_size, limit=most)
+    if len(found) > most:
+        raise GisError("tile_too_dense", f"该瓦片超过 {most} 个要素，请放大地图（或在图层的 [tiles] 表设置 detail_zoom 汇总显示）",
+                       f"this tile holds more than {most} features: zoom in (or give the layer's [tiles] table a "
+                       f"detail_zoom, for aggregated cells)", 422)
     if not len(found):
         return b"", 0
     geoms = shapely.from_wkb(found.wkb)

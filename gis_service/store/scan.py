@@ -34,9 +34,10 @@ class Scan:
 
 
 def scan_chunks(store: Store, layer: LayerDef, bbox=None, columns=(), masked=None, geometry: bool = True,
-                min_size: tuple[float, float] | None = None, exact: bool = False):
+                min_size: tuple[float, float] | None = None, exact: bool = False, limit: int | None = None):
     """Scans of at most CHUNK features whose envelope meets bbox (lon/lat; None: the whole layer) and, if
-    min_size = (width, height) is given, whose envelope is at least that wide or that high.
+    min_size = (width, height) is given, whose envelope is at least that wide or that high (the embedded store
+    reads at most limit + 1 of them when limit is given; other stores are stopped by scan).
 
     Envelopes come from the R-tree (32-bit floats rounded outwards, so up to about a metre too large) unless
     exact: then from the GeoPackage geometry header (doubles) without decoding the geometry."""
@@ -67,6 +68,8 @@ def scan_chunks(store: Store, layer: LayerDef, bbox=None, columns=(), masked=Non
     rtree = f'"rtree_{layer.id}_{GEOM_COLUMN}" r JOIN ' if where or env_cols else ""  # else a plain table scan
     sql = (f'SELECT {", ".join(["t.fid"] + env_cols + geom_cols + exprs)} FROM {rtree}"{layer.id}" t '
            f'{"ON t.fid = r.id " if rtree else ""}WHERE {" AND ".join(where) or "1"}')
+    if limit is not None:  # one more than the caller accepts: enough to know it is too many
+        sql += f" LIMIT {int(limit) + 1}"
     g = 1 + len(env_cols)
     first = g + len(geom_cols)
     with store._file(layer).reader() as conn:
@@ -109,9 +112,15 @@ def _exact_envelopes(blobs) -> tuple[np.ndarray, np.ndarray]:
 
 
 def scan(store: Store, layer: LayerDef, bbox=None, columns=(), masked=None, geometry: bool = True,
-         min_size: tuple[float, float] | None = None, exact: bool = False) -> Scan:
-    """All of scan_chunks in one Scan (for a tile's worth of features)."""
-    parts = list(scan_chunks(store, layer, bbox, columns, masked, geometry, min_size, exact))
+         min_size: tuple[float, float] | None = None, exact: bool = False, limit: int | None = None) -> Scan:
+    """All of scan_chunks in one Scan (for a tile's worth of features); with limit, reading stops once more
+    than limit features have been read (the caller sees len > limit and refuses)."""
+    parts, read = [], 0
+    for part in scan_chunks(store, layer, bbox, columns, masked, geometry, min_size, exact, limit):
+        parts.append(part)
+        read += len(part)
+        if limit is not None and read > limit:
+            break
     if len(parts) == 1:
         return parts[0]
     if not parts:

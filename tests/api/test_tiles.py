@@ -132,6 +132,22 @@ type = "integer"
 label = "井深"
 """
 
+DENSE_TOML = """
+id = "dense"
+title_zh = "测试密集点"
+title_en = "Test dense points"
+geometry = "Point"
+access = "public"
+label_field = "name"
+[tiles]
+max_features = 10
+[[fields]]
+name = "name"
+type = "string"
+label = "名称"
+"""
+DENSE = [(116.75 + i * 0.0005, 39.52 + j * 0.0005) for i in range(6) for j in range(5)]  # 30 points, ≈ 43 m apart
+
 
 def parcels_frame() -> gpd.GeoDataFrame:
     """A 30 × 12 grid of 0.0008° × 0.0004° strips (≈ 69 m × 44 m), a holed field, a two-part field, a
@@ -162,7 +178,7 @@ def tiles_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("tile_layers")
     (root / "groups.toml").write_text('[test]\ntitle_zh = "测试"\ntitle_en = "Test"\norder = 1\n', encoding="utf-8")
     (root / "test").mkdir()
-    for name, text in (("parcels", PARCELS_TOML), ("roads", ROADS_TOML), ("wells", WELLS_TOML)):
+    for name, text in (("parcels", PARCELS_TOML), ("roads", ROADS_TOML), ("wells", WELLS_TOML), ("dense", DENSE_TOML)):
         (root / "test" / f"{name}.toml").write_text(textwrap.dedent(text), encoding="utf-8")
     catalog, store = Catalog.load(root), GeoPackageStore()
     frame = parcels_frame()
@@ -172,6 +188,8 @@ def tiles_server(tmp_path_factory):
     store.write(catalog.get("wells"), gpd.GeoDataFrame({"name": ["井1", "井2"], "depth_m": [120, 80]},
                                                        geometry=[Point(116.701, 39.501), Point(116.705, 39.503)],
                                                        crs="EPSG:4490"), "source")
+    store.write(catalog.get("dense"), gpd.GeoDataFrame({"name": [f"点{i}" for i in range(len(DENSE))]},
+                                                       geometry=[Point(p) for p in DENSE], crs="EPSG:4490"), "source")
     var = tmp_path_factory.mktemp("tile_var")
     with ExitStack() as stack:
         with _env(GIS_LAYERS_DIR=str(root)):  # only while the server starts: the session's `server` uses layers/
@@ -313,6 +331,26 @@ def test_empty_tile_is_204(tiles_server):
     col, row = tile_of(100.0, 20.0, 14)
     status, _, body = get(tiles_server, tile_path("parcels", 14, col, row))
     assert status == 204 and body == b""
+
+
+def test_tiles_hold_at_most_max_features(tiles_server):
+    """A layer without cells (no detail_zoom) must not make whole-layer tiles zoomed out: a tile needing more
+    than the [tiles] table's max_features (10 here) is a 422 JSON error; zoomed in, the same points are served."""
+    status, headers, body = get(tiles_server, tile_path("dense", 10, *tile_of(*DENSE[0], 10)))
+    assert status == 422 and headers["content-type"].startswith("application/json")
+    assert json.loads(body)["code"] == "tile_too_dense"
+    served = 0
+    for z in (17, 18):
+        for col, row in {tile_of(lon, lat, z) for lon, lat in DENSE}:
+            units = to_tile_units([p[0] for p in DENSE], [p[1] for p in DENSE], z, col, row)
+            inside = int(((units >= -64) & (units <= 4096 + 64)).all(axis=1).sum())  # with the 64-unit buffer
+            status, _, body = get(tiles_server, tile_path("dense", z, col, row))
+            if inside <= 10:
+                assert status == 200 and len(decode(body)["dense"]["features"]) == inside
+                served += 1
+            else:
+                assert status == 422
+    assert served >= 4
 
 
 # --- geometry ---------------------------------------------------------------------------------------------
@@ -520,6 +558,7 @@ def test_gdal_reads_the_tile_matrix_set_over_http(tiles_server, tmp_path):
     ("[tiles]\naggregate_fields = [\"status\"]\n", "tiles.aggregate_fields"),  # needs detail_zoom
     ("[tiles]\nfields = [\"code\", \"nope\"]\n", "tiles.fields"),
     ("[tiles]\ndetail_zoom = 12\ncell_pixels = 3\n", "tiles.cell_pixels"),
+    ("[tiles]\nmax_features = 0\n", "tiles.max_features"),
 ])
 def test_bad_tiles_tables_stop_start_up(tmp_path, table, key):
     from gis_service.catalog import load_definition
