@@ -46,7 +46,7 @@ HEADERS_ZH = {
     "contract_area_mu": "合同面积（亩）", "measured_area_mu": "实测面积（亩）", "difference_mu": "差值（亩）",
     "difference_pct": "差异（%，以合同面积为基数）", "reason": "原因", "current_use": "现状用途",
     "transfer_status": "流转状态", "other_dkbm": "重叠地块编码", "overlap_m2": "重叠面积（平方米）",
-    "overlap_mu": "重叠面积（亩）", "side": "方向", "side_zh": "方向", "neighbour_kind": "相邻类型",
+    "overlap_mu": "重叠面积（亩）", "side": "方向代码", "side_zh": "方向", "neighbour_kind": "相邻类型",
     "neighbour_label": "按图形判定的四至", "neighbour_dkbm": "相邻地块编码", "covered_share": "覆盖比例",
     "recorded": "登记四至", "status": "核对结果", "adjoining_contractors": "该边相邻的全部承包方"}
 CHECKS = {
@@ -137,31 +137,34 @@ class OpsService:
         return out
 
     def county_code(self, county: str | None) -> int | None:
+        """The county's adcode from its code or name; an unknown one is a 400 (before any result is computed)."""
         if county is None or county == "":
             return None
         text = county.strip()
-        if text.isdigit() and len(text) == 6:
-            return int(text)
         try:
             frame = self.ctx.frame("counties", who=SYSTEM)
         except GisError:
             frame = None
-        if frame is not None:
-            hit = frame.loc[frame["name"] == text, "adcode"]
+        if frame is None:  # no counties layer to check against: a well-formed code is taken as it is
+            if text.isdigit() and len(text) == 6:
+                return int(text)
+        else:
+            known = pd.to_numeric(frame["adcode"], errors="coerce")
+            hit = known[(frame["name"] == text) | (known.astype("Int64").astype(str) == text)]
             if len(hit):
                 return int(hit.iloc[0])
         raise bad_parameter("county", f"未知县区 {shown(county)}（填 6 位代码或县区名称）",
                             f"unknown county {shown(county)} (a 6-digit adcode or the county's name)")
 
     def filtered(self, check: str, county: str | None, village: str | None) -> pd.DataFrame:
+        code = self.county_code(county)  # parameters first: a bad one costs no whole-register computation
+        if village and not (village.isdigit() and len(village) == 12):
+            raise bad_parameter("village", "村级区划代码为 12 位数字", "a village code has 12 digits")
         table = self.result(check)
-        code = self.county_code(county)
         mask = np.ones(len(table), dtype=bool)
         if code is not None and "county_adcode" in table:
             mask &= (pd.to_numeric(table["county_adcode"], errors="coerce") == code).to_numpy()
         if village:
-            if not (village.isdigit() and len(village) == 12):
-                raise bad_parameter("village", "村级区划代码为 12 位数字", "a village code has 12 digits")
             mask &= (table["village_code"].astype(str) == village).to_numpy() if "village_code" in table else False
         return table.loc[mask]
 
@@ -242,7 +245,7 @@ def routes(ctx: DomainContext) -> APIRouter:
         if status != "all":
             table = table.loc[table["status"] == status]
         if format != "json":
-            return _export(pd.DataFrame(ops.rows(table, who, str(request.url))), format, "四至核对")
+            return _export(pd.DataFrame(ops.rows(table, who, str(request.url)), columns=table.columns), format, "四至核对")
         return _page(ops.rows, table, limit, offset, who, request, status_counts=counts,
                      rule=ops.citation("boundary_tolerance_m"))
 

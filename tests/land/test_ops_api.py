@@ -120,6 +120,34 @@ def test_boundaries_masked_per_role_and_full_views_logged(server, catalog, store
     assert all(i["status"] == "mismatch" for i in mism["items"])
 
 
+def test_paged_endpoints_refuse_bad_paging_and_export_every_format(server, catalog, store):
+    """Huge or negative offsets and limits, unknown formats and counties: JSON 4xx or a correct answer, never a
+    500 (schemathesis found GET /boundaries?offset=939331646328291729604608&format=csv answering 500: two export
+    columns both headed 方向)."""
+    huge = "939331646328291729604608"
+    for path in ("/api/land/boundaries", "/api/land/checks/area-mismatch", "/api/land/checks/overlaps"):
+        far = get(server, path, offset=huge, limit=5)
+        assert far.status_code == 200 and far.json()["items"] == [], (path, far.text)
+        for params in ({"offset": -1}, {"limit": -1}, {"limit": huge}, {"format": "shp"}, {"county": "999999"},
+                       {"county": "北京市"}, {"village": "13102210"}):
+            r = get(server, path, **params)
+            assert r.status_code in (400, 422) and set(r.json()) >= {"code", "message"}, (path, params, r.text)
+    mism = get(server, "/api/land/boundaries", "planner", limit=1).json()
+    for fmt in ("csv", "xlsx"):
+        r = get(server, "/api/land/boundaries", "planner", offset=huge, format=fmt)
+        assert r.status_code == 200, r.text
+        table = (pd.read_csv(io.BytesIO(r.content), encoding="utf-8-sig", dtype=str) if fmt == "csv"
+                 else pd.read_excel(io.BytesIO(r.content), dtype=str))
+        assert len(table) == mism["status_counts"]["mismatch"] and table.columns.is_unique
+        assert set(table["方向代码"]) <= {"east", "west", "south", "north"} and set(table["核对结果"]) == {"mismatch"}
+    names = set(store.read_frame(catalog.get("plots"))["contractor_name"])
+    assert not names & set(table["按图形判定的四至"].dropna())  # masked for planner in the export too
+    empty = get(server, "/api/land/checks/overlaps", format="csv")  # no overlaps in the demo: headers only
+    assert empty.status_code == 200 and "重叠地块编码" in empty.content.decode("utf-8-sig")
+    county = get(server, "/api/land/checks/area-mismatch", county="131022", limit=1).json()
+    assert county["total"] == get(server, "/api/land/checks/area-mismatch", county="固安县", limit=1).json()["total"]
+
+
 @pytest.fixture(scope="module")
 def import_server(tmp_path_factory, catalog, store):
     """A server over its own layers: plots of one 发包方 copied from the demo, the counties, the register."""
