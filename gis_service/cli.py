@@ -104,14 +104,16 @@ def _domains(settings, catalog, store):
 
 
 def cmd_import(args) -> None:
-    from .domains import refresh_derived
+    from .domains import refresh_derived, refuse_domain_import
     from .importer import import_layer
 
     settings, catalog, store = _services()
     layer = _vector_layer(catalog, args.collection)
+    domains, domain_contexts = _domains(settings, catalog, store)
+    refuse_domain_import(domains, layer.id)  # a domain's own import validates, keeps versions and history
     count = import_layer(store, layer, Path(args.file), args.coord_sys)
     print(f"已导入 {count} 个要素到 {layer.id} imported {count} features")
-    refreshed = refresh_derived(*_domains(settings, catalog, store))  # zones follow the new data
+    refreshed = refresh_derived(domains, domain_contexts)  # zones follow the new data
     if refreshed:
         print(f"已更新派生图层 refreshed derived layers: {', '.join(refreshed)}")
 

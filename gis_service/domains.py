@@ -64,6 +64,9 @@ class Domain:
     # `gis-service <domain> <command> …`; each sets run=(args, ctx: DomainContext, refresh) where refresh()
     # recomputes every domain's derived layers (after the domain replaced data). Imported only when used.
     commands: Callable | None = None
+    # {layer id: the domain's subcommand that imports it}: layers whose import the domain does itself (with its
+    # own validation, saved versions and history). The generic `gis-service import` refuses them.
+    imports: dict[str, str] = field(default_factory=dict, hash=False)
 
     def page(self, name: str) -> MapPage | None:
         return next((p for p in self.pages if p.name == name), None)
@@ -170,6 +173,18 @@ def map_builder(domains: list[Domain], domain_contexts: dict[str, DomainContext]
         return page.build(domain_contexts[domain.name], factory, Principal("cli", role) if role else None)
 
     return build
+
+
+def refuse_domain_import(domains: list[Domain], layer_id: str) -> None:
+    """A GisError naming the domain's own command when a domain imports `layer_id` itself."""
+    for domain in domains:
+        command = domain.imports.get(layer_id)
+        if command:
+            line = f"gis-service {domain.name} {command} FILE"
+            raise GisError("layer_imported_by_domain",
+                           f"图层 {layer_id} 由领域 {domain.title_zh} 自行导入（校验、留存旧版本、可回退）：请用 {line}",
+                           f"layer '{layer_id}' is imported by the {domain.name} domain itself (validated, previous "
+                           f"version kept, reversible): use {line}", 409)
 
 
 def refresh_derived(domains: list[Domain], domain_contexts: dict[str, DomainContext]) -> list[str]:

@@ -9,5 +9,6 @@ DOMAIN = Domain(
     title_en="Rural contracted land",
     router=router.router,
     commands=imports.add_commands,  # gis-service land import FILE | --rollback
+    imports={imports.PLOTS: "import"},  # the generic `gis-service import plots` is refused
     pages=(MapPage("", "农村承包地一张图", pages.land_map, "全市承包地块（矢量瓦片）、流转与抵押状态、村级汇总、按地块编码查询"),),
 )

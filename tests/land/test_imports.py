@@ -292,6 +292,27 @@ def test_cli_land_import_dry_run_import_and_rollback(ctx, tmp_path):
     assert ctx.store.read_frame(layer)["contractor_name"].tolist() == before["contractor_name"].tolist()
 
 
+def test_generic_import_refuses_the_plots_layer(ctx, tmp_path):
+    """`gis-service import plots FILE` would skip the land import's validation, saved versions and history: it is
+    refused, naming the domain's own command, and the layer is untouched."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, GIS_LAYERS_DIR=str(ctx.settings.layers_dir), GIS_VAR_DIR=str(ctx.settings.var_dir))
+    layer = ctx.catalog.get("plots")
+    before = ctx.store.read_frame(layer)
+    frame = before.copy()
+    frame.loc[0, "dkbm"] = "123"  # malformed: the land import would refuse it
+    frame.to_file(tmp_path / "raw.gpkg")
+    version = ctx.store.version(layer)
+    done = subprocess.run([sys.executable, "-m", "gis_service.cli", "import", "plots", str(tmp_path / "raw.gpkg")],
+                          env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "layer_imported_by_domain" in done.stderr, done.stderr
+    assert "gis-service land import FILE" in done.stderr
+    assert ctx.store.version(layer) == version and ctx.store.origin(layer) == "demo"
+
+
 def test_crs_by_magnitude_degrees_swapped_and_unknown(ctx):
     plots = ctx.store.read_frame(ctx.catalog.get("plots"))
     geo = gpd.GeoDataFrame(geometry=np.asarray(plots.geometry.values), crs=None)  # no CRS at all
