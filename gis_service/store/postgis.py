@@ -209,10 +209,11 @@ class PostGISStore:
         return frame
 
     def scan_chunks(self, layer: LayerDef, bbox=None, columns=(), masked=None, geometry: bool = True,
-                    min_size: tuple[float, float] | None = None, exact: bool = False, chunk: int = 100_000):
+                    min_size: tuple[float, float] | None = None, exact: bool = False, chunk: int = 100_000,
+                    limit: int | None = None):
         """store.scan's bulk read done in the database: fids, envelopes (exact doubles), WKB if asked and
         plain values (personal fields masked in SQL, booleans as 0/1), streamed from a server-side cursor
-        through the GiST index, in chunks of at most ``chunk`` features."""
+        through the GiST index, in chunks of at most ``chunk`` features (at most limit + 1 in all, if given)."""
         from .scan import Scan
 
         masked = masked or {}
@@ -230,6 +231,8 @@ class PostGISStore:
             where.append("(ST_XMax(t.geom) - ST_XMin(t.geom) >= %s OR ST_YMax(t.geom) - ST_YMin(t.geom) >= %s)")
             params += [float(v) for v in min_size]
         sql = f"SELECT {', '.join(select)} FROM {table(layer.id)} t WHERE {' AND '.join(where) or 'TRUE'}"
+        if limit is not None:  # one more than the caller accepts: enough to know it is too many
+            sql += f" LIMIT {int(limit) + 1}"
         first = 6 if geometry else 5
         with self.pool.connection() as conn:
             self._check_exists(conn, layer)

@@ -37,13 +37,13 @@ def scan_chunks(store: Store, layer: LayerDef, bbox=None, columns=(), masked=Non
                 min_size: tuple[float, float] | None = None, exact: bool = False, limit: int | None = None):
     """Scans of at most CHUNK features whose envelope meets bbox (lon/lat; None: the whole layer) and, if
     min_size = (width, height) is given, whose envelope is at least that wide or that high (the embedded store
-    reads at most limit + 1 of them when limit is given; other stores are stopped by scan).
+    and PostGIS read at most limit + 1 of them when limit is given; other stores are stopped by scan).
 
     Envelopes come from the R-tree (32-bit floats rounded outwards, so up to about a metre too large) unless
     exact: then from the GeoPackage geometry header (doubles) without decoding the geometry."""
     masked = masked or {}
     if hasattr(store, "scan_chunks"):  # a store that scans in its database (store.postgis)
-        yield from store.scan_chunks(layer, bbox, columns, masked, geometry, min_size, exact)
+        yield from store.scan_chunks(layer, bbox, columns, masked, geometry, min_size, exact, limit=limit)
         return
     if not isinstance(store, GeoPackageStore):  # pages of CHUNK through Store.query, in fid order
         offset = 0

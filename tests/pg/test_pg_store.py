@@ -112,3 +112,18 @@ def test_a_write_is_all_or_nothing_and_moves_the_version(pg_loaded, catalog):
     with psycopg.connect(pg.url) as conn:  # the old table is gone, no half-loaded table left behind
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'layers'")}
     assert "counties" in tables and not any(t.startswith("counties__") for t in tables)
+
+
+def test_scans_for_tiles_match_and_stop_after_the_limit(store, pg, catalog):
+    from gis_service.store.scan import scan
+
+    plots = catalog.get("plots")
+    masked = {f.name: f.personal for f in plots.personal_fields}
+    columns = ("dkbm", "is_basic_farmland", "contractor_name")
+    a, b = (scan(s, plots, BOX, columns, masked, exact=True) for s in (store, pg))
+    order_a, order_b = a.fids.argsort(), b.fids.argsort()
+    assert a.fids[order_a].tolist() == b.fids[order_b].tolist() and len(a) > 100
+    assert (abs(a.envelopes[order_a] - b.envelopes[order_b]) < 1e-9).all()
+    for c in columns:
+        assert [a.values[c][i] for i in order_a] == [b.values[c][i] for i in order_b]
+    assert len(scan(pg, plots, BOX, columns, masked, limit=100)) == 101  # enough to refuse a dense tile
