@@ -22,7 +22,11 @@ Steps, each refusing bad input with a 4xx GisError {code, message}:
    ``var/land_imports/plots/`` first (``land.import_keep_versions`` kept), then the layer is replaced through
    ``Store.write`` (a temporary file swapped in: all or nothing) with origin ``imported`` — build-layers never
    overwrites it. ``rollback`` restores the newest saved version (and drops it, so a second rollback goes one
-   further back). One import at a time (a lock file; a second one gets 409).
+   further back). One import at a time (a lock file; a second one gets 409). Every plot whose versioned
+   attributes (service.PLOT_EDITABLE) the import or rollback changes gets a version valid from that day in the
+   land history (``record_history``; the record store's transaction commits after the layer write, so a failed
+   write leaves no history). Not versioned: the other fields (measured area, contractor, basic farmland, the
+   geometry), plots the file adds (their base holds from their contract start) or drops (gone from the layer).
 """
 
 from __future__ import annotations
@@ -587,6 +591,52 @@ def rollback(store, layer: LayerDef, versions: Versions) -> dict:
     return {"restored": meta, "features": count}
 
 
+def _history_values(frame: pd.DataFrame, fields: list[str]) -> dict[str, dict]:
+    """{dkbm: {field: JSON value}} of the versioned plot fields (NaN → None, numbers as Python floats)."""
+    def plain(v):
+        if v is None or (isinstance(v, float) and v != v) or v is pd.NA or v is pd.NaT:
+            return None
+        return round(float(v), 4) if isinstance(v, (float, np.floating)) else v.item() if hasattr(v, "item") else v
+    columns = [f for f in fields if f in frame]
+    return {str(row[0]): {f: plain(v) for f, v in zip(columns, row[1:])}
+            for row in frame[["dkbm", *columns]].itertuples(index=False, name=None) if row[0]}
+
+
+def record_history(history, old: pd.DataFrame | None, new: pd.DataFrame, who, reason: str) -> int:
+    """Each plot whose versioned attributes (service.PLOT_EDITABLE) the new data change gets a version valid from
+    today in the land history (history.py), so the plot's history shows the change and reading it as of an
+    earlier date gives the previous values. A plot without versions first gets one holding its previous values
+    from its contract start (before it the layer, now the new data, would answer). history: a History (built
+    outside the transaction: it creates its table), called inside records.transaction(); returns the number
+    of plots changed."""
+    from .history import today
+    from .service import PLOT_EDITABLE
+
+    if history is None or old is None or not len(old):
+        return 0
+    fields = list(PLOT_EDITABLE)
+    before, after = _history_values(old, [*fields, "village_code", "contract_start"]), _history_values(new, fields)
+    day, changed = today(), 0
+    for dkbm, values in after.items():
+        prior = before.get(dkbm)
+        if prior is None:
+            continue
+        diff = {f: v for f, v in values.items() if prior.get(f) != v}
+        if not diff:
+            continue
+        versions = history.versions("plot", dkbm)
+        village = prior.get("village_code") or dkbm[:12]
+        base = {f: prior.get(f) for f in fields}
+        if not versions:
+            start = str(prior.get("contract_start") or day)[:10]
+            start = start if len(start) == 10 and start <= day else day
+            history.append("plot", dkbm, dkbm, village, base, {}, start, who, f"{reason}：此前的数据 previous data")
+        when = max(day, versions[-1]["valid_from"]) if versions else day  # history is appended, never rewritten
+        history.append("plot", dkbm, dkbm, village, base, diff, when, who, reason)
+        changed += 1
+    return changed
+
+
 def workdir_for(var_dir: Path) -> Path:
     """A fresh scratch directory for one import (removed by the caller with shutil.rmtree)."""
     base = Path(var_dir) / "land_imports" / "tmp"
@@ -597,7 +647,7 @@ def workdir_for(var_dir: Path) -> Path:
 
 
 def run_import(ctx, path: Path, *, dry_run: bool, coord_sys: str | None = None, source_name: str | None = None,
-               refresh=None, replace_all: bool = False) -> dict:
+               refresh=None, replace_all: bool = False, who=SYSTEM) -> dict:
     """The whole import for a domain context: report, and (when not a dry run and no errors) write + refresh."""
     layer = ctx.catalog.get(PLOTS)
     if layer is None:
@@ -613,7 +663,10 @@ def run_import(ctx, path: Path, *, dry_run: bool, coord_sys: str | None = None, 
         if frame is None:
             raise ImportRefused(result)
         versions = Versions(ctx.settings.var_dir, layer, int(ctx.rules.value("import_keep_versions")))
-        with versions.lock():
+        history = _history(ctx)
+        with versions.lock(), _records_transaction(ctx):  # history and layer: both or (nearly) neither
+            old = ctx.store.read_frame(layer) if ctx.store.exists(layer) else None
+            result["history_changed"] = record_history(history, old, frame, who, f"导入 import {report.source}")
             result.update(commit(ctx.store, layer, frame, versions, report.source))
         result["version"] = ctx.store.version(layer)
         result["refreshed"] = refresh() if refresh else []
@@ -635,11 +688,35 @@ class ImportRefused(GisError):
         return {**super().body(), **self.result}
 
 
-def run_rollback(ctx, refresh=None) -> dict:
+def _history(ctx):
+    from .history import History
+
+    return History(ctx.records) if ctx.records is not None else None
+
+
+@contextmanager
+def _records_transaction(ctx):
+    """The record store's transaction (history versions commit with the layer write), if the context has one."""
+    if ctx.records is None:
+        yield
+        return
+    with ctx.records.transaction():
+        yield
+
+
+def run_rollback(ctx, refresh=None, who=SYSTEM) -> dict:
     layer = ctx.catalog.get(PLOTS)
     versions = Versions(ctx.settings.var_dir, layer, int(ctx.rules.value("import_keep_versions")))
-    with versions.lock():
+    history = _history(ctx)
+    with versions.lock(), _records_transaction(ctx):
+        saved = versions.list()
+        if saved and ctx.store.exists(layer):
+            changed = record_history(history, ctx.store.read_frame(layer), versions.read(saved[-1]), who,
+                                     f"回退 rollback to {saved[-1]['saved_at']}")
+        else:
+            changed = 0
         result = rollback(ctx.store, layer, versions)
+        result["history_changed"] = changed
     result["version"] = ctx.store.version(layer)
     result["refreshed"] = refresh() if refresh else []
     return result
@@ -672,7 +749,7 @@ def _cli_import(args, ctx, refresh) -> None:
     if args.rollback:
         if args.file:
             raise GisError("bad_parameter", "--rollback 不带文件", "--rollback takes no file", 400)
-        result = run_rollback(ctx, refresh)
+        result = run_rollback(ctx, refresh, who=_cli_principal())
         meta = result["restored"]
         print(f"已回退到 {meta['saved_at']} 的数据（{meta['features']} 块，来源 {meta['origin']}） "
               f"restored the version saved at {meta['saved_at']}")
@@ -681,7 +758,7 @@ def _cli_import(args, ctx, refresh) -> None:
         raise GisError("bad_parameter", "请给出要导入的文件或 --rollback", "give a file to import or --rollback", 400)
     try:
         result = run_import(ctx, Path(args.file), dry_run=args.dry_run, coord_sys=args.coord_sys, refresh=refresh,
-                            replace_all=args.replace_all)
+                            replace_all=args.replace_all, who=_cli_principal())
     except ImportRefused as exc:
         _print_report(exc.result["report"], args.json)
         raise
@@ -693,6 +770,14 @@ def _cli_import(args, ctx, refresh) -> None:
               "可用 gis-service land import --rollback 回退 (reversible)")
         if result["refreshed"]:
             print(f"已更新派生图层 refreshed derived layers: {', '.join(result['refreshed'])}")
+
+
+def _cli_principal():
+    import getpass
+
+    from ..auth import Principal
+
+    return Principal(f"cli:{getpass.getuser()}", "admin")  # the operator at the server's console
 
 
 def _print_report(report: dict, as_json: bool) -> None:

@@ -288,7 +288,7 @@ def routes(ctx: DomainContext) -> APIRouter:
             path = await _receive(request, work, limit)
             result = await run_in_threadpool(imports.run_import, ctx, path, dry_run=dry_run, coord_sys=coord_sys,
                                              source_name=filename or path.name, refresh=refresher(request),
-                                             replace_all=replace_all)
+                                             replace_all=replace_all, who=who)
         finally:
             await run_in_threadpool(_remove, work)
         return {**result, "by": who.name}
@@ -296,7 +296,7 @@ def routes(ctx: DomainContext) -> APIRouter:
     @r.post("/import/rollback", summary="回退到导入前的版本 Restore the version before the last import")
     def rollback(request: Request, who: Principal | None = Depends(principal)):
         require_role(who, IMPORTERS, "回退地块数据", "roll back plot data")
-        return imports.run_rollback(ctx, refresh=refresher(request))
+        return imports.run_rollback(ctx, refresh=refresher(request), who=who)
 
     @r.get("/import/versions", summary="可回退的历史版本 Saved versions")
     def versions(who: Principal | None = Depends(principal)):

@@ -1,6 +1,7 @@
 """Checks, 四至 and import over HTTP: the live server on the demo layers (read-only) and a second server over a
 copy of a few plots for imports (the shared layers are never written)."""
 
+import datetime as dt
 import io
 import json
 import shutil
@@ -238,6 +239,17 @@ def test_import_over_http(import_server, tmp_path):
     assert done.json()["written"] == len(plots) and GeoPackageStore().origin(layer) == "imported"
     assert before > 0 and get(server, "/api/land/checks/area-mismatch", limit=1).json()["total"] == 0
     assert card().json()["dkmc"] == "导入地块"  # the register's caches follow the new data version
+    # the import is a change in the land history (§9): a version from today; the register as of yesterday is
+    # what it was before the import (the previous name), as of today the imported one
+    today = dt.datetime.now(dt.timezone.utc).date()
+    yesterday = (today - dt.timedelta(days=1)).isoformat()
+    hist = requests.get(f"{server.url}/api/land/plots/{dkbm}/history", timeout=TIMEOUT,
+                        headers={"X-API-Key": server.key("rural")}).json()
+    imported = [v for v in hist["versions"] if v["entity"] == "plot" and v["valid_from"] == today.isoformat()]
+    assert imported and imported[-1]["changes"]["dkmc"] == [plots["dkmc"].iloc[0], "导入地块"]
+    assert imported[-1]["author_role"] == "rural" and "import" in imported[-1]["reason"]
+    old_card = requests.get(f"{server.url}/api/land/plots/{dkbm}", params={"as_of": yesterday}, timeout=TIMEOUT)
+    assert old_card.json()["dkmc"] == plots["dkmc"].iloc[0] and done.json()["history_changed"] == len(plots)
     versions = requests.get(server.url + "/api/land/import/versions", headers={"X-API-Key": server.key("admin")},
                             timeout=TIMEOUT).json()["versions"]
     assert [v["origin"] for v in versions] == ["demo"]
@@ -247,4 +259,8 @@ def test_import_over_http(import_server, tmp_path):
     assert GeoPackageStore().origin(layer) == "demo"
     assert get(server, "/api/land/checks/area-mismatch", limit=1).json()["total"] == before
     assert card().json()["dkmc"] == plots["dkmc"].iloc[0]
+    assert back.json()["history_changed"] == len(plots)  # the rollback is a change in the history too
+    hist = requests.get(f"{server.url}/api/land/plots/{dkbm}/history", timeout=TIMEOUT,
+                        headers={"X-API-Key": server.key("rural")}).json()
+    assert hist["versions"][-1]["changes"]["dkmc"] == ["导入地块", plots["dkmc"].iloc[0]]
     assert post(server, "/api/land/import/rollback").status_code == 409
