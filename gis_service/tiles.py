@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from . import crs as crs_mod
 from .catalog import MAX_TILE_ZOOM, LayerDef, TileDef
 from .errors import GisError, bad_parameter, not_found
 from .ogc import Context
@@ -58,6 +59,10 @@ EXTENT = 4096  # MVT units per tile side (the Mapbox default: 1/16 pixel)
 BUFFER = 64  # MVT units drawn beyond each tile edge, so strokes do not break at tile seams (4 pixels)
 SIMPLIFY_UNITS = 8  # Douglas–Peucker tolerance: half a pixel, invisible at the tile's own zoom
 SIMPLIFY_ABOVE = 8  # only geometries with more vertices than this are simplified (strip plots have five)
+# coord_sys of a tile's geometry: CGCS2000/WGS 84 (they agree to centimetres), or GCJ-02 — shifted like every
+# other layer of a page drawn over the Gaode base map (tiles still addressed in WebMercatorQuad, in that frame)
+TILE_COORD_SYSTEMS = ("cgcs2000", "wgs84", "gcj02")
+GCJ02_MAX_SHIFT_M = 2000  # GCJ-02 moves points by at most ~700 m; cell centres are looked up this far around a tile
 CACHE_BYTES = 64 * 2**20  # encoded tiles kept per process (keyed by data version, so edits are never stale)
 
 _GEOMETRY_DIMENSION = {"Point": 0, "MultiPoint": 0, "LineString": 1, "MultiLineString": 1, "Polygon": 2,
@@ -218,6 +223,7 @@ class TileBox:
     z: int
     x: int
     y: int
+    gcj02: bool = False  # geometry shifted to GCJ-02 (for the Gaode base map)
 
     @property
     def size(self) -> float:
@@ -232,15 +238,21 @@ class TileBox:
         return ORIGIN - self.y * self.size
 
     def lonlat_bounds(self, margin_units: float = 0) -> tuple[float, float, float, float]:
+        """The (buffered) tile as a CGCS2000 lon/lat box; for a GCJ-02 tile, the box of its corners unshifted."""
         m = self.size * margin_units / EXTENT
-        lon0, lat0 = _merc_to_lonlat(self.left - m, self.top - self.size - m)
-        lon1, lat1 = _merc_to_lonlat(self.left + self.size + m, self.top + m)
-        return float(lon0), float(lat0), float(lon1), float(lat1)
+        lon, lat = _merc_to_lonlat(np.array([self.left - m, self.left + self.size + m] * 2),
+                                   np.array([self.top - self.size - m] * 2 + [self.top + m] * 2))
+        if self.gcj02:
+            lon, lat = crs_mod.gcj02_to_wgs84(lon, lat)
+        return float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())
 
     def to_units(self, coords: np.ndarray) -> np.ndarray:
         """lon/lat (n, 2) → tile units (float, y down)."""
-        x = np.radians(coords[:, 0]) * EARTH_RADIUS
-        lat = np.radians(np.clip(coords[:, 1], -MAX_LATITUDE, MAX_LATITUDE))
+        lon, lat = coords[:, 0], coords[:, 1]
+        if self.gcj02:
+            lon, lat = crs_mod.wgs84_to_gcj02(lon, lat)
+        x = np.radians(lon) * EARTH_RADIUS
+        lat = np.radians(np.clip(lat, -MAX_LATITUDE, MAX_LATITUDE))
         y = EARTH_RADIUS * np.log(np.tan(math.pi / 4 + lat / 2))
         scale = EXTENT / self.size
         return np.column_stack([(x - self.left) * scale, (self.top - y) * scale])
@@ -250,8 +262,11 @@ def _merc_to_lonlat(x, y):
     return np.degrees(x / EARTH_RADIUS), np.degrees(2 * np.arctan(np.exp(y / EARTH_RADIUS)) - math.pi / 2)
 
 
-def parse_tile(layer: LayerDef, tms_id: str, z: str, y: str, x: str) -> TileBox:
+def parse_tile(layer: LayerDef, tms_id: str, z: str, y: str, x: str, coord_sys: str | None = None) -> TileBox:
     _check_tms(tms_id)
+    if coord_sys is not None and coord_sys not in TILE_COORD_SYSTEMS:
+        raise bad_parameter("coord_sys", f"须为 {'、'.join(TILE_COORD_SYSTEMS)} 之一",
+                            f"must be one of {', '.join(TILE_COORD_SYSTEMS)}")
     values = {}
     for name, text in (("tileMatrix", z), ("tileRow", y), ("tileCol", x)):
         if not text.isascii() or not text.isdigit() or len(text) > 9:
@@ -265,7 +280,7 @@ def parse_tile(layer: LayerDef, tms_id: str, z: str, y: str, x: str) -> TileBox:
     if y_ >= 2**z_ or x_ >= 2**z_:
         raise GisError("tile_out_of_range", f"瓦片行列号须小于 {2**z_}（第 {z_} 级）",
                        f"tile row and column must be below {2**z_} at tile matrix {z_}", 404)
-    return TileBox(z_, x_, y_)
+    return TileBox(z_, x_, y_, coord_sys == "gcj02")
 
 
 class _Cache:
@@ -297,10 +312,12 @@ class _Cache:
 _tiles = _Cache(CACHE_BYTES)
 
 
-def tile(ctx: Context, collection_id: str, tms_id: str, z: str, y: str, x: str, request: str) -> bytes:
-    """The MVT bytes of one tile (b"" when the tile is empty), masked for the caller's role."""
+def tile(ctx: Context, collection_id: str, tms_id: str, z: str, y: str, x: str, request: str,
+         coord_sys: str | None = None) -> bytes:
+    """The MVT bytes of one tile (b"" when the tile is empty), masked for the caller's role; coord_sys=gcj02
+    shifts the geometry to GCJ-02 (a page over the Gaode base map)."""
     layer = ctx.layer(collection_id)
-    box = parse_tile(layer, tms_id, z, y, x)
+    box = parse_tile(layer, tms_id, z, y, x, coord_sys)
     if not ctx.store.exists(layer):
         return b""
     spec = tile_def(layer)
@@ -457,14 +474,19 @@ def _load_centres(store, layer: LayerDef, spec: TileDef, version: str) -> _Centr
 
 def _cells_tile(ctx: Context, layer: LayerDef, spec: TileDef, box: TileBox, version: str) -> tuple[bytes, int]:
     centres = _load_centres(ctx.store, layer, spec, version)
-    lo, hi = np.searchsorted(centres.x, [box.left, box.left + box.size])
-    y = centres.y[lo:hi]
-    inside = (y <= box.top) & (y > box.top - box.size)
+    pad = GCJ02_MAX_SHIFT_M if box.gcj02 else 0
+    lo, hi = np.searchsorted(centres.x, [box.left - pad, box.left + box.size + pad])
+    x, y = centres.x[lo:hi], centres.y[lo:hi]
+    if box.gcj02:  # the centres where the GCJ-02 frame puts them
+        lon, lat = crs_mod.wgs84_to_gcj02(*_merc_to_lonlat(x, y))
+        x = np.radians(lon) * EARTH_RADIUS
+        y = EARTH_RADIUS * np.log(np.tan(math.pi / 4 + np.radians(np.clip(lat, -MAX_LATITUDE, MAX_LATITUDE)) / 2))
+    inside = (x >= box.left) & (x < box.left + box.size) & (y <= box.top) & (y > box.top - box.size)
     if not inside.any():
         return b"", 0
     per_side = TILE_PIXELS // spec.cell_pixels
     cell_m = box.size / per_side
-    col = np.minimum(((centres.x[lo:hi][inside] - box.left) / cell_m).astype(np.int64), per_side - 1)
+    col = np.minimum(((x[inside] - box.left) / cell_m).astype(np.int64), per_side - 1)
     row = np.minimum(((box.top - y[inside]) / cell_m).astype(np.int64), per_side - 1)
     cell = row * per_side + col
     occupied, counts = np.unique(cell, return_counts=True)

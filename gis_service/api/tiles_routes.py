@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
@@ -45,15 +45,17 @@ def tileset(request: Request, collection_id: str = COLLECTION_ID, tms_id: str = 
                   openapi_extra={"parameters": [API_KEY_PARAMETER]})
 async def tile(request: Request, collection_id: str = COLLECTION_ID, tms_id: str = TMS_ID,
                z: str = Path(description="瓦片层级 tileMatrix"), y: str = Path(description="行号 tileRow"),
-               x: str = Path(description="列号 tileCol")):
+               x: str = Path(description="列号 tileCol"),
+               coord_sys: str | None = Query(None, description="几何坐标系：cgcs2000/wgs84（默认）或 gcj02（高德底图上的页面）"
+                                                                " geometry datum: cgcs2000/wgs84 (default) or gcj02 (pages over the Gaode base map)")):
     """The hot path: the caller, the store read and the encoding in one trip to the thread pool. HEAD too:
     GDAL's /vsicurl/ (and so QGIS) asks for the size first."""
-    return await run_in_threadpool(_tile, request, collection_id, tms_id, z, y, x)
+    return await run_in_threadpool(_tile, request, collection_id, tms_id, z, y, x, coord_sys)
 
 
-def _tile(request: Request, collection_id: str, tms_id: str, z: str, y: str, x: str) -> Response:
+def _tile(request: Request, collection_id: str, tms_id: str, z: str, y: str, x: str, coord_sys: str | None) -> Response:
     ctx = _context(request, request.app.state.services, caller(request))
-    data = tiles.tile(ctx, collection_id, tms_id, z, y, x, str(request.url))
+    data = tiles.tile(ctx, collection_id, tms_id, z, y, x, str(request.url), coord_sys)
     headers = {"Cache-Control": TILE_CACHE, "Vary": "X-API-Key, Authorization, Cookie"}
     if not data:
         return Response(status_code=204, headers=headers)

@@ -428,6 +428,37 @@ def test_lines_clipped_to_the_buffered_tile(tiles_server):
         assert abs(cross) / np.hypot(*(b - a)) < 2  # Mercator bends the lon/lat line by less than a unit here
 
 
+def test_gcj02_tiles_are_shifted_like_the_gaode_pages(tiles_server):
+    """coord_sys=gcj02 (what a page over the Gaode base map asks for): the geometry is shifted to GCJ-02 before it
+    is placed in the tile, as crs.wgs84_to_gcj02 shifts the page's other layers; cells bin the shifted centres."""
+    from gis_service.crs import wgs84_to_gcj02
+
+    frame = tiles_server.frame.set_index("code")
+    ring = np.asarray(frame.loc["P1005", "geometry"].geoms[0].exterior.coords)[:-1]
+    glon, glat = wgs84_to_gcj02(ring[:, 0], ring[:, 1])
+    z = 16
+    col, row = tile_of(float(glon.mean()), float(glat.mean()), z)
+    status, _, body = get(tiles_server, tile_path("parcels", z, col, row) + "?coord_sys=gcj02")
+    assert status == 200
+    feats = {f["properties"]["code"]: f for f in decode(body)["parcels"]["features"]}
+    got = np.asarray(feats["P1005"]["geometry"]["coordinates"][0][:-1], float)
+    want = to_tile_units(glon, glat, z, col, row)
+    assert len(got) == len(want) and all(np.min(np.abs(got - w).max(axis=1)) <= 0.6 for w in want)
+    unshifted = to_tile_units(ring[:, 0], ring[:, 1], z, col, row)
+    assert np.abs(unshifted - want).max() > 1000  # GCJ-02 moves Langfang by hundreds of metres (≈ 0.1 m a unit)
+    # cells: every parcel centre, shifted, binned in the GCJ-02 frame
+    b = tiles_server.frame.bounds
+    clon, clat = wgs84_to_gcj02(((b.minx + b.maxx) / 2).values, ((b.miny + b.maxy) / 2).values)
+    z = 11
+    col, row = tile_of(float(clon.mean()), float(clat.mean()), z)
+    units = to_tile_units(clon, clat, z, col, row)
+    inside = int(((units >= 0) & (units < 4096)).all(axis=1).sum())
+    cells = decode(get(tiles_server, tile_path("parcels", z, col, row) + "?coord_sys=gcj02")[2])["parcels_cells"]
+    assert sum(f["properties"]["count"] for f in cells["features"]) == inside > 50
+    status, _, body = get(tiles_server, tile_path("parcels", z, col, row) + "?coord_sys=epsg:4548")
+    assert status == 400 and json.loads(body)["code"] == "bad_parameter"
+
+
 # --- properties and masking ---------------------------------------------------------------------------------
 def test_personal_fields_masked_unless_entitled_and_disclosures_logged(tiles_server):
     z = 14
@@ -436,7 +467,9 @@ def test_personal_fields_masked_unless_entitled_and_disclosures_logged(tiles_ser
     clear = dict(zip(tiles_server.frame["code"], tiles_server.frame["owner"]))
     log = tiles_server.var / "personal_data_access.log"
     before = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
-    for role in (None, "planner", "flood"):
+    anonymous = decode(get(tiles_server, path, None)[2])["parcels"]["features"]
+    assert anonymous and all("owner" not in f["properties"] and "code" in f["properties"] for f in anonymous)  # §8
+    for role in ("planner", "flood"):
         feats = decode(get(tiles_server, path, role)[2])["parcels"]["features"]
         for f in feats:
             assert f["properties"]["owner"] == mask_value("name", clear[f["properties"]["code"]])
@@ -587,7 +620,7 @@ def test_tiles_table_defaults_to_the_style_category_when_aggregating(tmp_path):
 # --- the repository's plots, on every store (GeoPackage and PostGIS) ------------------------------------------
 def test_plots_tiles_agree_with_items(server, catalog, store):
     """A zoom-14 tile holds exactly the plots an items query over the tile's buffered box returns, with the
-    same (masked) values; a zoom-10 tile's cells count every plot whose envelope centre lies in the tile."""
+    same values (masked for a planner, left out without a key); a zoom-10 tile's cells count every plot whose envelope centre lies in the tile."""
     first = httpx.get(f"{server.url}/ogc/collections/plots/items", params={"limit": 1}).json()["features"][0]
     lon, lat = shapely.geometry.shape(first["geometry"]).centroid.coords[0]
     z = 14
@@ -596,13 +629,17 @@ def test_plots_tiles_agree_with_items(server, catalog, store):
     pad = size * 64 / 4096
     x0, y1 = -HALF + col * size, HALF - row * size
     (lon0, lat0), (lon1, lat1) = _lonlat(x0 - pad, y1 - size - pad), _lonlat(x0 + size + pad, y1 + pad)
-    items = httpx.get(f"{server.url}/ogc/collections/plots/items",
+    planner = {"X-API-Key": server.key("planner")}
+    items = httpx.get(f"{server.url}/ogc/collections/plots/items", headers=planner,
                       params={"bbox": f"{lon0},{lat0},{lon1},{lat1}", "limit": 10000,
                               "properties": "dkbm,contractor_name,transfer_status"}).json()
     want = {f["properties"]["dkbm"]: f["properties"] for f in items["features"]}
-    body = httpx.get(f"{server.url}{tile_path('plots', z, col, row)}").content
+    body = httpx.get(f"{server.url}{tile_path('plots', z, col, row)}", headers=planner).content
     got = {f["properties"]["dkbm"]: f["properties"] for f in decode(body)["plots"]["features"]}
     assert set(got) == set(want) and want
+    anonymous = decode(httpx.get(f"{server.url}{tile_path('plots', z, col, row)}").content)["plots"]["features"]
+    assert {f["properties"]["dkbm"] for f in anonymous} == set(want)
+    assert not any("contractor_name" in f["properties"] for f in anonymous)  # without a key: no person (§8)
     for code, props in got.items():
         assert props["contractor_name"] is not None  # masked, not left out
         assert props["contractor_name"] == want[code]["contractor_name"]
