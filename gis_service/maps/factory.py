@@ -33,7 +33,7 @@ from shapely.geometry import shape
 from shapely.ops import polylabel
 
 from .. import crs as crs_mod
-from ..catalog import WITHHELD, Catalog, LayerDef
+from ..catalog import Catalog, LayerDef
 from ..config import Settings
 from ..errors import not_found
 from ..privacy import mask_value
@@ -104,13 +104,10 @@ class Overlay:
     key: str = ""  # a stable id for the page's scripts (window.gisLayers) and label CSS classes
 
     @classmethod
-    def of_layer(cls, layer: LayerDef, title: str, role: str | None) -> "Overlay":
-        """The layer's look; without a key (role None) its personal fields leave the popup, not only their values."""
-        withheld = {n for n, kind in layer.masked_fields(role).items() if kind == WITHHELD}
-        popup = [n for n in layer.popup or tuple(f.name for f in layer.fields)[:8] if n not in withheld]
+    def of_layer(cls, layer: LayerDef, title: str) -> "Overlay":
+        popup = layer.popup or tuple(f.name for f in layer.fields)[:8]
         return cls(title=title, style=Style.parse(layer.style), popup=tuple((n, layer.field(n).label) for n in popup),
-                   label_field=None if layer.label_field in withheld else layer.label_field,
-                   label_min_zoom=layer.label_min_zoom, key=layer.id)
+                   label_field=layer.label_field, label_min_zoom=layer.label_min_zoom, key=layer.id)
 
 
 def _show(value) -> str:
@@ -388,13 +385,12 @@ var {{ this.get_name() }} = (function() {
   styles[cfg.layer] = featureStyle;
   styles[cfg.cells] = cellStyle;
   var layer = L.vectorGrid.protobuf(cfg.url, {
-    rendererFactory: L.canvas.tile, interactive: cfg.click, vectorTileLayerStyles: styles,
+    rendererFactory: L.canvas.tile, interactive: true, vectorTileLayerStyles: styles,
     minZoom: cfg.min_zoom, maxNativeZoom: cfg.max_zoom, fetchOptions: {credentials: 'same-origin'}
   });
-  var state = {tiles: 0, errors: 0, key: cfg.key};
+  var state = {tiles: 0, key: cfg.key};
   layer.on('tileload', function() { state.tiles += 1; });
-  layer.on('tileerror', function() { state.errors += 1; });
-  if (cfg.click) layer.on('click', function(e) {
+  layer.on('click', function(e) {
     var p = (e.layer && e.layer.properties) || {}, box = document.createElement('div');
     box.className = 'gis-popup';
     var cells = Math.min(Math.round(map.getZoom()), cfg.max_zoom) < cfg.detail_zoom;
@@ -419,7 +415,7 @@ var {{ this.get_name() }} = (function() {
 """)
 
     def __init__(self, layer: LayerDef, overlay: Overlay, outline: tuple[str, Mapping[str, str]] | None, show: bool,
-                 gcj02: bool = False, click: bool = True):
+                 gcj02: bool = False):
         from .. import tiles  # the tile core (it builds on the OGC core, which the map pages do not need)
 
         super().__init__(name=html.escape(overlay.title), overlay=True, control=True, show=show)
@@ -442,7 +438,6 @@ var {{ this.get_name() }} = (function() {
             "outline_field": outline[0] if outline else None, "outline_categories": dict(outline[1]) if outline else {},
             "label_field": overlay.label_field if overlay.label_field in carried else None,
             "popup": [[n, label] for n, label in overlay.popup if n in carried], "cell_popup": cell_popup,
-            "click": click,
         }
 
 
@@ -582,32 +577,29 @@ class MapFactory:
 
     def add_vector_tiles(self, m: folium.Map, layer: LayerDef, role: str | None, style: Style | Mapping | None = None,
                          outline: tuple[str, Mapping[str, str]] | None = None, title: str | None = None,
-                         show: bool = True, popup: bool = True) -> None:
+                         show: bool = True) -> None:
         """A collection as vector tiles from /ogc/collections/{id}/tiles (any size: two million plots draw as
         fast as ten), styled by ``style`` (default: the layer's), optionally outlined by a second category
         (``outline=(field, {value: colour})``); a click shows the popup fields the tiles carry (masked by the
-        server for the signed-in role) or, zoomed out, the cell's count and dominant values — unless ``popup``
-        is False (a page that answers clicks itself); zoomed out, cells are filled with the dominant value's
-        colour, more opaque the larger its share. window.gisVectorTiles[key] counts tiles loaded and failed.
-        A layer the role may not see is a 404. A self-contained export cannot fetch tiles: the layer is embedded instead."""
+        server for the signed-in role) or, zoomed out, the cell's count and dominant values. A layer the role
+        may not see is a 404. A self-contained export cannot fetch tiles: the layer is embedded instead."""
         if not layer.can_see_layer(role):
             raise not_found(f"图层 {layer.id}", f"layer '{layer.id}'")
         if self.standalone:
             self._add_catalog_layer(m, layer, role, show, base=False)
             return
-        overlay = Overlay.of_layer(layer, title or display_title(self.store, layer), role)
+        overlay = Overlay.of_layer(layer, title or display_title(self.store, layer))
         if style is not None:
             overlay = dataclasses.replace(overlay, style=Style.parse(style))
         names = [overlay.style.category_field] + ([outline[0]] if outline else [])
         unknown = [n for n in names if n is not None and layer.field(n) is None]
         if unknown:
             raise ValueError(f"fields {unknown} are not in layer {layer.id}")
-        _VectorTileLayer(layer, overlay, outline, show, gcj02=self.settings.basemap == "gaode",
-                         click=popup).add_to(m)
+        _VectorTileLayer(layer, overlay, outline, show, gcj02=self.settings.basemap == "gaode").add_to(m)
         m.gis_legend.add(overlay, _geometry_kind(layer.geometry))
 
     def _add_catalog_layer(self, m: folium.Map, layer: LayerDef, role: str | None, show: bool, base: bool) -> None:
-        overlay = Overlay.of_layer(layer, display_title(self.store, layer), role)
+        overlay = Overlay.of_layer(layer, display_title(self.store, layer))
         m.gis_legend.add(overlay, _geometry_kind(layer.geometry), base=base)
         total = self.store.count(layer)
         if total > EMBED_LIMIT and not self.standalone:
@@ -645,7 +637,7 @@ class MapFactory:
             lon, lat = crs_mod.gcj02_to_wgs84(np.array(bbox[0::2]), np.array(bbox[1::2]))
             bbox = (lon[0], lat[0], lon[1], lat[1])
         page = self.store.query(layer, FeatureQuery(bbox=bbox, limit=limit, masked=layer.masked_fields(role)))
-        overlay = Overlay.of_layer(layer, display_title(self.store, layer), role)
+        overlay = Overlay.of_layer(layer, display_title(self.store, layer))
         data = display_features(_page_frame(layer, page), overlay, self.settings)
         data["truncated"] = page.number_matched > limit
         return data
