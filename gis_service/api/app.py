@@ -23,7 +23,7 @@ from ..store import open_record_store, open_rules, open_store
 from . import crs_routes, domain_routes, maps_routes, ogc_routes
 from . import tiles_routes
 from .. import tiles
-from .deps import SECURITY, SECURITY_SCHEMES, Services
+from .deps import SECURITY, SECURITY_SCHEMES, STREAMED_BODY, Services
 
 log = logging.getLogger("gis_service")
 TIANDITU_LAYERS = {"vec", "cva", "img", "cia"}
@@ -65,7 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     _install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    # Routes that stream their body to disk and enforce their own limit (a domain's file import, whose size
+    # limit is a rule) mark themselves with the OpenAPI extension x-streamed-body; the 5 MB cap skips them.
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, streamed=_streamed_paths(app))
     app.openapi = lambda: _openapi_30(app)
 
     @app.get("/", include_in_schema=False)
@@ -92,19 +94,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-MAX_BODY_BYTES = 5 * 2**20  # a drawn or pasted geometry is kilobytes; imports go through the CLI
+MAX_BODY_BYTES = 5 * 2**20  # a drawn or pasted geometry is kilobytes; file imports stream (STREAMED_BODY)
+
+
+def _streamed_paths(app: FastAPI) -> frozenset[str]:
+    """Full paths of the routes marked STREAMED_BODY (FastAPI keeps included routers nested: walk them)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before nested included routers: app.routes is flat
+        found = ((r, getattr(r, "path", None)) for r in app.routes)
+    else:
+        found = ((c.original_route, c.path) for c in iter_route_contexts(app.routes))
+    return frozenset(path for route, path in found
+                     if path and (getattr(route, "openapi_extra", None) or {}).get(STREAMED_BODY))
 
 
 class BodyLimit:
     """Refuse request bodies over max_bytes with a 413 before anything parses them (FastAPI reads a JSON body
     on the event loop: a 30 MB geometry would stall every other request while it is parsed)."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, streamed: frozenset[str] = frozenset()):
+        self.app, self.max_bytes, self.streamed = app, max_bytes, streamed
         self.detail = f"request body larger than {max_bytes // 2**20} MB"
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.streamed:
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):

@@ -42,6 +42,9 @@ class ErrorBody(BaseModel):
     message: str = Field(description="中文说明 / English explanation")
 
 
+# OpenAPI extension of a route that streams its request body to disk and enforces its own size limit (a file
+# import): the application's 5 MB request-body cap (api/app.py BodyLimit) does not apply to it.
+STREAMED_BODY = "x-streamed-body"
 ERROR_RESPONSES = {status: {"model": ErrorBody, "description": desc} for status, desc in (
     (400, "请求参数无效 Bad request"),
     (401, "API 密钥无效（X-API-Key、Authorization: Basic 或 Bearer） Invalid API key"),

@@ -27,7 +27,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from ..api.deps import ERROR_RESPONSES, principal, require_role
+from ..api.deps import ERROR_RESPONSES, STREAMED_BODY, principal, require_role
 from ..auth import Principal
 from ..crs import METRIC_CRS
 from ..domains import SYSTEM, DomainContext, refresh_derived
@@ -264,7 +264,7 @@ def routes(ctx: DomainContext) -> APIRouter:
         return lambda: refresh_derived(services.domains, services.domain_contexts)
 
     @r.post("/import", summary="导入地块数据（Shapefile 压缩包、GeoPackage、GeoJSON；请求体为文件本身） Import plots",
-            openapi_extra={"requestBody": {"required": True, "content": {
+            openapi_extra={STREAMED_BODY: True, "requestBody": {"required": True, "content": {
                 "application/zip": {"schema": {"type": "string", "format": "binary"}},
                 "application/geopackage+sqlite3": {"schema": {"type": "string", "format": "binary"}},
                 "application/geo+json": {"schema": {"type": "string", "format": "binary"}}}}})
