@@ -6,8 +6,10 @@ Steps, each refusing bad input with a 4xx GisError {code, message}:
    paths, drive letters, ``..`` or links: path traversal), number of members, total uncompressed size and each
    member's compression ratio (zip bombs; the sizes in the archive's directory are checked first, then the bytes
    actually inflated, so a lying header does not help). Limits: rules ``land.import_*``.
-2. **Read** (``read_source``): attribute encoding from the ``.cpg`` when there is one, else detected: the DBF
-   records decode as UTF-8 or else as GBK (GB 18030, its superset); a GeoJSON that is not UTF-8 is read as GBK.
+2. **Read** (``read_source``): attribute encoding from the ``.cpg`` when its encoding decodes the DBF records,
+   else detected: UTF-8, else GBK, else GB 18030 (its superset, for four-byte characters); a .cpg that does not
+   fit the bytes is overruled (named in the report); a GeoJSON that is not UTF-8 is recoded. Archives that
+   cannot be inflated (encrypted, unsupported method, corrupt, CRC) are refused as ``bad_archive`` (422).
 3. **CRS** (``detect_crs``): the file's declared CRS (``.prj``, GeoPackage, GeoJSON ``crs``) or, without one, the
    coordinates' magnitudes — degrees → EPSG:4490, eastings of 39 xxx xxx m (zone prefix 39) → EPSG:4527, eastings
    under 1 000 000 m → EPSG:4548 — confirmed against Langfang's extent with gis_service.crs (a swapped pair, a
@@ -38,6 +40,7 @@ import os
 import re
 import shutil
 import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -115,7 +118,7 @@ def unpack(path: Path, workdir: Path, limits: Limits) -> Path:
         return path
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, ValueError, EOFError):
         raise _refuse_archive("bad_archive", "不是有效的 zip 文件", "not a valid zip file") from None
     with archive:
         infos = [i for i in archive.infolist() if not i.is_dir()]
@@ -147,15 +150,25 @@ def unpack(path: Path, workdir: Path, limits: Limits) -> Path:
                 raise _refuse_archive("archive_duplicate_names", f"含两个同名文件 {shown(base)}", f"two files named {shown(base)}")
             names.add(base.lower())
             member = 0
-            with archive.open(info) as src, open(out / base, "wb") as dst:
-                while chunk := src.read(MB):
-                    member += len(chunk)
-                    written += len(chunk)
-                    if member > info.file_size or written > limits.max_unzipped_bytes:  # the header lied
-                        raise _refuse_archive("zip_bomb", "解压出的数据超过压缩包目录所列大小或总量上限",
-                                              "inflated data exceeds the sizes the archive declares or the total limit")
-                    _check_ratio(info.filename, member, info.compress_size, limits)
-                    dst.write(chunk)
+            try:
+                with archive.open(info) as src, open(out / base, "wb") as dst:
+                    while chunk := src.read(MB):
+                        member += len(chunk)
+                        written += len(chunk)
+                        if member > info.file_size or written > limits.max_unzipped_bytes:  # the header lied
+                            raise _refuse_archive("zip_bomb", "解压出的数据超过压缩包目录所列大小或总量上限",
+                                                  "inflated data exceeds the sizes the archive declares or the total limit")
+                        _check_ratio(info.filename, member, info.compress_size, limits)
+                        dst.write(chunk)
+            except GisError:
+                (out / base).unlink(missing_ok=True)  # no partial member left behind
+                raise
+            except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError, ValueError) as exc:
+                (out / base).unlink(missing_ok=True)
+                # encrypted (RuntimeError), an unsupported method (NotImplementedError), a corrupt stream or CRC
+                raise _refuse_archive("bad_archive", f"成员 {shown(info.filename)} 无法解压（加密、不支持的压缩方式或已损坏）",
+                                      f"member {shown(info.filename)} cannot be extracted (encrypted, unsupported "
+                                      f"compression or corrupt: {shown(str(exc), 80)})") from None
     found = sorted(p for p in out.iterdir() if p.suffix.lower() in DATASET_SUFFIXES)
     if len(found) != 1:
         listed = ", ".join(p.name for p in found) or "无 none"
@@ -180,29 +193,35 @@ def detect_encoding(dataset: Path) -> tuple[str, str]:
     kind = DATASET_SUFFIXES.get(dataset.suffix.lower())
     if kind == "geopackage":
         return "utf-8", "GeoPackage 规定为 UTF-8 / UTF-8 by specification"
+    how = "无 .cpg，按字节判定 detected (no .cpg)"
     if kind == "shapefile":
-        cpg = next((p for p in dataset.parent.glob(dataset.stem + ".*") if p.suffix.lower() == ".cpg"), None)
-        if cpg is not None:
-            declared = cpg.read_text(encoding="ascii", errors="replace").strip().lower()
-            if declared not in _CPG:
-                raise GisError("unknown_encoding", f".cpg 声明的编码 {shown(declared)} 不受支持（支持 UTF-8、GBK）",
-                               f"the .cpg declares {shown(declared)}; UTF-8 and GBK are supported", 422)
-            return _CPG[declared], f".cpg 声明 declared in .cpg: {declared}"
         dbf = next((p for p in dataset.parent.glob(dataset.stem + ".*") if p.suffix.lower() == ".dbf"), None)
         if dbf is None:
             raise GisError("incomplete_shapefile", "Shapefile 缺少 .dbf 属性文件", "the Shapefile has no .dbf", 422)
         raw = dbf.read_bytes()
         header = int.from_bytes(raw[8:10], "little") if len(raw) >= 10 else len(raw)
         data = raw[header:]
+        cpg = next((p for p in dataset.parent.glob(dataset.stem + ".*") if p.suffix.lower() == ".cpg"), None)
+        if cpg is not None:
+            declared = cpg.read_bytes().decode("utf-8-sig", errors="replace").strip().lower()
+            if declared not in _CPG:
+                raise GisError("unknown_encoding", f".cpg 声明的编码 {shown(declared)} 不受支持（支持 UTF-8、GBK）",
+                               f"the .cpg declares {shown(declared)}; UTF-8 and GBK are supported", 422)
+            try:
+                data.decode(_CPG[declared])
+                return _CPG[declared], f".cpg 声明 declared in .cpg: {declared}"
+            except UnicodeDecodeError:  # the .cpg lies (a GBK file from a tool that always writes UTF-8 …)
+                how = f".cpg 声明 {declared} 与属性字节不符，按字节判定 the .cpg ({declared}) does not fit the bytes: detected"
     else:
         data = dataset.read_bytes()
-    for encoding in ("utf-8", "gb18030"):
+    for encoding in ("utf-8", "gbk", "gb18030"):  # GB 18030 only when its four-byte characters occur
         try:
             data.decode(encoding)
         except UnicodeDecodeError:
             continue
-        return ("gbk" if encoding == "gb18030" else encoding), "无 .cpg，按字节判定 detected (no .cpg)"
-    raise GisError("unknown_encoding", "属性既不是 UTF-8 也不是 GBK 编码", "attributes are neither UTF-8 nor GBK", 422)
+        return encoding, how
+    raise GisError("unknown_encoding", "属性既不是 UTF-8 也不是 GBK/GB 18030 编码",
+                   "attributes are neither UTF-8 nor GBK/GB 18030", 422)
 
 
 def read_source(dataset: Path, encoding: str) -> gpd.GeoDataFrame:
@@ -210,7 +229,7 @@ def read_source(dataset: Path, encoding: str) -> gpd.GeoDataFrame:
     try:
         if kind == "geojson" and encoding != "utf-8":  # GeoJSON is UTF-8 (RFC 7946): recode a GBK file first
             recoded = dataset.with_name(dataset.stem + ".utf8.geojson")
-            recoded.write_text(dataset.read_bytes().decode("gb18030"), encoding="utf-8")
+            recoded.write_text(dataset.read_bytes().decode(encoding), encoding="utf-8")
             dataset = recoded
         options = {"encoding": encoding} if kind == "shapefile" else {}
         frame = pyogrio.read_dataframe(dataset, **options)

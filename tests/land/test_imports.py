@@ -105,6 +105,29 @@ def test_gbk_shapefile_in_zone_prefix_coordinates_without_cpg_or_prj(ctx, tmp_pa
     assert list(back["county_adcode"]) == list(plots["county_adcode"])
 
 
+def test_lying_cpg_and_gb18030_names(ctx, tmp_path):
+    """A .cpg that says UTF-8 over GBK bytes is overruled by the bytes (names would come out garbled); a .cpg
+    with a byte-order mark is read; a name outside GBK (㐀, four bytes in GB 18030) is read as GB 18030."""
+    plots = ctx.store.read_frame(ctx.catalog.get("plots"))
+    frame = national_frame(plots)
+    write_shapefile(frame, tmp_path / "lie", keep_prj=True)
+    (tmp_path / "lie" / "dk.cpg").write_text("UTF-8")
+    dataset = imports.unpack(zip_folder(tmp_path / "lie", tmp_path / "lie.zip"), tmp_path / "w1", _limits())
+    encoding, how = imports.detect_encoding(dataset)
+    assert encoding == "gbk" and "does not fit" in how
+    assert imports.read_source(dataset, encoding)["CBFMC"].iloc[:2].tolist() == ["张三丰", "张四丰"]
+    write_shapefile(frame, tmp_path / "bom", encoding="UTF-8")
+    (tmp_path / "bom" / "dk.cpg").write_bytes(b"\xef\xbb\xbfUTF-8\r\n")
+    assert imports.detect_encoding(tmp_path / "bom" / "dk.shp")[0] == "utf-8"
+    frame["CBFMC"] = "㐀" + frame["CBFMC"]
+    with pytest.raises(UnicodeEncodeError):
+        "㐀".encode("gbk")
+    write_shapefile(frame, tmp_path / "gb18030", encoding="GB18030")
+    encoding, _ = imports.detect_encoding(tmp_path / "gb18030" / "dk.shp")
+    assert encoding == "gb18030"
+    assert imports.read_source(tmp_path / "gb18030" / "dk.shp", encoding)["CBFMC"].iloc[0] == "㐀张三丰"
+
+
 def test_utf8_geojson_and_4548_geopackage(ctx, tmp_path):
     plots = ctx.store.read_frame(ctx.catalog.get("plots"))
     national_frame(plots, "EPSG:4490").to_file(tmp_path / "dk.geojson")
@@ -254,9 +277,44 @@ def test_lying_zip_header_caught_while_inflating(tmp_path):
     cd = data.rfind(b"PK\x01\x02")
     data[cd + 24:cd + 28] = (100).to_bytes(4, "little")
     (tmp_path / "lie.zip").write_bytes(bytes(data))
-    with pytest.raises(Exception) as err:
+    with pytest.raises(GisError) as err:  # a 4xx JSON answer, never a bare BadZipFile (a 500)
         imports.unpack(tmp_path / "lie.zip", tmp_path / "w", _limits())
-    assert getattr(err.value, "code", None) == "zip_bomb" or isinstance(err.value, zipfile.BadZipFile)
+    assert err.value.code in ("zip_bomb", "bad_archive") and err.value.status == 422  # size or CRC: refused
+    assert not (tmp_path / "w" / "unpacked" / "dk.geojson").exists()  # no partial member left
+
+
+def _zip(path, members):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for info, data in members:
+            zf.writestr(info, data)
+    return path
+
+
+def test_encrypted_corrupt_linked_nested_and_crowded_archives_refused(tmp_path):
+    """Every archive that cannot be unpacked safely is a 422 JSON refusal naming why, with nothing extracted."""
+    locked = bytearray(_zip(tmp_path / "e.zip", [("dk.geojson", b"{}")]).read_bytes())
+    cd = locked.rfind(b"PK\x01\x02")
+    locked[6] |= 0x1  # encrypted flag in the local header and the central directory: zipfile wants a
+    locked[cd + 8] |= 0x1  # password (RuntimeError, a 500 before)
+    (tmp_path / "e.zip").write_bytes(bytes(locked))
+    link = zipfile.ZipInfo("dk.shp")
+    link.external_attr = (0o120777 << 16)  # a symbolic link to /etc/passwd
+    corrupt = bytearray(_zip(tmp_path / "c.zip", [("dk.geojson", b'{"type": "FeatureCollection"}' * 500)]).read_bytes())
+    start = 30 + len("dk.geojson")
+    corrupt[start:start + 40] = b"\xff" * 40  # the deflate stream damaged (zlib.error / bad CRC, a 500 before)
+    (tmp_path / "c.zip").write_bytes(bytes(corrupt))
+    cases = {"bad_archive": [tmp_path / "e.zip", tmp_path / "c.zip"],
+             "unsafe_archive_path": [_zip(tmp_path / "l.zip", [(link, b"/etc/passwd")])],
+             "archive_too_many_files": [_zip(tmp_path / "m.zip", [(f"f{i}.txt", b"x") for i in range(201)])],
+             "no_single_dataset": [_zip(tmp_path / "n.zip", [("inner.zip", _zip(tmp_path / "i.zip", [
+                 ("dk.geojson", b"{}")]).read_bytes())])]}  # a zip inside a zip is not opened
+    for code, paths in cases.items():
+        for path in paths:
+            work = tmp_path / f"w-{path.stem}"
+            with pytest.raises(GisError) as err:
+                imports.unpack(path, work, _limits())
+            assert err.value.code == code and err.value.status == 422, (path.name, err.value.code)
+            assert not list(work.rglob("*.geojson")) and not list(work.rglob("dk.shp"))
 
 
 def test_cli_land_import_dry_run_import_and_rollback(ctx, tmp_path):
