@@ -66,6 +66,9 @@ NATIONAL_ALIASES = {"CBFMC": "contractor_name", "CBFDBXM": "contractor_name", "D
                     "HTMJ": "contract_area_mu", "HTZMJ": "contract_area_mu", "SCMJ": "measured_area_mu",
                     "CBQXQ": "contract_start", "CBQXZ": "contract_end", "SFJBNT": "is_basic_farmland",
                     "XZYT": "current_use", "DYZT": "mortgage_status", "LZZT": "transfer_status"}
+# 是否基本农田 SFJBNT: NY/T 2539 codes 1 (是) / 2 (否), and the words and flags other tools write.
+YES_NO = {"1": True, "2": False, "是": True, "否": False, "y": True, "n": False, "yes": True, "no": False,
+          "true": True, "false": False, "t": True, "f": False, "0": False}
 # Shapefile field names are cut to 10 characters: "contract_a" stands for contract_area_mu when unambiguous.
 SHAPEFILE_NAME_LEN = 10
 _CODE_TOKEN = re.compile(r"\b([A-Z]{3,8})$")
@@ -412,6 +415,23 @@ def _located_county(geoms_m: np.ndarray, counties: gpd.GeoDataFrame | None) -> n
     return adcode
 
 
+def _yes_no(values: np.ndarray) -> tuple[pd.api.extensions.ExtensionArray, list]:
+    """(booleans, [(index, value) not understood]); empty stays empty."""
+    out, unknown = [], []
+    for i, v in enumerate(values):
+        if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+            out.append(None)
+            continue
+        key = str(v).strip().lower()
+        key = key[:-2] if key.endswith(".0") else key  # a code read as a number (1.0)
+        if key in YES_NO:
+            out.append(YES_NO[key])
+        else:
+            out.append(None)
+            unknown.append((i, v))
+    return pd.array(out, dtype="boolean"), unknown  # positional: the frame may have any index
+
+
 def validate(frame: gpd.GeoDataFrame, layer: LayerDef, rules, counties: gpd.GeoDataFrame | None,
              report: Report) -> gpd.GeoDataFrame:
     """The frame conformed to the layer (EPSG:4490), with every finding in the report."""
@@ -424,6 +444,10 @@ def validate(frame: gpd.GeoDataFrame, layer: LayerDef, rules, counties: gpd.GeoD
     data = pd.DataFrame({name: frame[src].to_numpy() for name, src in mapping.items()}, index=frame.index)
     dkbm = data["dkbm"].astype(object).map(lambda v: None if v is None or v != v else str(v).strip()).to_numpy()
     labels = np.array([d or f"#{i + 1}" for i, d in enumerate(dkbm)], dtype=object)
+    if "is_basic_farmland" in data:
+        data["is_basic_farmland"], unknown = _yes_no(data["is_basic_farmland"].to_numpy())
+        report.add("error", "bad_sfjbnt", "是否基本农田 SFJBNT 不是 1（是）/2（否）", "SFJBNT is neither 1 (yes) nor 2 (no)",
+                   [f"{labels[i]}：{shown(str(v), 20)}" for i, v in unknown])
     geoms = _as_polygons(np.asarray(frame.geometry.values, dtype=object),
                          rules.value("import_repair_max_change_pct") / 100, report, labels)
     metric = gpd.GeoSeries(geoms, crs=frame.crs).to_crs(crs_mod.METRIC_CRS).values

@@ -128,6 +128,26 @@ def test_lying_cpg_and_gb18030_names(ctx, tmp_path):
     assert imports.read_source(tmp_path / "gb18030" / "dk.shp", encoding)["CBFMC"].iloc[0] == "㐀张三丰"
 
 
+def test_national_sfjbnt_codes_are_read_as_yes_no(ctx, tmp_path):
+    """NY/T 2539 writes 是否基本农田 as the code 1 (是) / 2 (否): such a file imports with True/False, and a value
+    that is no such code is an error in the report (it made the whole import a bare bad_field_value before)."""
+    plots = ctx.store.read_frame(ctx.catalog.get("plots"))
+    frame = national_frame(plots, "EPSG:4548")
+    truth = [i % 3 == 0 for i in range(len(frame))]
+    frame["SFJBNT"] = ["1" if t else "2" for t in truth]
+    frame.to_file(tmp_path / "codes.gpkg")
+    result = imports.run_import(ctx, tmp_path / "codes.gpkg", dry_run=False)
+    assert result["report"]["ok"], result["report"]["errors"]
+    assert ctx.store.read_frame(ctx.catalog.get("plots"))["is_basic_farmland"].tolist() == truth
+    frame["SFJBNT"] = ["是", "否", "Y", "N", "true", "0"] * (len(frame) // 6) + ["1"] * (len(frame) % 6)
+    frame.loc[4, "SFJBNT"] = "也许"
+    frame.to_file(tmp_path / "words.gpkg")
+    with pytest.raises(imports.ImportRefused) as err:
+        imports.run_import(ctx, tmp_path / "words.gpkg", dry_run=False)
+    errors = err.value.result["report"]["errors"]
+    assert [e["code"] for e in errors] == ["bad_sfjbnt"] and errors[0]["count"] == 1
+
+
 def test_utf8_geojson_and_4548_geopackage(ctx, tmp_path):
     plots = ctx.store.read_frame(ctx.catalog.get("plots"))
     national_frame(plots, "EPSG:4490").to_file(tmp_path / "dk.geojson")
