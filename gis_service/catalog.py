@@ -20,6 +20,9 @@ ROLES = ("planner", "flood", "environment", "rural", "admin")
 FIELD_TYPES = ("string", "integer", "real", "boolean", "date", "datetime")
 GEOMETRY_TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon", "Raster")
 PERSONAL_KINDS = ("name", "id_number", "phone")
+# Masking kind given to every personal field for a caller without a key: no value at all (null in JSON, left out
+# of tiles and popups) — issue #9 §8 "without a key, plots come without persons".
+WITHHELD = "withheld"
 # Layer ids and field names are spliced into SQL (table and column names), so only plain identifiers pass.
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 RESERVED_FIELD_NAMES = ("fid", "geom", "geometry")  # the store's own columns
@@ -93,8 +96,11 @@ class LayerDef:
         return role is not None and (role == "admin" or role in self.personal_roles)
 
     def masked_fields(self, role: str | None) -> dict[str, str]:
-        """Personal field -> kind, for the fields this role must see masked (empty when entitled)."""
-        return {} if self.sees_personal(role) else {f.name: f.personal for f in self.personal_fields}
+        """Personal field -> masking kind for a role not entitled to clear values (empty when entitled): the
+        field's own kind (e.g. 张**) for a signed-in role, WITHHELD (no value at all) without a key (role None)."""
+        if self.sees_personal(role):
+            return {}
+        return {f.name: f.personal if role is not None else WITHHELD for f in self.personal_fields}
 
 
 def _require(data: dict, key: str, path: Path, kind=str):

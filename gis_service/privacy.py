@@ -7,11 +7,12 @@ import json
 import threading
 from pathlib import Path
 
-from .catalog import LayerDef
+from .catalog import WITHHELD, LayerDef
 
 
 def mask_value(kind: str, value):
-    if value is None:
+    """`value` masked as `kind` (a personal kind, or WITHHELD: no value at all, for callers without a key)."""
+    if value is None or kind == WITHHELD:
         return None
     text = str(value)
     if kind == "name":
@@ -31,6 +32,8 @@ def mask_sql(kind: str, column: str, dialect: str = "sqlite") -> str:
     """The same masking as mask_value, as an SQL expression (SQLite, or PostgreSQL with dialect="postgres"):
     unentitled queries never read clear values."""
     c = column
+    if kind == WITHHELD:
+        return "CAST(NULL AS text)"
     pg = dialect == "postgres"
     greatest = "greatest" if pg else "max"
 

@@ -33,7 +33,7 @@ from shapely.geometry import shape
 from shapely.ops import polylabel
 
 from .. import crs as crs_mod
-from ..catalog import Catalog, LayerDef
+from ..catalog import WITHHELD, Catalog, LayerDef
 from ..config import Settings
 from ..errors import not_found
 from ..privacy import mask_value
@@ -104,10 +104,13 @@ class Overlay:
     key: str = ""  # a stable id for the page's scripts (window.gisLayers) and label CSS classes
 
     @classmethod
-    def of_layer(cls, layer: LayerDef, title: str) -> "Overlay":
-        popup = layer.popup or tuple(f.name for f in layer.fields)[:8]
+    def of_layer(cls, layer: LayerDef, title: str, role: str | None) -> "Overlay":
+        """The layer's look; without a key (role None) its personal fields leave the popup, not only their values."""
+        withheld = {n for n, kind in layer.masked_fields(role).items() if kind == WITHHELD}
+        popup = [n for n in layer.popup or tuple(f.name for f in layer.fields)[:8] if n not in withheld]
         return cls(title=title, style=Style.parse(layer.style), popup=tuple((n, layer.field(n).label) for n in popup),
-                   label_field=layer.label_field, label_min_zoom=layer.label_min_zoom, key=layer.id)
+                   label_field=None if layer.label_field in withheld else layer.label_field,
+                   label_min_zoom=layer.label_min_zoom, key=layer.id)
 
 
 def _show(value) -> str:
@@ -588,7 +591,7 @@ class MapFactory:
         if self.standalone:
             self._add_catalog_layer(m, layer, role, show, base=False)
             return
-        overlay = Overlay.of_layer(layer, title or display_title(self.store, layer))
+        overlay = Overlay.of_layer(layer, title or display_title(self.store, layer), role)
         if style is not None:
             overlay = dataclasses.replace(overlay, style=Style.parse(style))
         names = [overlay.style.category_field] + ([outline[0]] if outline else [])
@@ -599,7 +602,7 @@ class MapFactory:
         m.gis_legend.add(overlay, _geometry_kind(layer.geometry))
 
     def _add_catalog_layer(self, m: folium.Map, layer: LayerDef, role: str | None, show: bool, base: bool) -> None:
-        overlay = Overlay.of_layer(layer, display_title(self.store, layer))
+        overlay = Overlay.of_layer(layer, display_title(self.store, layer), role)
         m.gis_legend.add(overlay, _geometry_kind(layer.geometry), base=base)
         total = self.store.count(layer)
         if total > EMBED_LIMIT and not self.standalone:
@@ -637,7 +640,7 @@ class MapFactory:
             lon, lat = crs_mod.gcj02_to_wgs84(np.array(bbox[0::2]), np.array(bbox[1::2]))
             bbox = (lon[0], lat[0], lon[1], lat[1])
         page = self.store.query(layer, FeatureQuery(bbox=bbox, limit=limit, masked=layer.masked_fields(role)))
-        overlay = Overlay.of_layer(layer, display_title(self.store, layer))
+        overlay = Overlay.of_layer(layer, display_title(self.store, layer), role)
         data = display_features(_page_frame(layer, page), overlay, self.settings)
         data["truncated"] = page.number_matched > limit
         return data

@@ -138,6 +138,16 @@ def test_roles_restricted_layers_and_personal_fields(server):
         assert m["properties"]["contractor_name"] == name[0] + "*" * (len(name) - 1)
         assert m["properties"]["contractor_id_number"] == ident[:4] + "**********" + ident[-4:]
         assert m["properties"]["contractor_phone"] == phone[:3] + "****" + phone[-4:]
+    # without a key: no person at all — every personal property null (issue #9 §8), the item too
+    personal = ("contractor_name", "contractor_id_number", "contractor_phone", "zjrxm", "dkdz", "dkxz", "dknz", "dkbz")
+    nobody = get(server, "/ogc/collections/plots/items", limit=5).json()["features"]
+    assert [f["id"] for f in nobody] == [f["id"] for f in rural]
+    assert all(f["properties"][k] is None for f in nobody for k in personal)
+    assert all(r["properties"]["contractor_name"] for r in rural)
+    item = get(server, f"/ogc/collections/plots/items/{nobody[0]['id']}").json()
+    assert all(item["properties"][k] is None for k in personal)
+    picked = get(server, "/ogc/collections/plots/items", properties="dkbm,contractor_name", limit=3).json()
+    assert all(f["properties"]["contractor_name"] is None for f in picked["features"])
     assert get(server, "/ogc/collections/plots/items", planner, contractor_name="张伟").status_code == 403
     assert get(server, "/ogc/collections/plots/items", planner, filter="contractor_name LIKE '张%'").status_code == 403
     assert get(server, "/ogc/collections/plots/items", planner, sortby="-contractor_phone").status_code == 403
@@ -259,13 +269,19 @@ def test_html_views_escape_and_link(server):
     assert httpx.get(server.url + "/ogc?f=html").headers["content-type"].startswith("text/html")
 
 
-def test_map_view_features_mask_for_anonymous_and_log_for_rural(server, catalog, store):
+def test_map_view_features_withhold_for_anonymous_mask_for_planner_and_log_for_rural(server, catalog, store):
     from gis_service.store import FeatureQuery
 
     c = store.query(catalog.get("plots"), FeatureQuery(limit=1)).geometries[0].centroid
     box = f"{c.x - 0.002},{c.y - 0.002},{c.x + 0.002},{c.y + 0.002}"
     anon = httpx.get(server.url + "/maps/api/plots/features", params={"bbox": box}).json()
-    assert anon["features"] and all("*" in f["properties"]["__popup"] for f in anon["features"])
+    # without a key no person at all (issue #9 §8): neither the name's row nor a masked value
+    assert anon["features"] and all("承包方代表姓名" not in f["properties"]["__popup"]
+                                    and "*" not in f["properties"]["__popup"] for f in anon["features"])
+    planner = httpx.get(server.url + "/maps/api/plots/features", params={"bbox": box},
+                        headers={"X-API-Key": server.key("planner")}).json()
+    assert planner["features"] and all("承包方代表姓名" in f["properties"]["__popup"] and "*" in f["properties"]["__popup"]
+                                       for f in planner["features"])
     rural = httpx.get(server.url + "/maps/api/plots/features", params={"bbox": box},
                       headers={"X-API-Key": server.key("rural")}).json()
     assert len(rural["features"]) == len(anon["features"])

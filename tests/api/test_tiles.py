@@ -467,7 +467,9 @@ def test_personal_fields_masked_unless_entitled_and_disclosures_logged(tiles_ser
     clear = dict(zip(tiles_server.frame["code"], tiles_server.frame["owner"]))
     log = tiles_server.var / "personal_data_access.log"
     before = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
-    for role in (None, "planner", "flood"):
+    anonymous = decode(get(tiles_server, path, None)[2])["parcels"]["features"]
+    assert anonymous and all("owner" not in f["properties"] and "code" in f["properties"] for f in anonymous)  # §8
+    for role in ("planner", "flood"):
         feats = decode(get(tiles_server, path, role)[2])["parcels"]["features"]
         for f in feats:
             assert f["properties"]["owner"] == mask_value("name", clear[f["properties"]["code"]])
@@ -639,7 +641,7 @@ def test_tiles_table_defaults_to_the_style_category_when_aggregating(tmp_path):
 # --- the repository's plots, on every store (GeoPackage and PostGIS) ------------------------------------------
 def test_plots_tiles_agree_with_items(server, catalog, store):
     """A zoom-14 tile holds exactly the plots an items query over the tile's buffered box returns, with the
-    same (masked) values; a zoom-10 tile's cells count every plot whose envelope centre lies in the tile."""
+    same values (masked for a planner, left out without a key); a zoom-10 tile's cells count every plot whose envelope centre lies in the tile."""
     first = httpx.get(f"{server.url}/ogc/collections/plots/items", params={"limit": 1}).json()["features"][0]
     lon, lat = shapely.geometry.shape(first["geometry"]).centroid.coords[0]
     z = 14
@@ -648,13 +650,17 @@ def test_plots_tiles_agree_with_items(server, catalog, store):
     pad = size * 64 / 4096
     x0, y1 = -HALF + col * size, HALF - row * size
     (lon0, lat0), (lon1, lat1) = _lonlat(x0 - pad, y1 - size - pad), _lonlat(x0 + size + pad, y1 + pad)
-    items = httpx.get(f"{server.url}/ogc/collections/plots/items",
+    planner = {"X-API-Key": server.key("planner")}
+    items = httpx.get(f"{server.url}/ogc/collections/plots/items", headers=planner,
                       params={"bbox": f"{lon0},{lat0},{lon1},{lat1}", "limit": 10000,
                               "properties": "dkbm,contractor_name,transfer_status"}).json()
     want = {f["properties"]["dkbm"]: f["properties"] for f in items["features"]}
-    body = httpx.get(f"{server.url}{tile_path('plots', z, col, row)}").content
+    body = httpx.get(f"{server.url}{tile_path('plots', z, col, row)}", headers=planner).content
     got = {f["properties"]["dkbm"]: f["properties"] for f in decode(body)["plots"]["features"]}
     assert set(got) == set(want) and want
+    anonymous = decode(httpx.get(f"{server.url}{tile_path('plots', z, col, row)}").content)["plots"]["features"]
+    assert {f["properties"]["dkbm"] for f in anonymous} == set(want)
+    assert not any("contractor_name" in f["properties"] for f in anonymous)  # without a key: no person (§8)
     for code, props in got.items():
         assert props["contractor_name"] is not None  # masked, not left out
         assert props["contractor_name"] == want[code]["contractor_name"]

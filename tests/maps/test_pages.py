@@ -67,7 +67,7 @@ def test_popup_values_are_escaped(catalog):
     frame = gpd.GeoDataFrame({f.name: ["x"] for f in layer.fields}, geometry=[shapely.Point(116.7, 39.5)],
                              crs="EPSG:4490")
     frame["name"] = '<img src=x onerror="alert(1)">'
-    data = display_features(frame, Overlay.of_layer(layer, layer.title_zh), Settings())
+    data = display_features(frame, Overlay.of_layer(layer, layer.title_zh, None), Settings())
     props = data["features"][0]["properties"]
     assert "<img" not in props["__popup"] and "&lt;img" in props["__popup"]
     assert props["__label"] == "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"
@@ -77,7 +77,7 @@ def test_gaode_basemap_shifts_overlays_into_gcj02(catalog):
     layer = catalog.get("heritage_sites")
     frame = gpd.GeoDataFrame({f.name: ["x"] for f in layer.fields}, geometry=[shapely.Point(116.7, 39.5)],
                              crs="EPSG:4490")
-    overlay = Overlay.of_layer(layer, layer.title_zh)
+    overlay = Overlay.of_layer(layer, layer.title_zh, None)
     plain = display_features(frame, overlay, Settings())["features"][0]["geometry"]["coordinates"]
     shifted = display_features(frame, overlay, Settings(basemap="gaode"))["features"][0]["geometry"]["coordinates"]
     assert plain == [116.7, 39.5]
@@ -85,7 +85,8 @@ def test_gaode_basemap_shifts_overlays_into_gcj02(catalog):
 
 
 def test_large_layer_loads_features_for_the_view(server, catalog, store):
-    """Plots (100 000) are not embedded: zoomed in, the page fetches the features in view, masked."""
+    """Plots (100 000) are not embedded: zoomed in, the page fetches the features in view, without persons for
+    an anonymous caller (issue #9 §8)."""
     from playwright.sync_api import sync_playwright
 
     first = store.query(catalog.get("plots"), FeatureQuery(limit=1))
@@ -102,7 +103,8 @@ def test_large_layer_loads_features_for_the_view(server, catalog, store):
         popup = page.evaluate("window.gisDynamicLayers.plots.getLayers()[0].getLayers()[0].feature.properties.__popup")
         page.screenshot(path=str(OUTPUT_DIR / "maps_layers_plots_zoomed.png"))
         browser.close()
-    assert "承包方代表姓名" in popup and "*" in popup  # anonymous: the contractor's name is masked
+    # anonymous: the plot without its contractor — neither the name's row nor a masked value
+    assert "地块编码" in popup and "承包方代表姓名" not in popup and "*" not in popup
 
 
 def test_tianditu_key_never_reaches_the_browser(catalog, store):
