@@ -655,6 +655,35 @@ def _strip_runs(selected_cm: np.ndarray, height: int, owner_cm: np.ndarray, rng,
     return np.cumsum(start) - 1
 
 
+def _nearest_village_in_county(counties: gpd.GeoDataFrame, rural: pd.DataFrame, rows, cols, shape, transform,
+                               sampling) -> tuple[np.ndarray, np.ndarray]:
+    """Per grid cell, the distance to and index of the nearest village of the county the cell lies in (-1 for
+    cells a county boundary touches or outside every county): a plot's FBFBM, from its village's code, then
+    begins with the adcode of the county its geometry lies in, as the register's own validation demands."""
+    touched = rasterize([(g, 1) for g in counties.geometry.values], shape, transform=transform, fill=0,
+                        dtype="uint8", all_touched=True, merge_alg=rasterio.enums.MergeAlg.add)
+    dist = np.full(shape, np.inf)
+    owner = np.full(shape, -1, dtype=np.int32)
+    for adcode, geom in zip(counties["adcode"].astype(int), counties.geometry.values):
+        mine = np.flatnonzero(rural["county_adcode"].to_numpy().astype(int) == adcode)
+        inside = rasterize([(geom, 1)], shape, transform=transform, fill=0, dtype="uint8", all_touched=True) == 1
+        inside &= touched == 1  # touched by this county only: wholly inside it
+        if not len(mine) or not inside.any():
+            continue
+        rr, cc = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+        r0, r1 = min(rr[0], rows[mine].min()), max(rr[-1], rows[mine].max()) + 1
+        c0, c1 = min(cc[0], cols[mine].min()), max(cc[-1], cols[mine].max()) + 1
+        seeds = np.ones((r1 - r0, c1 - c0), dtype=bool)
+        seeds[rows[mine] - r0, cols[mine] - c0] = False
+        d, (ir, ic) = ndimage.distance_transform_edt(seeds, sampling=sampling, return_indices=True)
+        index = np.full(seeds.shape, -1, dtype=np.int32)
+        index[rows[mine] - r0, cols[mine] - c0] = mine
+        win = inside[r0:r1, c0:c1]
+        dist[r0:r1, c0:c1][win] = d[win]
+        owner[r0:r1, c0:c1][win] = index[ir, ic][win]
+    return dist, owner
+
+
 def plots(base: Base, village_frame: gpd.GeoDataFrame, farmland, basic_farmland, n: int, rng,
           cell_w: float = 20.0, cell_h: float = 42.0) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """Strip fields of 1–5 亩 (1–4 cells of 20 m × 42 m along a column) on farmland, nearest to each village first.
@@ -673,13 +702,9 @@ def plots(base: Base, village_frame: gpd.GeoDataFrame, farmland, basic_farmland,
     vx, vy = rural.geometry.x.values, rural.geometry.y.values
     cols = ((vx - x0) / cell_w).astype(int)
     rows = ((y1 - vy) / cell_h).astype(int)
-    seeds = np.ones((height, width), dtype=bool)
-    seeds[rows, cols] = False
-    dist, (ir, ic) = ndimage.distance_transform_edt(seeds, sampling=(cell_h, cell_w), return_indices=True)
-    owner_grid = np.full((height, width), -1, dtype=np.int32)
-    owner_grid[rows, cols] = np.arange(len(rural))
-    owner = owner_grid[ir, ic]
-    del ir, ic, seeds
+    dist, owner = _nearest_village_in_county(base.counties, rural, rows, cols, (height, width), transform,
+                                             (cell_h, cell_w))
+    farm_mask &= owner >= 0  # cells wholly inside one county that has villages
     # Column-major order: a strip field runs north–south along one column.
     farm_cm = np.flatnonzero(farm_mask.T.ravel())
     dist_cm = dist.T.ravel()[farm_cm]

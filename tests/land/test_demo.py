@@ -76,3 +76,32 @@ def test_some_basic_farmland_under_trees_ponds_or_buildings(plots):
     basic = plots[plots["is_basic_farmland"] == 1]
     share = basic["current_use"].isin(["林木", "坑塘", "建筑"]).mean()
     assert 0.01 < share < 0.1
+
+
+def test_every_generated_plot_lies_in_the_county_of_its_fbfbm():
+    """Issue #9 §1: FBFBM begins with the county adcode and must match the county the plot lies in — the demo
+    generator satisfies its own import validation (the county of each plot's point on surface, as imports.py
+    locates it): plots are generated here from the built villages and farmland, near county boundaries too."""
+    import geopandas as gpd
+    import shapely
+
+    from gis_service import demo
+    from gis_service.config import REPO_ROOT
+    from gis_service.crs import METRIC_CRS
+
+    base = demo.load_base(REPO_ROOT / "layers")
+    villages = gpd.read_file(REPO_ROOT / "layers/canal/villages.gpkg", layer="villages").to_crs(METRIC_CRS)
+    lu = gpd.read_file(REPO_ROOT / "layers/land/land_use.gpkg", layer="land_use").to_crs(METRIC_CRS)
+    farmland = shapely.union_all(lu.loc[lu["class_name"].isin(["耕地", "永久基本农田"])].geometry.values)
+    basic = shapely.union_all(lu.loc[lu["is_basic_farmland"].astype(bool)].geometry.values)
+    made, _ = demo.plots(base, villages, farmland, basic, 40_000, np.random.default_rng([demo.SEED, 50]))
+    counties = base.counties.to_crs(made.crs)
+    tree = shapely.STRtree(np.asarray(counties.geometry.values))
+    pi, ci = tree.query(shapely.point_on_surface(made.geometry.values), predicate="within")
+    located = pd.Series(counties["adcode"].astype(int).astype(str).to_numpy()[ci], index=pi)
+    assert located.index.is_unique and len(located) == len(made)  # each plot in exactly one county
+    prefix = made["fbfbm"].str[:6].to_numpy()[located.index]
+    wrong = made.iloc[located.index[prefix != located.to_numpy()]]
+    assert wrong.empty, wrong[["dkbm", "fbfbm", "county_adcode"]].head()
+    assert (made["county_adcode"].astype(str) == made["fbfbm"].str[:6]).all()
+    assert made["county_adcode"].nunique() == len(counties)  # every county has plots
