@@ -3,8 +3,8 @@
 What counts as adjoining (rules ``land.boundary_tolerance_m``, ``land.boundary_min_share`` and
 ``land.boundary_features``): the *probe* of a plot's east side is the part of the plot shifted east by the
 tolerance that lies outside the plot itself — a strip as wide as the tolerance along the plot's east edge
-(for a rectangle exactly ``[maxx, maxx + tol] × [miny, maxy]``; for any other shape the part of its outline
-facing east). The neighbour on that side is the feature covering the largest part of the probe's *length*
+(for a rectangle exactly ``[maxx, maxx + tol] × [miny, maxy]``; for any other shape the strip outside the
+edges whose outward normal points within 45° of east, so that a turned plot's sides follow its own edges). The neighbour on that side is the feature covering the largest part of the probe's *length*
 (the extent of probe ∩ feature along the side over the probe's extent, so a neighbour beyond a 2 m ridge
 covers the whole side): another plot (named by its contractor, as NY/T 2539 records 四至), or a feature of
 the layers listed in ``land.boundary_features`` (ditches and rivers buffered to their width, built-up land,
@@ -143,8 +143,34 @@ def probes(geoms: np.ndarray, tolerance_m: float, direction: tuple[float, float]
     else:
         y0, y1 = y0 + dy, y0
     out[rect] = shapely.box(x0, y0, x1, y1)
-    other = geoms[~rect]
-    out[~rect] = shapely.difference(shapely.transform(other, lambda c: c + np.array([dx, dy])), other)
+    out[~rect] = _edge_probes(geoms[~rect], tolerance_m, direction)
+    return out
+
+
+def _edge_probes(geoms: np.ndarray, tolerance_m: float, direction: tuple[float, float]) -> np.ndarray:
+    """For shapes other than axis-aligned rectangles: the strip of width tolerance_m outside the edges of the
+    exterior ring whose outward normal lies within 45° of `direction` (a side is the edges facing it, so a plot
+    turned 30° has its short end as its north side, not the long edge facing east-north-east). An edge at
+    exactly 45° belongs to both sides. Polygons with no edge facing `direction` get an empty probe."""
+    out = np.full(len(geoms), shapely.Polygon(), dtype=object)
+    if not len(geoms):
+        return out
+    rings = shapely.get_exterior_ring(geoms)
+    rings = np.where(shapely.is_ccw(rings), rings, shapely.reverse(rings))  # counter-clockwise: outside on the right
+    coords, ring = shapely.get_coordinates(rings, return_index=True)
+    same = ring[1:] == ring[:-1]
+    p0, p1, of = coords[:-1][same], coords[1:][same], ring[:-1][same]
+    d = p1 - p0
+    length = np.hypot(d[:, 0], d[:, 1])
+    facing = (d[:, 1] * direction[0] - d[:, 0] * direction[1]) >= length * (np.sqrt(0.5) - 1e-9)
+    keep = facing & (length > 0)
+    if not keep.any():
+        return out
+    segs = shapely.linestrings(np.stack([p0[keep], p1[keep]], axis=1))
+    owners, index = np.unique(of[keep], return_inverse=True)
+    lines = shapely.multilinestrings(segs, indices=index)
+    strips = shapely.buffer(lines, -tolerance_m, single_sided=True, cap_style="flat", join_style="mitre")
+    out[owners] = shapely.difference(strips, geoms[owners])
     return out
 
 

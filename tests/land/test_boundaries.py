@@ -4,6 +4,7 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 import shapely
+import shapely.affinity
 
 from gis_service.crs import METRIC_CRS
 from gis_service.land import boundaries as b
@@ -61,6 +62,32 @@ def test_grid_neighbours_by_construction(skew):
             assert got[(key, "west")] == west, key
             assert got[(key, "south")] == south, key
             assert got[(key, "north")] == north, key  # 耕地 north of columns 1–2 is not a listed feature
+
+
+@pytest.mark.parametrize("angle", [-35.0, 15.0, 30.0, 40.0])
+def test_turned_grid_sides_follow_the_plots_own_edges(angle):
+    """Strip fields laid out along a road at an angle to the grid: a plot's north side is its short end facing
+    (roughly) north, so the neighbour there is the next plot of its column, east the next column — by
+    construction. Before, a plot turned 30° had its long edge facing east-north-east counted as its north side
+    (the east neighbour was reported north and south)."""
+    plots = grid(cols=3, rows=3)
+    plots["geometry"] = [shapely.affinity.rotate(g, angle, origin=(X0, Y0)) for g in plots.geometry]
+    got = table(b.compute(plots, [], tolerance_m=5.0, min_share=0.2))
+    P = lambda i, j: f"13102210100101{j}{i:04d}"  # noqa: E731
+    for i, j in ((1, 1), (0, 1), (1, 0)):
+        key = f"{j}{i:04d}"
+        assert got[(key, "north")][2] == P(i, j + 1), (key, angle)
+        assert got[(key, "east")][2] == P(i + 1, j), (key, angle)
+        assert got[(key, "west")][2] == (P(i - 1, j) if i else None), (key, angle)
+        assert got[(key, "south")][2] == (P(i, j - 1) if j else None), (key, angle)
+
+
+def test_a_plot_inside_a_hole_is_no_side_of_it():
+    outer = shapely.box(X0, Y0, X0 + 100, Y0 + 100).difference(shapely.box(X0 + 40, Y0 + 40, X0 + 60, Y0 + 60))
+    plots = gpd.GeoDataFrame({"dkbm": ["1310221010010100001", "1310221010010100002"], "contractor_name": ["甲", "乙"]},
+                             geometry=[outer, shapely.box(X0 + 41, Y0 + 41, X0 + 59, Y0 + 59)], crs=METRIC_CRS)
+    got = table(b.compute(plots, [], tolerance_m=5.0, min_share=0.0001))
+    assert {got[("00001", side)][0] for side in ("east", "west", "south", "north")} == {"其他"}
 
 
 def test_diagonal_and_distant_neighbours_do_not_count():
