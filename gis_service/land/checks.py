@@ -26,7 +26,8 @@ def _base(plots: pd.DataFrame, mask) -> pd.DataFrame:
 
 def area_mismatch(plots: pd.DataFrame, tolerance_pct: float) -> pd.DataFrame:
     """Plots whose measured area (SCMJ) differs from the contract area (HTMJ) by more than tolerance_pct of the
-    contract area (strictly); plots without a positive contract area are listed with reason contract_area_missing."""
+    contract area (strictly); plots without a positive contract area are listed with reason contract_area_missing,
+    those without a measured area with measured_area_missing."""
     contract = pd.to_numeric(plots["contract_area_mu"], errors="coerce").to_numpy(dtype=float)
     measured = pd.to_numeric(plots["measured_area_mu"], errors="coerce").to_numpy(dtype=float)
     missing = ~(contract > 0) | np.isnan(measured)
@@ -39,7 +40,8 @@ def area_mismatch(plots: pd.DataFrame, tolerance_pct: float) -> pd.DataFrame:
     out["measured_area_mu"] = measured[mask]
     out["difference_mu"] = np.round(measured[mask] - contract[mask], 2)
     out["difference_pct"] = np.where(missing[mask], np.nan, np.round(100 * rel[mask], 2))
-    out["reason"] = np.where(missing[mask], "contract_area_missing", "over_tolerance")
+    out["reason"] = np.where(~(contract[mask] > 0), "contract_area_missing",
+                             np.where(np.isnan(measured[mask]), "measured_area_missing", "over_tolerance"))
     return out
 
 

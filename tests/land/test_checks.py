@@ -23,6 +23,9 @@ def test_area_rule_is_a_strict_five_percent_of_the_contract_area():
     # exactly 5% (105 vs 100, 95 vs 100, 1.05 vs 1.00, 2.52 vs 2.40) is not "over 5%"; 5.01% and 6% are
     assert flagged == {"001": "over_tolerance", "003": "over_tolerance", "005": "over_tolerance",
                        "007": "contract_area_missing"}
+    missing = checks.area_mismatch(pd.DataFrame({"dkbm": ["a", "b", "c"], "contract_area_mu": [2.0, None, -1.0],
+                                                 "measured_area_mu": [None, 2.0, 2.0]}), 5)
+    assert missing["reason"].tolist() == ["measured_area_missing", "contract_area_missing", "contract_area_missing"]
     row = out.set_index("dkbm").loc["1310221010010100003"]
     assert row["difference_mu"] == -5.01 and row["difference_pct"] == 5.01
 
