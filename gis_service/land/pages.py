@@ -1,6 +1,7 @@
 """The land map /maps/land (issue #9 §10): every plot of the city from the vector tiles of the plots
-collection (OGC API – Tiles, WebMercatorQuad, drawn with Leaflet.VectorGrid from the local assets), styled by
-transfer and mortgage status; a click shows the plot card from GET /api/land/plots?at= (masked per the
+collection, drawn by the platform (MapFactory.add_vector_tiles: OGC API – Tiles, Leaflet.VectorGrid from the
+local assets, cells by the dominant transfer status and its share when zoomed out), styled by transfer
+status and outlined by mortgage status; a click shows the plot card from GET /api/land/plots?at= (masked per the
 caller's role by the API: the page never sees more than the API gives it); a village summary layer; a
 search box by plot code (GET /api/land/plots/{dkbm}).
 
@@ -17,9 +18,8 @@ from jinja2 import Template
 from ..auth import Principal
 from ..domains import DomainContext
 from ..maps.factory import APP_TITLE, MapFactory
-from .service import service_for
+from .service import PLOTS, service_for
 
-TILE_URL = "/ogc/collections/plots/tiles/WebMercatorQuad/{z}/{y}/{x}"
 AT_URL = "/api/land/plots"
 TRANSFER_COLORS = {"未流转": "#fee391", "出租": "#6baed6", "转包": "#3182bd", "入股": "#756bb1",
                    "互换": "#31a354", "代耕代种": "#74c476", "其他": "#969696"}
@@ -33,30 +33,14 @@ _CSS = """<style>
 </style>"""
 
 
-class _LandTiles(MacroElement):
+class _LandPanel(MacroElement):
     _template = Template("""
 {% macro script(this, kwargs) %}
 (function() {
   var map = {{ this._parent.get_name() }};
-  var TILE_URL = {{ this.tile_url|tojson }}, AT_URL = {{ this.at_url|tojson }};
-  var COLORS = {{ this.colors|tojson }}, MORTGAGE = {{ this.mortgage_color|tojson }};
+  var AT_URL = {{ this.at_url|tojson }}, MORTGAGE = {{ this.mortgage_color|tojson }};
   var add = window.gisEl;
-  var state = window.gisLand = {tilesLoaded: 0, tileErrors: 0, card: null, error: null};
-  function plotStyle(p) {
-    var fill = COLORS[p.transfer_status] || COLORS['未流转'];
-    var mort = p.mortgage_status === '抵押中';
-    return {fill: true, fillColor: fill, fillOpacity: 0.6, color: mort ? MORTGAGE : '#8c6d31', weight: mort ? 2 : 0.5};
-  }
-  function cellStyle(p) { return {fill: true, fillColor: '#fec44f', fillOpacity: 0.5, stroke: false}; }
-  var styles = {plots: plotStyle, plots_cells: cellStyle};
-  var grid = L.vectorGrid.protobuf(TILE_URL, {
-    vectorTileLayerStyles: styles, interactive: false, maxNativeZoom: 18, maxZoom: 20,
-    fetchOptions: {credentials: 'same-origin'}, attribution: '承包地块 (OGC API – Tiles)'
-  });
-  grid.on('tileload', function() { state.tilesLoaded += 1; });
-  grid.on('tileerror', function() { state.tileErrors += 1; });
-  grid.addTo(map);
-  state.grid = grid;
+  var state = window.gisLand = {card: null, error: null};
 
   // The panel: search by plot code, the card of the plot clicked or found.
   var Panel = L.Control.extend({options: {position: 'topright'}, onAdd: function() {
@@ -68,9 +52,6 @@ class _LandTiles(MacroElement):
   var input = add(panel, 'input'); input.id = 'gis-land-search'; input.placeholder = '19 位地块编码 DKBM'; input.maxLength = 19;
   var button = add(panel, 'button', '查询'); button.id = 'gis-land-search-button';
   var legend = add(panel, 'div', null, 'gis-land-legend');
-  Object.keys(COLORS).forEach(function(k) {
-    var row = add(legend, 'div'); var sw = add(row, 'span'); sw.style.background = COLORS[k]; add(row, 'span', k).style.width = 'auto';
-  });
   var mrow = add(legend, 'div'); var msw = add(mrow, 'span'); msw.style.border = '2px solid ' + MORTGAGE; add(mrow, 'span', '抵押中（红框）').style.width = 'auto';
   var box = add(panel, 'div'); box.id = 'gis-land-card';
   var highlight = L.layerGroup().addTo(map);
@@ -132,8 +113,7 @@ class _LandTiles(MacroElement):
 
     def __init__(self):
         super().__init__()
-        self.tile_url, self.at_url = TILE_URL, AT_URL
-        self.colors, self.mortgage_color = TRANSFER_COLORS, MORTGAGE_COLOR
+        self.at_url, self.mortgage_color = AT_URL, MORTGAGE_COLOR
 
 
 def _village_layer(ctx: DomainContext, factory: MapFactory, m: folium.Map) -> None:
@@ -171,5 +151,10 @@ def land_map(ctx: DomainContext, factory: MapFactory, who: Principal | None) -> 
     m.get_root().header.add_child(Element(_CSS), name="land_css")
     _village_layer(ctx, factory, m)
     if not factory.standalone:
-        _LandTiles().add_to(m)
+        layer = ctx.layer(PLOTS, who)
+        factory.add_vector_tiles(m, layer, who.role if who else None, popup=False,  # the card answers clicks
+                                 style={**layer.style, "weight": 1, "fill_opacity": 0.6,
+                                        "category_field": "transfer_status", "categories": TRANSFER_COLORS},
+                                 outline=("mortgage_status", {"抵押中": MORTGAGE_COLOR}))
+        _LandPanel().add_to(m)
     return factory.finish(m)

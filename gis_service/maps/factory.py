@@ -388,12 +388,13 @@ var {{ this.get_name() }} = (function() {
   styles[cfg.layer] = featureStyle;
   styles[cfg.cells] = cellStyle;
   var layer = L.vectorGrid.protobuf(cfg.url, {
-    rendererFactory: L.canvas.tile, interactive: true, vectorTileLayerStyles: styles,
+    rendererFactory: L.canvas.tile, interactive: cfg.click, vectorTileLayerStyles: styles,
     minZoom: cfg.min_zoom, maxNativeZoom: cfg.max_zoom, fetchOptions: {credentials: 'same-origin'}
   });
-  var state = {tiles: 0, key: cfg.key};
+  var state = {tiles: 0, errors: 0, key: cfg.key};
   layer.on('tileload', function() { state.tiles += 1; });
-  layer.on('click', function(e) {
+  layer.on('tileerror', function() { state.errors += 1; });
+  if (cfg.click) layer.on('click', function(e) {
     var p = (e.layer && e.layer.properties) || {}, box = document.createElement('div');
     box.className = 'gis-popup';
     var cells = Math.min(Math.round(map.getZoom()), cfg.max_zoom) < cfg.detail_zoom;
@@ -418,7 +419,7 @@ var {{ this.get_name() }} = (function() {
 """)
 
     def __init__(self, layer: LayerDef, overlay: Overlay, outline: tuple[str, Mapping[str, str]] | None, show: bool,
-                 gcj02: bool = False):
+                 gcj02: bool = False, click: bool = True):
         from .. import tiles  # the tile core (it builds on the OGC core, which the map pages do not need)
 
         super().__init__(name=html.escape(overlay.title), overlay=True, control=True, show=show)
@@ -441,6 +442,7 @@ var {{ this.get_name() }} = (function() {
             "outline_field": outline[0] if outline else None, "outline_categories": dict(outline[1]) if outline else {},
             "label_field": overlay.label_field if overlay.label_field in carried else None,
             "popup": [[n, label] for n, label in overlay.popup if n in carried], "cell_popup": cell_popup,
+            "click": click,
         }
 
 
@@ -580,12 +582,14 @@ class MapFactory:
 
     def add_vector_tiles(self, m: folium.Map, layer: LayerDef, role: str | None, style: Style | Mapping | None = None,
                          outline: tuple[str, Mapping[str, str]] | None = None, title: str | None = None,
-                         show: bool = True) -> None:
+                         show: bool = True, popup: bool = True) -> None:
         """A collection as vector tiles from /ogc/collections/{id}/tiles (any size: two million plots draw as
         fast as ten), styled by ``style`` (default: the layer's), optionally outlined by a second category
         (``outline=(field, {value: colour})``); a click shows the popup fields the tiles carry (masked by the
-        server for the signed-in role) or, zoomed out, the cell's count and dominant values. A layer the role
-        may not see is a 404. A self-contained export cannot fetch tiles: the layer is embedded instead."""
+        server for the signed-in role) or, zoomed out, the cell's count and dominant values — unless ``popup``
+        is False (a page that answers clicks itself); zoomed out, cells are filled with the dominant value's
+        colour, more opaque the larger its share. window.gisVectorTiles[key] counts tiles loaded and failed.
+        A layer the role may not see is a 404. A self-contained export cannot fetch tiles: the layer is embedded instead."""
         if not layer.can_see_layer(role):
             raise not_found(f"图层 {layer.id}", f"layer '{layer.id}'")
         if self.standalone:
@@ -598,7 +602,8 @@ class MapFactory:
         unknown = [n for n in names if n is not None and layer.field(n) is None]
         if unknown:
             raise ValueError(f"fields {unknown} are not in layer {layer.id}")
-        _VectorTileLayer(layer, overlay, outline, show, gcj02=self.settings.basemap == "gaode").add_to(m)
+        _VectorTileLayer(layer, overlay, outline, show, gcj02=self.settings.basemap == "gaode",
+                         click=popup).add_to(m)
         m.gis_legend.add(overlay, _geometry_kind(layer.geometry))
 
     def _add_catalog_layer(self, m: folium.Map, layer: LayerDef, role: str | None, show: bool, base: bool) -> None:

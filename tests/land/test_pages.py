@@ -10,9 +10,11 @@ import shapely
 from tests.maps.browser import MAP_JS, browser_page, feature_count, zoom_to
 
 HOSTILE = "<img src=x onerror=\"window.pwned=1\">"
+# the plots are the platform's vector-tile layer (MapFactory.add_vector_tiles), which counts its tiles
 WAIT_TILES = """async () => {
-    for (let i = 0; i < 200 && window.gisLand.tilesLoaded < 1; i++) await new Promise(r => setTimeout(r, 50));
-    return [window.gisLand.tilesLoaded, window.gisLand.tileErrors];
+    const s = window.gisVectorTiles.plots;
+    for (let i = 0; i < 200 && s.tiles < 1; i++) await new Promise(r => setTimeout(r, 50));
+    return [s.tiles, s.errors];
 }"""
 WAIT_CARD = """async (before) => {
     for (let i = 0; i < 200 && (window.gisLand.card === before && window.gisLand.error === null); i++)
@@ -47,6 +49,9 @@ def test_tiles_from_the_server_and_the_card_without_key(server, transferred_plot
         loaded, failed = page.evaluate(WAIT_TILES)
         assert loaded >= 1 and failed == 0
         assert any("/ogc/collections/plots/tiles/WebMercatorQuad/15/" in u for u in tile_urls)
+        # drawn by the platform's layer only: one VectorGrid on the page, styled by transfer status
+        html = page.content()
+        assert html.count("L.vectorGrid.protobuf(") == 1 and '"category_field": "transfer_status"' in html
         text = _click(page, p.x, p.y)
         assert transferred_plot["dkbm"] in text and "登录后按权限显示" in text
         assert "流转" in text and str(transferred_plot["measured_area_mu"]) in text
