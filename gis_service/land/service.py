@@ -63,10 +63,10 @@ class LandService:
         self.register = Register(path_in(ctx.settings.layers_dir))
         self.history = History(ctx.records)
         self._lock = threading.Lock()
-        self._index: tuple[str, Path] | None = None
         self._villages: dict = {}  # (version, day) -> DataFrame of per-village figures
         self._version: tuple[float, str] | None = None
         self._edited_table: tuple[tuple, pd.DataFrame] | None = None  # villages_as_of with edits applied
+        self._local = threading.local()  # one index connection per thread (made here: two first requests raced)
 
     # --- data versions and the index --------------------------------------------------------------
     def plots_layer(self, who: Principal | None = None):
@@ -98,9 +98,7 @@ class LandService:
         with self._lock:
             if not path.exists():
                 self._build_index(path)
-        local = getattr(self, "_local", None)
-        if local is None:
-            local = self._local = threading.local()
+        local = self._local
         cached = getattr(local, "conn", None)
         if cached is None or cached[0] != path:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
@@ -241,8 +239,8 @@ class LandService:
                             "phone": self.person("phone", household.get("phone"), who),
                             "members": household.get("members")} if persons and household else None),
             "transfer_status": transfers[0]["lzfs"] if transfers else "未流转",
-            "mortgage_status": "抵押中" if any(m["status"] not in ENDED for m in mortgages) else
-            ("已解除" if props.get("mortgage_status") == "已解除" else "未抵押"),
+            "mortgage_status": "抵押中" if any(self._active(m, day) for m in mortgages) else
+            ("已解除" if mortgages else "未抵押"),
             "transfers": transfers, "mortgages": mortgages,
             "as_of": day, "version": {"valid_from": v["valid_from"] if v else base_from,
                                       "valid_to": v["valid_to"] if v else (plot_versions[0]["valid_from"]
@@ -298,7 +296,10 @@ class LandService:
 
     @staticmethod
     def _active(row: dict, day: str) -> bool:
-        return row.get("start_date", "") <= day <= (row.get("end_date") or "9999") and row.get("status") not in ENDED
+        """In force on `day`: started, not past its end; a record ended (已解除/已终止) ended on its end date,
+        so before that date it was in force — the register read as of a past day shows it so."""
+        start, end = row.get("start_date", ""), row.get("end_date") or "9999"
+        return start <= day < end if row.get("status") in ENDED else start <= day <= end
 
     def transfers_of(self, dkbm: str, day: str, versions: list[dict]) -> list[dict]:
         base = self.register.rows("SELECT lzhtbm, cbhtbm, cbfbm, dkbm, transferee, lzfs, lzqx_years, start_date, "
@@ -313,6 +314,9 @@ class LandService:
         base = self.register.rows("SELECT dyid, dkbm, lzhtbm, borrower, lender, amount_wan, term_years, start_date, "
                                   "end_date, status, village_code FROM mortgages WHERE dkbm = ?", (dkbm,))
         rows = self._apply(base, versions, "mortgage", lambda r: f"{r['dyid']}|{r['dkbm']}", day)
+        for r in rows:  # the status as of `day`: a mortgage released later was in force then
+            if r.get("status") in ENDED and self._active(r, day):
+                r["status"] = "抵押中"
         return [r for r in rows if r.get("start_date", "") <= day]
 
     # --- map click, lists, search ---------------------------------------------------------------------
@@ -724,6 +728,10 @@ class LandService:
         base = {"entity": "base", "valid_from": props.get("contract_start"),
                 "valid_to": min((v["valid_from"] for v in versions), default=None),
                 "source": "register (layers/land)"}
+        shown = sorted({f for v in out if v["entity"] == "plot" for f in PLOT_PERSONAL
+                        if v["data"].get(f) not in BOUNDARY_WORDS + (None,) or
+                        any(x not in BOUNDARY_WORDS + (None,) for x in v["changes"].get(f, ()))})
+        self.log_full(who, PLOTS, shown, [props["dkbm"]], request)  # names in clear: logged like the card
         return {"dkbm": props["dkbm"], "base": base, "count": len(out), "versions": out}
 
 

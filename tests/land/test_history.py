@@ -135,3 +135,42 @@ def test_a_second_edit_on_one_day_supersedes_the_first_and_the_summary_follows(s
     mine = [(v["valid_from"], v["valid_to"], v["changes"]["contract_area_mu"]) for v in h["versions"] if v["entity"] == "plot"]
     assert mine == [("2024-02-02", "2024-02-02", [p["contract_area_mu"], 5.0]), ("2024-02-02", None, [5.0, 6.0])]
     assert call(server, "GET", f"/plots/{p['dkbm']}", role=None, params={"as_of": "2024-02-02"}).json()["contract_area_mu"] == 6.0
+
+
+def test_a_mortgage_released_later_was_in_force_during_its_term(server):
+    """as_of reads the register as it stood: a demo mortgage now 已解除 (its term over) was 抵押中 on a day
+    within its term — on the card, its row and the village's mortgaged plots; after its end it is not."""
+    reg = register_db()
+    dyid, start, end, village = reg.execute(
+        "SELECT dyid, start_date, end_date, village_code FROM mortgages WHERE status = '已解除' "
+        "AND end_date > start_date ORDER BY dyid LIMIT 1").fetchone()
+    plots = {r[0] for r in reg.execute("SELECT dkbm FROM mortgages WHERE dyid = ?", (dyid,))}
+    dkbm = min(plots)
+    during = call(server, "GET", f"/plots/{dkbm}", role=None, params={"as_of": start}).json()
+    assert during["mortgage_status"] == "抵押中"
+    assert [m["status"] for m in during["mortgages"] if m["dyid"] == dyid] == ["抵押中"]
+    summary = call(server, "GET", f"/villages/{village}/summary", role=None, params={"as_of": start}).json()
+    assert summary["mortgaged_plots"] >= len(plots) and summary["mortgage_amount_wan"] > 0
+    later = (dt.date.fromisoformat(end) + dt.timedelta(days=1)).isoformat()
+    others = reg.execute("SELECT count(*) FROM mortgages WHERE dkbm = ? AND dyid != ? AND start_date <= ? "
+                         "AND end_date >= ?", (dkbm, dyid, later, later)).fetchone()[0]
+    after = call(server, "GET", f"/plots/{dkbm}", role=None, params={"as_of": later}).json()
+    assert others or after["mortgage_status"] == "已解除"
+    assert [m["status"] for m in after["mortgages"] if m["dyid"] == dyid] == ["已解除"]
+
+
+def test_history_with_names_in_clear_is_logged_and_masked_for_others(server):
+    p = untransferred_plot(5)
+    name = "史测试"
+    r = call(server, "PATCH", f"/plots/{p['dkbm']}", json={"changes": {"zjrxm": name}, "valid_from": "2024-02-01"})
+    assert r.status_code == 200, r.text
+    before = len(server.access_entries())
+    clear = call(server, "GET", f"/plots/{p['dkbm']}/history")
+    assert clear.status_code == 200 and name in clear.text
+    new = server.access_entries()[before:]
+    assert [(e["who"], e["subjects"]) for e in new if "/history" in e["request"]] == [("test-rural", [p["dkbm"]])]
+    assert "zjrxm" in new[-1]["fields"]
+    for role in ("planner", None):
+        other = call(server, "GET", f"/plots/{p['dkbm']}/history", role=role)
+        assert other.status_code == 200 and name not in other.text
+    assert len(server.access_entries()) == before + 1  # masked views are no disclosure
