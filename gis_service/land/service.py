@@ -155,6 +155,8 @@ class LandService:
             return None
         d = dt.date.fromisoformat(end)
         years = int(self.value("extension_years"))
+        if d.year + years > dt.MAXYEAR:  # no such date (an edit refuses it; an imported register may hold it)
+            return None
         try:
             return d.replace(year=d.year + years).isoformat()
         except ValueError:  # 29 February into a common year: the 28th
@@ -639,6 +641,8 @@ class LandService:
         after = {**base, **clean}
         if after["cbqxz"] < after["cbqxq"]:
             raise bad_parameter("cbqxz", "承包期止早于承包期起", "the contract ends before it starts")
+        if after["cbqxz"] and self.extended_end(after["cbqxz"]) is None:
+            raise bad_parameter("cbqxz", "承包期止过晚，延包后日期无法表示", "the end is too late to be extended")
         day = parse_day(valid_from, "valid_from") if valid_from else today()
         return self.history.append("contract", cbhtbm, None, cbhtbm[:12], base, clean, day, who, reason)
 

@@ -95,6 +95,8 @@ def test_extension_of_29_february():
     assert svc.extended_end("2028-02-29") == "2058-02-28"
     assert svc.extended_end("2027-12-31") == "2057-12-31"
     assert svc.extended_end(None) is None
+    assert svc.extended_end("9969-12-31") == "9999-12-31"
+    assert svc.extended_end("9970-01-01") is None  # year 10000: no date, not a 500
 
 
 def test_expiring_villages_match_the_contract_end_years(server):

@@ -118,6 +118,10 @@ def test_contract_edit_moves_the_extended_end(server):
     old = call(server, "GET", f"/plots/{p['dkbm']}", role=None, params={"as_of": "2023-12-31"}).json()["contract"]
     assert old["cbqxz"] == p["contract_end"]
     assert call(server, "PATCH", f"/contracts/{p['cbhtbm']}", json={"changes": {"cbqxz": "1990-01-01"}}).status_code == 400
+    # an end whose +30 years has no date (year 10000) is refused, and the plot still reads
+    late = call(server, "PATCH", f"/contracts/{p['cbhtbm']}", json={"changes": {"cbqxz": "9990-01-01"}})
+    assert late.status_code == 400 and late.json()["code"] == "bad_parameter"
+    assert call(server, "GET", f"/plots/{p['dkbm']}", role=None).status_code == 200
     assert call(server, "PATCH", "/contracts/NOPE", json={"changes": {"cbqxz": "2030-01-01"}}).status_code == 404
 
 
