@@ -77,6 +77,14 @@ def main() -> None:
     boundaries.compare(part, one[["dkbm", "dkdz", "dkxz", "dknz", "dkbz"]], rules.value("boundary_kind_words"),
                        float(rules.value("boundary_dominant_share")))
     print(f"四至 of one county ({county}, {len(one):,} plots): {time.perf_counter() - t:.2f} s")
+    # the same plots turned 30° about the county's centre: no axis-aligned rectangles, every side from its edges
+    centre = one.geometry.union_all().centroid
+    turned = one.set_geometry(one.geometry.rotate(30, origin=centre))
+    t = time.perf_counter()
+    part = boundaries.compute(turned, [], float(rules.value("boundary_tolerance_m")),
+                              float(rules.value("boundary_min_share")))
+    print(f"四至 of that county turned 30° (edge strips, no features): {time.perf_counter() - t:.2f} s, "
+          f"{(part['neighbour_kind'] == boundaries.PLOT_KIND).mean():.1%} of sides with a plot")
     if args.import_dry_run:
         with tempfile.TemporaryDirectory() as tmp:
             shp = Path(tmp) / "dk.shp"
