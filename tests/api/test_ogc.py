@@ -205,7 +205,7 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_pa
         result = subprocess.run(
             [exe, "run", f"{server.url}/ogc/openapi", "--max-examples", "25", "--checks", "all",
              "--exclude-checks", "positive_data_acceptance,negative_data_rejection,ignored_auth,unsupported_method,missing_required_header",
-             "--request-timeout", "300", "--seed", "1", "--no-color", *only],
+             "--request-timeout", "300", "--max-response-time", "300", "--seed", "1", "--no-color", *only],
             capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
         refused = re.search(r"401 Unauthorized \(\d+ operations?\):\n((?:[ \t]+- .*\n)+)", result.stdout)
