@@ -91,7 +91,7 @@ def test_export_masks_for_unentitled_roles_and_logs_clear_disclosure(workspace):
     page = (out / "people-planner.html").read_text(encoding="utf-8")
     for _, name, id_number, phone, _ in PEOPLE:
         assert name not in page and id_number not in page and phone not in page
-    assert "张**" in page and "131002********1234" in page and "138****5678" in page
+    assert "张**" in page and "1310**********1234" in page and "138****5678" in page  # issue #9 §8 format
     assert "个人信息已脱敏" in page
     assert _log(log) == []  # nothing personal left the store in clear
 
