@@ -472,7 +472,10 @@ def _coerce(layer: LayerDef, f, series: pd.Series) -> pd.Series:
             fmt = "%Y-%m-%d" if f.type == "date" else "%Y-%m-%dT%H:%M:%S"
             return parsed.dt.strftime(fmt).astype(object).where(series.notna(), None)
         if f.type == "string":
-            return series.astype(object).where(series.notna(), None).map(lambda v: v if v is None else str(v))
+            values = series.astype(object).where(series.notna(), None)
+            if isinstance(series.dtype, pd.StringDtype):  # already text: no per-value conversion (millions of rows)
+                return values
+            return values.map(lambda v: v if v is None else str(v))
         return series.astype(_DTYPES[f.type])
     except (ValueError, TypeError) as exc:
         raise GisError("bad_field_value", f"图层 {layer.id} 字段 {f.name} 的值不是 {f.type} 类型",
