@@ -165,7 +165,8 @@ BOTH_STORES = ("tests/api/", "tests/flood/test_api.py", "tests/canal/test_api.py
 def pytest_generate_tests(metafunc):
     if "server" in metafunc.fixturenames:
         path = Path(str(metafunc.definition.fspath)).relative_to(REPO_ROOT).as_posix()
-        stores = STORES if path.startswith(BOTH_STORES) else STORES[:1]
+        both = path.startswith(BOTH_STORES) and not metafunc.definition.get_closest_marker("embedded_only")
+        stores = STORES if both else STORES[:1]
         metafunc.parametrize("server", stores, indirect=True, scope="session")
 
 

@@ -196,6 +196,7 @@ def test_crs_convert_endpoint_gcj02_to_wgs84(server):
     assert bad.status_code == 422 and "axes swapped" in bad.json()["message"]
 
 
+@pytest.mark.embedded_only  # the fuzzer tests the HTTP surface; the stores' parity is tests/pg's
 def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_path):
     """Reads with a planner's key: the fuzzer sends a credential of the documented security schemes (or an empty
     X-API-Key) on nearly every request, each a 401 without one. Writes without one, so it changes no layer."""

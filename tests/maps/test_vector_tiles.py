@@ -51,6 +51,8 @@ def click_at(page, lat: float, lon: float) -> str:
     page.wait_for_selector(".leaflet-popup-content .gis-popup", timeout=10_000)
     text = page.inner_text(".leaflet-popup-content")
     page.evaluate(f"() => {MAP_JS}.closePopup()")
+    # Leaflet fades a closed popup out before removing it: the next click must not read the old one
+    page.wait_for_selector(".leaflet-popup", state="detached", timeout=10_000)
     return text
 
 
