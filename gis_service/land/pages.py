@@ -79,7 +79,7 @@ class _LandPanel(MacroElement):
     if (c.contractor) { row(t, '证件号码', c.contractor.id_number); row(t, '联系电话', c.contractor.phone); }
     if (c.boundaries) { row(t, '四至（东西南北）', [c.boundaries.east, c.boundaries.west, c.boundaries.south, c.boundaries.north].join(' / ')); }
     row(t, '流转状态', c.transfer_status);
-    (c.transfers || []).forEach(function(x) { row(t, '流转', x.lzfs + '，' + x.transferee + '，' + x.start_date + '–' + x.end_date + (x.standard_form ? '（制式合同）' : '（口头/非制式）')); });
+    (c.transfers || []).forEach(function(x) { row(t, '流转', x.lzfs + '，' + (x.transferee || '（受让方不公开）') + '，' + x.start_date + '–' + x.end_date + (x.standard_form ? '（制式合同）' : '（口头/非制式）')); });
     row(t, '抵押状态', c.mortgage_status);
     (c.mortgages || []).forEach(function(x) { row(t, '抵押', x.lender + ' ' + x.amount_wan + ' 万元，' + x.start_date + '–' + x.end_date + '，' + x.status); });
     if (c.geometry) {

@@ -46,6 +46,9 @@ PLOT_EDITABLE = {"dkmc": str, "syqxz": str, "dklb": str, "tdlylx": str, "dldj": 
                  "current_use": str, "contract_area_mu": float, "dkdz": str, "dkxz": str, "dknz": str,
                  "dkbz": str, "zjrxm": str}
 PLOT_PERSONAL = ("dkdz", "dkxz", "dknz", "dkbz", "zjrxm")
+# The other party of a transfer or mortgage may be a natural person (a 种粮大户, a household borrowing on its
+# own plot): treated as a name, like the contractor's, whoever it is.
+PARTY_FIELDS = {"transfer": "transferee", "mortgage": "borrower"}
 CONTRACT_EDITABLE = {"cbqxq": str, "cbqxz": str, "htzmj": float, "cbfs": str}
 TRANSFER_FORMS = ("出租", "转包", "入股", "互换", "代耕代种", "其他")
 ENDED = ("已解除", "已终止")
@@ -172,6 +175,13 @@ class LandService:
             return None
         return value if self.entitled(who) else mask_value(kind, value)
 
+    def party(self, entity: str, row: dict, who: Principal | None) -> dict:
+        """A transfer or mortgage row with its natural-person party shown per the caller."""
+        field = PARTY_FIELDS.get(entity)
+        if field is None or field not in row:
+            return row
+        return dict(row, **{field: self.person("name", row[field], who)})
+
     def side(self, value, who):
         """A recorded 四至 side: a road/ditch/other as is, a neighbour's name as a person."""
         return value if value in BOUNDARY_WORDS else self.person("name", value, who)
@@ -243,7 +253,8 @@ class LandService:
             "transfer_status": transfers[0]["lzfs"] if transfers else "未流转",
             "mortgage_status": "抵押中" if any(self._active(m, day) for m in mortgages) else
             ("已解除" if mortgages else "未抵押"),
-            "transfers": transfers, "mortgages": mortgages,
+            "transfers": [self.party("transfer", t, who) for t in transfers],
+            "mortgages": [self.party("mortgage", m, who) for m in mortgages],
             "as_of": day, "version": {"valid_from": v["valid_from"] if v else base_from,
                                       "valid_to": v["valid_to"] if v else (plot_versions[0]["valid_from"]
                                                                            if plot_versions else None)},
@@ -254,7 +265,7 @@ class LandService:
     def log_card(self, who, cards: list[dict], request: str) -> None:
         if self.entitled(who):
             self.log_full(who, PLOTS, ["contractor_name", "contractor_id_number", "contractor_phone", "zjrxm",
-                                       "dkdz", "dkxz", "dknz", "dkbz"],
+                                       "dkdz", "dkxz", "dknz", "dkbz", *PARTY_FIELDS.values()],
                           [c["dkbm"] for c in cards], request)
 
     def household(self, cbfbm: str) -> dict:
@@ -718,6 +729,11 @@ class LandService:
         out = []
         for v in sorted(versions, key=lambda v: (v["valid_from"], v["id"])):
             data, changes = dict(v["data"]), dict(v["changes"])
+            if v["entity"] in PARTY_FIELDS:
+                field = PARTY_FIELDS[v["entity"]]
+                data = self.party(v["entity"], data, who)
+                if field in changes:
+                    changes[field] = [self.person("name", x, who) for x in changes[field]]
             if v["entity"] == "plot":
                 for f in PLOT_PERSONAL:
                     if f in data:

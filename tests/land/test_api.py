@@ -74,6 +74,20 @@ def test_plot_card_without_key_has_no_persons(server, transferred_plot, househol
     assert h["name"] not in r_text(c) and h["id_number"][-4:] not in r_text(c).replace(p["dkbm"], "")
 
 
+@pytest.mark.parametrize("role", [None, "planner", "rural"])
+def test_the_transferee_is_a_person_on_the_card(server, transferred_plot, role):
+    """The other party of a transfer may be a natural person: clear for rural, masked with another key, none
+    without one (values from the register file)."""
+    dkbm = transferred_plot["dkbm"]
+    today = dt.date.today().isoformat()
+    clear = {r[0] for r in register_db().execute(
+        "SELECT transferee FROM transfers WHERE dkbm = ? AND start_date <= ? AND end_date >= ?", (dkbm, today, today))}
+    shown = {t["transferee"] for t in get(server, f"/plots/{dkbm}", role).json()["transfers"]}
+    assert clear
+    want = {None: {None}, "planner": {n[0] + "*" * (len(n) - 1) for n in clear}, "rural": clear}[role]
+    assert shown == want
+
+
 def test_admin_sees_full(server, transferred_plot, household_of):
     c = get(server, f"/plots/{transferred_plot['dkbm']}", "admin").json()
     assert c["contractor"]["id_number"] == household_of(transferred_plot["cbfbm"])["id_number"]
