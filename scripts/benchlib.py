@@ -15,8 +15,8 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem / 1024 ** 2:.1f} GB RAM, Python {platform.python_version()}"
 
 
-def serve(prefix: str, **env_vars: str):
-    """`gis-service serve` on a free port with a fresh var directory (and env_vars, e.g. GIS_LAYERS_DIR);
+def serve(prefix: str, *args: str, **env_vars: str):
+    """`gis-service serve *args` on a free port with a fresh var directory (and env_vars, e.g. GIS_LAYERS_DIR);
     returns (process, url, var directory) once it answers."""
     import socket
     import subprocess
@@ -30,7 +30,7 @@ def serve(prefix: str, **env_vars: str):
         port = s.getsockname()[1]
     var = Path(tempfile.mkdtemp(prefix=prefix))
     env = dict(os.environ, GIS_VAR_DIR=str(var), GIS_HOST="127.0.0.1", GIS_PORT=str(port), **env_vars)
-    proc = subprocess.Popen([sys.executable, "-m", "gis_service.cli", "serve"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "gis_service.cli", "serve", *args], env=env,
                             cwd=Path(__file__).resolve().parents[1],
                             stdout=open(var / "server.log", "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
