@@ -232,14 +232,20 @@ def cmd_db(args) -> None:
         print(f"迁移 migrations {state['applied']} / latest {state['latest']}, pending {state['pending']}")
         for layer_id, origin, count in state["layers"]:
             print(f"  {layer_id:<24} {origin:<8} {count:>9}")
-    elif args.build:
-        written = pgload.build(url, Catalog.load(settings.layers_dir), args.plots)
-        print(f"已在数据库中构建 {len(written)} 个图层 built {len(written)} layers in the database")
     else:
-        loaded, seconds = pgload.timed(pgload.load, url, Catalog.load(settings.layers_dir), only=args.layer or None,
-                                       rules_file=settings.rules_override)
-        print(f"已载入 {len(loaded)} 个图层、{sum(loaded.values())} 个要素，用时 {seconds:.0f} 秒 "
-              f"loaded {len(loaded)} layers, {sum(loaded.values())} features in {seconds:.0f} s")
+        from .domains import load_into_database
+
+        if args.build:
+            written = pgload.build(url, Catalog.load(settings.layers_dir), args.plots)
+            print(f"已在数据库中构建 {len(written)} 个图层 built {len(written)} layers in the database")
+        else:
+            loaded, seconds = pgload.timed(pgload.load, url, Catalog.load(settings.layers_dir),
+                                           only=args.layer or None, rules_file=settings.rules_override)
+            print(f"已载入 {len(loaded)} 个图层、{sum(loaded.values())} 个要素，用时 {seconds:.0f} 秒 "
+                  f"loaded {len(loaded)} layers, {sum(loaded.values())} features in {seconds:.0f} s")
+        if not args.layer:  # `db load --layer X` copies those layers only
+            for line in load_into_database(settings, url):
+                print(line)
 
 
 class _LazyChoices:

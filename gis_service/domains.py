@@ -67,6 +67,9 @@ class Domain:
     # {layer id: the domain's subcommand that imports it}: layers whose import the domain does itself (with its
     # own validation, saved versions and history). The generic `gis-service import` refuses them.
     imports: dict[str, str] = field(default_factory=dict, hash=False)
+    # (Settings, psycopg.Connection) -> str | None: copies the domain's data that is not a catalog layer (the
+    # land register) into the database on `gis-service db load`; returns a line for the operator.
+    database_load: Callable | None = None
 
     def page(self, name: str) -> MapPage | None:
         return next((p for p in self.pages if p.name == name), None)
@@ -173,6 +176,15 @@ def map_builder(domains: list[Domain], domain_contexts: dict[str, DomainContext]
         return page.build(domain_contexts[domain.name], factory, Principal("cli", role) if role else None)
 
     return build
+
+
+def load_into_database(settings: Settings, url: str) -> list[str]:
+    """Every domain's non-layer data into the database (after `db load` copied the layers)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [line for d in discover() if d.database_load is not None
+                for line in [d.database_load(settings, conn)] if line]
 
 
 def refuse_domain_import(domains: list[Domain], layer_id: str) -> None:

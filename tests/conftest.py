@@ -134,9 +134,12 @@ def live_server(var_dir: Path, *args: str, database_url: str = ""):
 @pytest.fixture(scope="session")
 def pg_loaded(pg_url, catalog) -> str:
     """The session's database with every layer of the embedded store loaded (gis-service db load)."""
+    from gis_service.config import Settings
+    from gis_service.domains import load_into_database
     from gis_service.store import pgload
 
     pgload.load(pg_url, catalog, progress=False)
+    load_into_database(Settings.from_env(), pg_url)  # the land register (what `gis-service db load` does next)
     import psycopg
 
     with psycopg.connect(pg_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
@@ -159,7 +162,9 @@ STORES = ("embedded", "postgis")
 # zones, incidents, land edits) and the personal-data tests. Pages in Chromium and the rest use the embedded
 # store only, which keeps the added time to a few minutes.
 BOTH_STORES = ("tests/api/", "tests/flood/test_api.py", "tests/canal/test_api.py", "tests/canal/test_control_zones.py",
-               "tests/environment/test_api.py", "tests/land/test_api.py", "tests/land/test_personal_walk.py")
+               "tests/environment/test_api.py", "tests/land/test_api.py", "tests/land/test_personal_walk.py",
+               "tests/land/test_history.py", "tests/land/test_ops_api.py", "tests/admin/test_api.py",
+               "tests/flood/test_scenarios.py")
 
 
 def pytest_generate_tests(metafunc):

@@ -5,6 +5,13 @@ layers only, so the register is not a catalog layer; build-layers writes it toge
 (all or nothing: a temporary file renamed into place), and the server opens it **read-only**. Changes made
 through the API never touch it: they are versions in the record store (see history.py). A register whose
 ``origin`` is not ``demo`` (one day: an imported register) is never overwritten by build-layers.
+
+With the PostgreSQL store (GIS_DATABASE_URL) the register lives in the database, schema ``land_register``
+(``gis-service db load`` copies the file there in one transaction, with a new version token), so every
+instance on every machine reads the same register. Each instance reads it through a local read-only copy,
+``var/land/register-<version>.sqlite``, made once per version (``DatabaseRegister``): the register only
+changes by a load, and the plot cards and lists then cost a local index lookup (about 2 ms) rather than
+several database round trips; a new load is noticed within CHECK_S seconds.
 """
 
 from __future__ import annotations
@@ -13,10 +20,13 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+
+from ..errors import GisError
 
 FILE_NAME = "register.sqlite"
 MMAP_BYTES = 2**31
@@ -28,6 +38,11 @@ TABLES = {  # table: (primary key or None, indexed columns)
     "transfers": (None, ("dkbm", "lzhtbm", "cbfbm", "village_code")),
     "mortgages": (None, ("dkbm", "dyid", "village_code")),
 }
+DB_SCHEMA = "land_register"
+_DB_LOCK = "hashtext('land_register.load')"
+_TO_PG = {"INTEGER": "bigint", "REAL": "double precision"}  # anything else: text
+_FROM_PG = {"bigint": "INTEGER", "integer": "INTEGER", "double precision": "REAL"}
+COPY_ROWS = 50_000
 
 
 def path_in(layers_dir: Path) -> Path:
@@ -58,7 +73,7 @@ def write(path: Path, tables: dict[str, pd.DataFrame], origin_: str = "demo") ->
         conn = sqlite3.connect(tmp)
         conn.execute("PRAGMA journal_mode = OFF")
         conn.execute("PRAGMA synchronous = OFF")
-        for name, (key, indexes) in TABLES.items():
+        for name in TABLES:
             frame = tables[name].copy()
             if "village_code" not in frame.columns and "dkbm" in frame.columns:
                 frame["village_code"] = frame["dkbm"].str[:12]
@@ -66,18 +81,29 @@ def write(path: Path, tables: dict[str, pd.DataFrame], origin_: str = "demo") ->
                 if frame[col].dtype == bool:
                     frame[col] = frame[col].astype(int)
             frame.to_sql(name, conn, index=False, chunksize=100_000)
-            if key:
-                conn.execute(f'CREATE UNIQUE INDEX "{name}_{key}" ON "{name}" ("{key}")')
-            for col in indexes:
-                conn.execute(f'CREATE INDEX "{name}_{col}" ON "{name}" ("{col}")')
-        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-        conn.execute("INSERT INTO meta VALUES ('origin', ?)", (origin_,))
-        conn.commit()
-        conn.close()
+        _finish(conn, origin_)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _finish(conn: sqlite3.Connection, origin_: str) -> None:
+    """Index the tables, record the origin, commit and close (the file is then renamed into place)."""
+    for name, (key, indexes) in TABLES.items():
+        if key:
+            conn.execute(f'CREATE UNIQUE INDEX "{name}_{key}" ON "{name}" ("{key}")')
+        for col in indexes:
+            conn.execute(f'CREATE INDEX "{name}_{col}" ON "{name}" ("{col}")')
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    conn.execute("INSERT INTO meta VALUES ('origin', ?)", (origin_,))
+    conn.commit()
+    conn.close()
+
+
+def _missing(where_zh: str, where_en: str, fix: str) -> GisError:
+    return GisError("layer_not_built", f"{where_zh}没有土地登记簿，请先运行 {fix}",
+                    f"the land register is missing from {where_en}; run '{fix}'", 503)
 
 
 class Register:
@@ -89,6 +115,10 @@ class Register:
 
     def exists(self) -> bool:
         return self.path.exists()
+
+    def require(self) -> None:
+        if not self.exists():
+            raise _missing("图层目录", "the layers directory", "gis-service build-layers")
 
     def version(self) -> str:
         st = os.stat(self.path)
@@ -120,3 +150,136 @@ class Register:
     def frame(self, table: str, columns: str = "*") -> pd.DataFrame:
         with self.conn() as c:
             return pd.read_sql_query(f'SELECT {columns} FROM "{table}"', c)
+
+
+def load_into_database(conn, path: Path) -> str | None:
+    """Copy the register file into the database (schema land_register) in one transaction: readers see the
+    old register or the new one, never a part. Returns the new version token, or None when the database
+    holds a register its user imported and the file's is not (nothing overwrites an import)."""
+    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        file_origin = source.execute("SELECT value FROM meta WHERE key = 'origin'").fetchone()[0]
+        with conn.transaction():
+            conn.execute(f"SELECT pg_advisory_xact_lock({_DB_LOCK})")
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {DB_SCHEMA}")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {DB_SCHEMA}.meta (id integer PRIMARY KEY CHECK (id = 1), "
+                         "origin text NOT NULL, version text NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now())")
+            held = conn.execute(f"SELECT origin FROM {DB_SCHEMA}.meta").fetchone()
+            if held is not None and held[0] not in ("demo", file_origin):
+                return None
+            for name, (key, _) in TABLES.items():
+                columns = [(c[1], _TO_PG.get(c[2].upper(), "text"))
+                           for c in source.execute(f'PRAGMA table_info("{name}")').fetchall()]
+                conn.execute(f'DROP TABLE IF EXISTS {DB_SCHEMA}."{name}"')
+                conn.execute(f'CREATE TABLE {DB_SCHEMA}."{name}" ('
+                             + ", ".join(f'"{c}" {t}' for c, t in columns) + ")")
+                rows = source.execute(f'SELECT * FROM "{name}"')
+                with conn.cursor().copy(f'COPY {DB_SCHEMA}."{name}" FROM STDIN') as copy:
+                    while chunk := rows.fetchmany(COPY_ROWS):
+                        for row in chunk:
+                            copy.write_row(row)
+                if key:
+                    conn.execute(f'ALTER TABLE {DB_SCHEMA}."{name}" ADD UNIQUE ("{key}")')
+            version = uuid.uuid4().hex
+            conn.execute(f"INSERT INTO {DB_SCHEMA}.meta (id, origin, version) VALUES (1, %s, %s) ON CONFLICT (id) "
+                         "DO UPDATE SET origin = EXCLUDED.origin, version = EXCLUDED.version, loaded_at = now()",
+                         (file_origin, version))
+        return version
+    finally:
+        source.close()
+
+
+def database_load(settings, conn) -> str | None:
+    """`gis-service db load`: the layers directory's register into the database (the Domain hook)."""
+    path = path_in(settings.layers_dir)
+    if not path.exists():
+        return None
+    if load_into_database(conn, path) is None:
+        return "数据库中的土地登记簿为用户导入，未被覆盖 the database's land register was imported: kept"
+    return f"已载入土地登记簿 loaded the land register ({origin(path)})"
+
+
+class DatabaseRegister(Register):
+    """The register in the database, read through a local copy per version (see the module docstring)."""
+
+    def __init__(self, pool, cache_dir: Path):
+        self.pool, self.cache_dir = pool, Path(cache_dir)
+        self._local = threading.local()
+        self._copy_lock = threading.Lock()
+        self._checked: tuple[float, str | None] | None = None
+
+    def _db_version(self) -> str | None:
+        now = time.monotonic()
+        cached = self._checked
+        if cached is not None and now - cached[0] < CHECK_S:
+            return cached[1]
+        with self.pool.connection() as conn:
+            present = conn.execute(f"SELECT to_regclass('{DB_SCHEMA}.meta')").fetchone()[0]
+            row = conn.execute(f"SELECT version FROM {DB_SCHEMA}.meta").fetchone() if present else None
+        self._checked = (now, row[0] if row else None)
+        return self._checked[1]
+
+    def exists(self) -> bool:
+        return self._db_version() is not None
+
+    def require(self) -> None:
+        if not self.exists():
+            raise _missing("数据库中", "the database", "gis-service db load")
+
+    def version(self) -> str:
+        version = self._db_version()
+        if version is None:
+            self.require()
+        return version
+
+    @property
+    def path(self) -> Path:
+        """The local copy of the current version, made if missing (one thread copies; the others wait)."""
+        version = self.version()
+        path = self.cache_dir / f"register-{version}.sqlite"
+        if not path.exists():
+            with self._copy_lock:
+                if not path.exists():
+                    self._copy(version, path)
+        return path
+
+    def _copy(self, version: str, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for old in path.parent.glob("register-*.sqlite"):  # earlier versions
+            old.unlink(missing_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        out = sqlite3.connect(tmp)
+        try:
+            out.execute("PRAGMA journal_mode = OFF")
+            with self.pool.connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                held = conn.execute(f"SELECT origin, version FROM {DB_SCHEMA}.meta").fetchone()
+                if held[1] != version:  # reloaded meanwhile: copy the newer one next time
+                    raise GisError("register_reloaded", "土地登记簿正在重新载入，请重试",
+                                   "the land register was reloaded meanwhile; retry", 503)
+                for name in TABLES:
+                    columns = conn.execute(
+                        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s "
+                        "AND table_name = %s ORDER BY ordinal_position", (DB_SCHEMA, name)).fetchall()
+                    out.execute(f'CREATE TABLE "{name}" ('
+                                + ", ".join(f'"{c}" {_FROM_PG.get(t, "TEXT")}' for c, t in columns) + ")")
+                    marks = ", ".join("?" * len(columns))
+                    with conn.cursor(name=f"copy_{name}") as cur:
+                        cur.execute(f'SELECT * FROM {DB_SCHEMA}."{name}"')
+                        while chunk := cur.fetchmany(COPY_ROWS):
+                            out.executemany(f'INSERT INTO "{name}" VALUES ({marks})', chunk)
+            _finish(out, held[0])
+            os.replace(tmp, path)
+        finally:
+            out.close()
+            tmp.unlink(missing_ok=True)
+
+
+def open_register(settings) -> Register:
+    """The register where the settings put the data: the layers directory, or the database."""
+    if settings.database_url:
+        from ..store.postgis import shared_pool
+
+        return DatabaseRegister(shared_pool(settings.database_url), settings.var_dir / "land")
+    return Register(path_in(settings.layers_dir))

@@ -1,6 +1,6 @@
 """The land register service: plot cards, queries, roll-ups against the 2021 targets, edits with history.
 
-Reads: the ``plots`` layer through the Store, the register file (register.py) read-only, and versions from
+Reads: the ``plots`` layer through the Store, the register (register.py: the file, or the database's through a local copy)
 the record store (history.py). For speed with two million plots a per-data-version index
 (``var/land/index-<version>.sqlite``: dkbm → fid and the attributes the lists and summaries need) is built
 once per plots/register version and reused across restarts; village figures are computed once per
@@ -32,7 +32,7 @@ from ..store import FeatureQuery, GeoPackageStore
 from ..store.scan import scan_chunks
 from . import codes
 from .history import History, parse_day, today
-from .register import MMAP_BYTES, Register, path_in
+from .register import MMAP_BYTES, open_register
 
 log = logging.getLogger("gis_service")
 PLOTS = "plots"
@@ -63,7 +63,7 @@ class LandService:
     def __init__(self, ctx):
         self.ctx = ctx
         self.rules = ctx.rules
-        self.register = Register(path_in(ctx.settings.layers_dir))
+        self.register = open_register(ctx.settings)
         self.history = History(ctx.records)
         self._lock = threading.Lock()
         self._villages: dict = {}  # (version, day) -> DataFrame of per-village figures
@@ -75,11 +75,6 @@ class LandService:
     def plots_layer(self, who: Principal | None = None):
         return self.ctx.layer(PLOTS, who)
 
-    def _require_register(self) -> None:
-        if not self.register.exists():
-            raise GisError("layer_not_built", "土地登记簿 register.sqlite 不存在，请先运行 gis-service build-layers",
-                           "the land register (register.sqlite) is missing; run 'gis-service build-layers'", 503)
-
     def data_version(self) -> str:
         """Changes when the plots layer or the register file is replaced (checked at most every
         VERSION_CHECK_S seconds: a request makes several reads, not several file checks)."""
@@ -87,7 +82,7 @@ class LandService:
         cached = self._version
         if cached is not None and now - cached[0] < VERSION_CHECK_S:
             return cached[1]
-        self._require_register()
+        self.register.require()
         layer = self.plots_layer()
         raw = f"{self.ctx.store.version(layer)}|{self.register.version()}"
         version = hashlib.sha1(raw.encode()).hexdigest()[:16]
