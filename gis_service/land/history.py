@@ -92,10 +92,14 @@ class History:
         return versions[0]["valid_from"] if versions else None
 
     def append(self, entity: str, key: str, dkbm: str | None, village_code: str, base: dict | None, changes: dict,
-               valid_from: str, who, reason: str | None) -> dict:
-        """A new version of the record: base (the record as it is now) with `changes`, valid from valid_from."""
+               valid_from: str, who, reason: str | None, if_new: GisError | None = None) -> dict:
+        """A new version of the record: base (the record as it is now) with `changes`, valid from valid_from.
+        if_new: the record is being created, and this error is raised if it has a version already (checked in
+        the write transaction: two instances creating the same record at once make one, the other gets it)."""
         with self.records.transaction() as tx:
             prior = tx.find(VERSIONS, {"entity": entity, "key": key}, order_by=(("valid_from", True), ("id", True)))
+            if prior and if_new is not None:
+                raise if_new
             current = prior[-1] if prior else None
             if current is not None and valid_from < current["valid_from"]:
                 raise GisError("history_conflict", f"生效日期 {valid_from} 早于该记录最新版本的生效日期 {current['valid_from']}",

@@ -109,6 +109,8 @@ def _missing(where_zh: str, where_en: str, fix: str) -> GisError:
 class Register:
     """Read-only access to the register file; one connection per thread, reopened when the file is replaced."""
 
+    source = "register (layers/land)"  # where a record's base version comes from, as plot histories say
+
     def __init__(self, path: Path):
         self.path = Path(path)
         self._local = threading.local()
@@ -201,6 +203,8 @@ def database_load(settings, conn) -> str | None:
 
 class DatabaseRegister(Register):
     """The register in the database, read through a local copy per version (see the module docstring)."""
+
+    source = f"register (database schema {DB_SCHEMA})"
 
     def __init__(self, pool, cache_dir: Path):
         self.pool, self.cache_dir = pool, Path(cache_dir)

@@ -663,12 +663,12 @@ class LandService:
                 reason: str | None) -> dict:
         """A record created through the API: its first version, valid from its start date."""
         key = f"{ident}|{props['dkbm']}"
-        if self.history.versions(entity, key) or self.register.rows(
-                f"SELECT 1 FROM {table} WHERE {id_col} = ? AND dkbm = ?", (ident, props["dkbm"])):
-            raise GisError("duplicate_record", f"{ident} 已登记地块 {props['dkbm']}",
-                           f"{ident} already has plot {props['dkbm']}", 409)
+        duplicate = GisError("duplicate_record", f"{ident} 已登记地块 {props['dkbm']}",
+                             f"{ident} already has plot {props['dkbm']}", 409)
+        if self.register.rows(f"SELECT 1 FROM {table} WHERE {id_col} = ? AND dkbm = ?", (ident, props["dkbm"])):
+            raise duplicate
         return self.history.append(entity, key, props["dkbm"], props["village_code"], {}, data, data["start_date"],
-                                   who, reason)
+                                   who, reason, if_new=duplicate)
 
     def _close(self, entity: str, table: str, id_col: str, ident: str, dkbm: str, date: str, status: str,
                reason: str | None, who) -> dict:
@@ -742,7 +742,7 @@ class LandService:
                         "author": v["author"] if who is not None else None})
         base = {"entity": "base", "valid_from": props.get("contract_start"),
                 "valid_to": min((v["valid_from"] for v in versions), default=None),
-                "source": "register (layers/land)"}
+                "source": self.register.source}
         shown = sorted({f for v in out if v["entity"] == "plot" for f in PLOT_PERSONAL
                         if v["data"].get(f) not in BOUNDARY_WORDS + (None,) or
                         any(x not in BOUNDARY_WORDS + (None,) for x in v["changes"].get(f, ()))})

@@ -1,6 +1,7 @@
-"""Two service processes over one PostGIS database (issue #10): concurrent flood reports and control-zone
-edits sent to both — nothing lost, nothing duplicated, both answer the same state; a third process killed
-while it writes loses nothing it had acknowledged."""
+"""Two service processes over one PostGIS database (issue #10): concurrent flood reports, land edits and
+control-zone edits sent to both — nothing lost, nothing duplicated, both answer the same state; a third
+process killed while it writes loses nothing it had acknowledged. The processes share no file: each has its
+own var directory, and their layers directory has no land register (they read the database's)."""
 
 import datetime as dt
 import os
@@ -14,7 +15,9 @@ import httpx
 import pytest
 import shapely.geometry
 
+from gis_service.config import REPO_ROOT
 from tests.conftest import LiveServer, fresh_database, live_server
+from tests.land.conftest import plots_db
 
 LON, LAT = 116.70, 39.50
 
@@ -24,13 +27,30 @@ def database(pg_loaded):
     return fresh_database(pg_loaded, "two_instances")
 
 
+def layers_without_register(root):
+    """The layer definitions and files, linked, minus the land register file: the database holds it."""
+    for source in (REPO_ROOT / "layers").rglob("*"):
+        target = root / source.relative_to(REPO_ROOT / "layers")
+        if source.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif source.name != "register.sqlite":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source)
+    return root
+
+
 @pytest.fixture(scope="module")
 def pair(database, tmp_path_factory):
     """Two servers, each with its own var directory (nothing shared on disk), over one database."""
-    with live_server(tmp_path_factory.mktemp("a"), database_url=database) as (_, url_a), \
-            live_server(tmp_path_factory.mktemp("b"), database_url=database) as (_, url_b):
-        a = LiveServer(url_a, tmp_path_factory.mktemp("a-client"), database)
-        yield a, LiveServer(url_b, a.var_dir, database)  # one key store: a key made for A works on B
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GIS_LAYERS_DIR", str(layers_without_register(tmp_path_factory.mktemp("layers"))))
+    try:
+        with live_server(tmp_path_factory.mktemp("a"), database_url=database) as (_, url_a), \
+                live_server(tmp_path_factory.mktemp("b"), database_url=database) as (_, url_b):
+            a = LiveServer(url_a, tmp_path_factory.mktemp("a-client"), database)
+            yield a, LiveServer(url_b, a.var_dir, database)  # one key store: a key made for A works on B
+    finally:
+        mp.undo()
 
 
 def ago(minutes: float) -> str:
@@ -137,10 +157,90 @@ def test_concurrent_control_zone_edits_on_two_instances(pair):
     assert shapely.geometry.shape(moved["geometry"]).bounds[1] == pytest.approx(LAT + 0.01, abs=1e-6)
 
 
-def test_killing_an_instance_mid_write_loses_nothing_it_acknowledged(pair, database, tmp_path):
+def land(server, method, key, path, **kwargs):
+    return httpx.request(method, f"{server.url}/api/land{path}", headers={"X-API-Key": key}, timeout=120, **kwargs)
+
+
+def village_plots(n: int) -> list[str]:
+    """n plots of the first village that has that many (read from the layer file, not through the service)."""
+    conn = plots_db()
+    try:
+        village = conn.execute("SELECT village_code FROM plots GROUP BY village_code HAVING count(*) >= ? "
+                               "ORDER BY village_code LIMIT 1", (n,)).fetchone()[0]
+        return [r[0] for r in conn.execute("SELECT dkbm FROM plots WHERE village_code = ? ORDER BY dkbm LIMIT ?",
+                                           (village, n))]
+    finally:
+        conn.close()
+
+
+def test_concurrent_land_edits_on_two_instances_are_all_kept_once_and_both_agree(pair):
+    a, b = pair
+    key = a.key("rural")
+    plots = village_plots(4)
+    village = plots[0][:12]
+    day = dt.datetime.now(dt.timezone.utc).date().isoformat()  # the service's today
+    before = land(a, "GET", key, f"/villages/{village}/summary").json()
+    names = {dkbm: [f"并发{dkbm[-3:]}-{i}" for i in range(10)] for dkbm in plots}
+    edits = [(a if i % 2 else b, dkbm, name) for dkbm in plots for i, name in enumerate(names[dkbm])]
+    transfers = [{"dkbm": plots[i % 4], "lzhtbm": f"LZ-TWO-{uuid.uuid4().hex[:8]}", "transferee": f"受让方{i}",
+                  "lzfs": "出租", "start_date": day, "end_date": "2030-12-31", "lzmj": 0.5, "standard_form": i % 2 == 0}
+                 for i in range(12)]
+    # every new transfer sent to both instances at once (a user double-submitting through two browsers)
+    jobs = [("PATCH", server, f"/plots/{dkbm}", {"changes": {"dkmc": name}, "valid_from": day})
+            for server, dkbm, name in edits]
+    jobs += [("POST", server, "/transfers", body) for body in transfers for server in (a, b)]
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda job: land(job[1], job[0], key, job[2], json=job[3]), jobs))
+    edit_answers, transfer_answers = answers[:len(edits)], answers[len(edits):]
+    assert [r.status_code for r in edit_answers] == [200] * len(edits), [r.text for r in edit_answers][:3]
+    for i in range(len(transfers)):  # one of each pair made it, the other was told it exists
+        pair_codes = sorted(r.status_code for r in transfer_answers[2 * i:2 * i + 2])
+        assert pair_codes == [201, 409], [r.text for r in transfer_answers[2 * i:2 * i + 2]]
+    for dkbm in plots:
+        seen = [land(s, "GET", key, f"/plots/{dkbm}/history").json() for s in (a, b)]
+        assert seen[0] == seen[1]
+        versions = [v for v in seen[0]["versions"] if v["entity"] == "plot"]
+        assert sorted(v["data"]["dkmc"] for v in versions) == sorted(names[dkbm])  # each edit once
+        current = [v for v in versions if v["valid_to"] is None]
+        assert len(current) == 1  # the others were closed by the one after them
+        cards = [land(s, "GET", key, f"/plots/{dkbm}").json() for s in (a, b)]
+        assert cards[0]["dkmc"] == cards[1]["dkmc"] == current[0]["data"]["dkmc"]
+        made = [v["key"].split("|")[0] for v in seen[0]["versions"] if v["entity"] == "transfer"]
+        assert sorted(made) == sorted(t["lzhtbm"] for t in transfers if t["dkbm"] == dkbm)
+    after = [land(s, "GET", key, f"/villages/{village}/summary").json() for s in (a, b)]
+    assert after[0] == after[1]
+    assert after[0]["transfer_contracts"] == before["transfer_contracts"] + len(transfers)
+    assert after[0]["transferred_area_mu"] == pytest.approx(before["transferred_area_mu"] + 0.5 * len(transfers),
+                                                            abs=0.011)
+
+
+def report_writer(c, key, point, i):
+    body = {"report_id": uuid.uuid4().hex, "point_id": point, "depth_cm": 10.0 + i % 20,
+            "observed_at": ago(60 - i * 0.01), "reporter": "断电测试"}
+    return body["report_id"], lambda: post_report(c, key, body).status_code == 201
+
+
+def edit_writer(c, key, dkbm, i):
+    name = f"断电{uuid.uuid4().hex[:10]}"
+    return name, lambda: land(c, "PATCH", key, f"/plots/{dkbm}", json={"changes": {"dkmc": name}}).status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["flood report", "land edit"])
+def test_killing_an_instance_mid_write_loses_nothing_it_acknowledged(pair, database, tmp_path, kind):
     a, _ = pair
-    key = a.key("flood")
-    point = point_ids(a, key, "WL-", 4)[0]
+    if kind == "flood report":
+        key = a.key("flood")
+        target, make = point_ids(a, key, "WL-", 4)[0], report_writer
+
+        def stored():
+            return [r["report_id"] for r in history(a, key, target)["reports"]]
+    else:
+        key = a.key("rural")
+        target, make = village_plots(5)[4], edit_writer
+
+        def stored():
+            versions = land(a, "GET", key, f"/plots/{target}/history").json()["versions"]
+            return [v["data"]["dkmc"] for v in versions if v["entity"] == "plot" and v["data"]["dkmc"].startswith("断电")]
     acknowledged: list[str] = []
     sent: list[str] = []
     with live_server(tmp_path, database_url=database) as (proc, url):
@@ -150,15 +250,14 @@ def test_killing_an_instance_mid_write_loses_nothing_it_acknowledged(pair, datab
         def writer():
             i = 0
             while not stop.is_set():
-                body = {"report_id": uuid.uuid4().hex, "point_id": point, "depth_cm": 10.0 + i % 20,
-                        "observed_at": ago(60 - i * 0.01), "reporter": "断电测试"}
-                sent.append(body["report_id"])
+                ident, send = make(c, key, target, i)
+                sent.append(ident)
                 try:
-                    r = post_report(c, key, body)
+                    ok = send()
                 except httpx.HTTPError:
                     return  # the process is gone
-                if r.status_code == 201:
-                    acknowledged.append(body["report_id"])
+                if ok:
+                    acknowledged.append(ident)
                 i += 1
 
         threads = [threading.Thread(target=writer) for _ in range(4)]
@@ -173,6 +272,6 @@ def test_killing_an_instance_mid_write_loses_nothing_it_acknowledged(pair, datab
         for t in threads:
             t.join(60)
     assert len(acknowledged) >= 40
-    ids = [r["report_id"] for r in history(a, key, point)["reports"]]
-    assert set(acknowledged) <= set(ids)  # every acknowledged report committed
+    ids = stored()
+    assert set(acknowledged) <= set(ids)  # every acknowledged write committed
     assert len(ids) == len(set(ids)) and set(ids) <= set(sent)  # nothing twice, nothing invented
