@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from ..auth import Principal
 from ..domains import Domain, DomainContext, MapPage
 from ..maps.factory import MapFactory
+from ..store import rules_override_location
 from . import html_pages
 from .deps import ERROR_RESPONSES, Services, principal, services, session_ended
 
@@ -47,7 +48,7 @@ rules_router = APIRouter(tags=["规则 Rules"], responses=ERROR_RESPONSES)
 
 @rules_router.get("/api/rules", summary="现行规则及其出处 Rules in force with their sources")
 def rules_in_force(svc: Services = Depends(services)):
-    return {"override_file": svc.settings.rules_override.name, "rules": [r.as_dict() for r in svc.rules]}
+    return {"override_location": rules_override_location(svc.settings), "rules": [r.as_dict() for r in svc.rules]}
 
 
 @rules_router.get("/maps/rules", responses=HTML, summary="规则一览（中文）Rules page")
@@ -59,7 +60,7 @@ def rules_page(svc: Services = Depends(services)):
         rows.append(f"<tr><td>{escape(r.domain)}</td><td>{escape(r.title_zh)}<br><small>{escape(r.key)}</small></td>"
                     f"<td>{escape(value)}</td><td>{status}</td><td>{escape(r.citation())}</td></tr>")
     body = ("<p>每条规则的取值、依据的文件条款（原文行号）或本系统设定的理由。本地修改见 "
-            f"服务器数据目录中的 <code>{escape(svc.settings.rules_override.name)}</code>。</p>"
+            f"<code>{escape(rules_override_location(svc.settings))}</code>。</p>"
             "<table><tr><th>领域</th><th>规则</th><th>取值</th><th>性质</th><th>出处</th></tr>"
             + "".join(rows) + "</table>")
     return HTMLResponse(html_pages.page("现行规则及出处", body))

@@ -32,6 +32,13 @@ def open_record_store(settings) -> RecordStore:
     return SQLiteRecordStore(settings.var_dir / "records.sqlite")
 
 
+def rules_override_location(settings) -> str:
+    """Where an operator changes the local rule values, as /api/rules and /maps/rules tell them."""
+    if getattr(settings, "database_url", ""):
+        return "数据库表 gis.rules_override（编辑 var/rules.local.toml 后运行 gis-service db rules）"
+    return f"var/{settings.rules_override.name}"
+
+
 def open_rules(settings):
     """The rules in force: the rule files plus the local overrides — var/rules.local.toml, or with the database
     selected the overrides stored there (``gis-service db load`` / ``db rules``), so every instance agrees."""

@@ -66,6 +66,9 @@ def test_rules_and_keys_stored_through_the_cli_are_what_every_instance_uses(pg_l
         assert rules.status_code == 200
         refresh = next(r for r in rules.json()["rules"] if r["id"] == "status_refresh_s" and r["domain"] == "flood")
         assert refresh["value"] == 45 and refresh["overridden"] is True
+        assert "gis.rules_override" in rules.json()["override_location"]  # not a file of this instance
+        page = httpx.get(server + "/maps/rules", timeout=30).text
+        assert "gis.rules_override" in page and "rules.local.toml</code>" not in page
     assert not (elsewhere / "keys.sqlite").exists() and not (elsewhere / "rules.local.toml").exists()
     (editor / "rules.local.toml").unlink()
     cli("db", "rules", url=url, var_dir=editor)  # no local file: the database's overrides are removed
