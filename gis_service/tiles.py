@@ -21,6 +21,11 @@ Geometry: EPSG:4490 lon/lat → spherical Web Mercator (EPSG:3857) by formula, v
 geometries become ragged coordinate arrays (shapely.to_ragged_array), rings are deduplicated and oriented
 (exterior clockwise in tile coordinates, i.e. positive surveyor's area with y down), commands and zigzag
 deltas are built for all features at once and written as varints in one pass.
+
+A store that encodes tiles itself (a ``mvt`` method: store.postgis, with ST_AsMVTGeom / ST_AsMVT in one
+statement) makes the feature tiles instead, from the same selection (``_selection``: buffered box, pixel
+filter, max_features) with the same extent, buffer, clipping, simplification, feature ids, properties and
+value types; the Python path stays for the other stores, for GCJ-02 tiles and for the cells.
 """
 
 from __future__ import annotations
@@ -337,17 +342,43 @@ def tile(ctx: Context, collection_id: str, tms_id: str, z: str, y: str, x: str, 
 
 
 def _feature_tile(ctx: Context, layer: LayerDef, box: TileBox, columns: list[str], masked) -> tuple[bytes, int]:
+    """A tile of features: encoded by the store when it can (store.postgis: ST_AsMVT, in one statement), else
+    in Python from a scan. GCJ-02 tiles are encoded in Python on every store: the shift (crs.wgs84_to_gcj02,
+    a trigonometric series per vertex) has no PostGIS function."""
+    encode = None if box.gcj02 else getattr(ctx.store, "mvt", None)
+    if encode is None:
+        return _python_tile(ctx, layer, box, columns, masked)
+    query, min_size, most = _selection(layer, box)
+    got = encode(layer, (box.z, box.x, box.y), query, columns, masked, min_size, most, extent=EXTENT, buffer=BUFFER,
+                 simplify=(SIMPLIFY_ABOVE, SIMPLIFY_UNITS))
+    if got is None:
+        raise _too_dense(most)
+    return got
+
+
+def _selection(layer: LayerDef, box: TileBox) -> tuple[tuple, tuple[float, float] | None, int]:
+    """What a feature tile holds, on every path: the features whose envelope meets the buffered tile (lon/lat)
+    and, for lines and polygons, is at least a pixel wide or high; at most max_features of them."""
     query = box.lonlat_bounds(BUFFER)
     min_size = None
     if _GEOMETRY_DIMENSION[layer.geometry] > 0:  # a pixel, in degrees, at the tile's latitude
         pixel = 360.0 / 2**box.z / TILE_PIXELS
         min_size = (pixel, pixel * math.cos(math.radians((query[1] + query[3]) / 2)))
-    most = tile_def(layer).max_features
+    return query, min_size, tile_def(layer).max_features
+
+
+def _too_dense(most: int) -> GisError:
+    return GisError("tile_too_dense", f"该瓦片超过 {most} 个要素，请放大地图（或在图层的 [tiles] 表设置 detail_zoom 汇总显示）",
+                    f"this tile holds more than {most} features: zoom in (or give the layer's [tiles] table a "
+                    f"detail_zoom, for aggregated cells)", 422)
+
+
+def _python_tile(ctx: Context, layer: LayerDef, box: TileBox, columns: list[str], masked) -> tuple[bytes, int]:
+    """A tile of features encoded here (numpy) from the store's scan."""
+    query, min_size, most = _selection(layer, box)
     found = scan(ctx.store, layer, query, columns, masked, geometry=True, min_size=min_size, limit=most)
     if len(found) > most:
-        raise GisError("tile_too_dense", f"该瓦片超过 {most} 个要素，请放大地图（或在图层的 [tiles] 表设置 detail_zoom 汇总显示）",
-                       f"this tile holds more than {most} features: zoom in (or give the layer's [tiles] table a "
-                       f"detail_zoom, for aggregated cells)", 422)
+        raise _too_dense(most)
     if not len(found):
         return b"", 0
     geoms = shapely.from_wkb(found.wkb)
@@ -670,8 +701,8 @@ def _value_bytes(value) -> bytes:
         body = b"\x0a" + _varint(len(text)) + text
     elif isinstance(value, bool):
         body = b"\x38" + (b"\x01" if value else b"\x00")
-    elif isinstance(value, int):
-        body = b"\x30" + _varint((value << 1) ^ (value >> 63))  # sint_value
+    elif isinstance(value, int):  # as PostGIS's ST_AsMVT writes them: uint_value, sint_value if negative
+        body = b"\x28" + _varint(value) if value >= 0 else b"\x30" + _varint((value << 1) ^ (value >> 63))
     elif isinstance(value, float):
         body = b"\x19" + np.float64(value).tobytes()  # double_value (little-endian)
     else:

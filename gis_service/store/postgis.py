@@ -15,8 +15,10 @@ Reads are single statements over a connection pool (autocommit, no transaction r
 prepares each statement text on its first use per connection and reuses it. Filters run in the database:
 bbox and S_* predicates as PostGIS predicates the GiST index answers, CQL2 through ``cql2.Translator`` in
 the PostgreSQL dialect, personal fields masked in the SELECT list (``privacy.mask_sql``), so clear values
-never leave the database for a caller not entitled. A write loads a new table (COPY) and swaps it in with
-the metadata in one transaction: readers see the old data or the new, never a mix.
+never leave the database for a caller not entitled. Vector tiles of features are encoded by PostGIS
+(``mvt``: ST_AsMVTGeom and ST_AsMVT in one prepared statement per layer and masking). A write loads a new
+table (COPY) and swaps it in with the metadata in one transaction: readers see the old data or the new,
+never a mix.
 
 Rasters (the DEM) stay files beside their definitions, as in the embedded store.
 """
@@ -34,6 +36,7 @@ import pandas as pd
 import psycopg
 import shapely
 from psycopg import sql as pgsql
+from psycopg.types.numeric import Int4
 from psycopg_pool import ConnectionPool
 
 from ..catalog import LayerDef
@@ -219,18 +222,12 @@ class PostGISStore:
         masked = masked or {}
         exprs = []
         for c in columns:
-            value = mask_sql(masked[c], f't."{c}"', dialect="postgres") if c in masked else f't."{c}"'
+            value = _value_sql(c, masked)
             exprs.append(f"({value})::int" if layer.field(c).type == "boolean" else value)
         select = ["t.fid", "ST_XMin(t.geom)", "ST_YMin(t.geom)", "ST_XMax(t.geom)", "ST_YMax(t.geom)"]
         select += (["ST_AsBinary(t.geom)"] if geometry else []) + exprs
-        where, params = [], []
-        if bbox is not None:
-            where.append(f"t.geom && ST_MakeEnvelope(%s, %s, %s, %s, {SRID})")
-            params += [float(v) for v in bbox]
-        if min_size is not None:
-            where.append("(ST_XMax(t.geom) - ST_XMin(t.geom) >= %s OR ST_YMax(t.geom) - ST_YMin(t.geom) >= %s)")
-            params += [float(v) for v in min_size]
-        sql = f"SELECT {', '.join(select)} FROM {table(layer.id)} t WHERE {' AND '.join(where) or 'TRUE'}"
+        where, params = _scan_where(bbox, min_size)
+        sql = f"SELECT {', '.join(select)} FROM {table(layer.id)} t WHERE {where}"
         if limit is not None:  # one more than the caller accepts: enough to know it is too many
             sql += f" LIMIT {int(limit) + 1}"
         first = 6 if geometry else 5
@@ -244,6 +241,29 @@ class PostGISStore:
                     yield Scan(np.asarray(cols[0], dtype=np.int64), np.column_stack(cols[1:5]).astype(np.float64),
                                [bytes(b) for b in cols[5]] if geometry else None,
                                {c: list(v) for c, v in zip(columns, cols[first:])})
+
+    def mvt(self, layer: LayerDef, tile: tuple[int, int, int], bbox, columns=(), masked=None,
+            min_size: tuple[float, float] | None = None, limit: int | None = None, *, extent: int, buffer: int,
+            simplify: tuple[int, float]) -> tuple[bytes, int] | None:
+        """One Mapbox vector tile (one layer, named after the layer) computed by PostGIS in one statement (the
+        WebMercatorQuad tile (z, x, y) of ST_TileEnvelope; ST_AsMVTGeom, ST_AsMVT): the features scan_chunks
+        would read for bbox and min_size, their fids as feature ids, the columns as properties (personal
+        fields masked in SQL; booleans as booleans), geometries clipped to buffer units around the extent and
+        — those with more than simplify[0] vertices after clipping — simplified by simplify[1] units
+        (Douglas–Peucker preserving topology), as the Python encoder does. Returns (bytes, features drawn),
+        (b"", 0) for an empty tile, or None when more than limit features meet the tile (nothing encoded)."""
+        sql = _mvt_sql(layer, tuple(columns), tuple(sorted((masked or {}).items())), min_size is not None,
+                       limit, extent, buffer, simplify[0])
+        where_params = _scan_where(bbox, min_size)[1]
+        z, x, y = (Int4(v) for v in tile)  # one parameter type whatever the value: one prepared statement
+        with self.pool.connection() as conn, conn.cursor(binary=True) as cur:
+            try:
+                matched, data, count = cur.execute(sql, [z, x, y, float(simplify[1])] + where_params).fetchone()
+            except psycopg.errors.UndefinedTable:
+                raise _not_built(layer) from None
+        if limit is not None and matched > limit:
+            return None
+        return (bytes(data) if count else b""), int(count)
 
     # --- filtering -----------------------------------------------------------------------------------
     def _where(self, layer: LayerDef, q: FeatureQuery) -> tuple[str, list]:
@@ -304,16 +324,64 @@ def _frame_column(ftype: str, series: pd.Series) -> pd.Series:
     return series.astype("str")
 
 
+def _value_sql(name: str, masked: dict[str, str]) -> str:
+    """A field of t as read by a caller: masked in SQL (privacy.mask_sql) when the field is in masked."""
+    value = f't."{name}"'
+    return mask_sql(masked[name], value, dialect="postgres") if name in masked else value
+
+
+def _scan_where(bbox, min_size) -> tuple[str, list]:
+    """Envelope meets bbox (the GiST index) and, with min_size, is at least that wide or that high."""
+    where, params = [], []
+    if bbox is not None:
+        where.append(f"t.geom && ST_MakeEnvelope(%s, %s, %s, %s, {SRID})")
+        params += [float(v) for v in bbox]
+    if min_size is not None:
+        where.append("(ST_XMax(t.geom) - ST_XMin(t.geom) >= %s OR ST_YMax(t.geom) - ST_YMin(t.geom) >= %s)")
+        params += [float(v) for v in min_size]
+    return (" AND ".join(where) or "TRUE"), params
+
+
+@lru_cache(maxsize=256)
+def _mvt_sql(layer: LayerDef, columns: tuple[str, ...], masked: tuple[tuple[str, str], ...], min_size: bool,
+             limit: int | None, extent: int, buffer: int, simplify_above: int) -> str:
+    """The tile statement (one text per layer, fields and masking: psycopg prepares it once per connection).
+    Parameters: z, x, y, the simplification tolerance in tile units, then _scan_where's.
+
+    ``hit``: the features the Python path would scan (at most limit + 1); the tile is encoded only when there
+    are at most limit of them. Per feature, in EPSG:3857: geometries with more than simplify_above vertices
+    or reaching beyond the buffered tile are clipped to it (ST_ClipByBox2D, GEOS's clip by rectangle, as
+    shapely.clip_by_rect), then simplified if still over simplify_above vertices (ST_SimplifyPreserveTopology,
+    GEOS's TopologyPreservingSimplifier, as shapely.simplify); ST_AsMVTGeom then places them in tile units."""
+    kinds = dict(masked)
+    values = "".join(f', {_value_sql(name, kinds)} AS "{name}"' for name in columns)
+    props = "".join(f', h."{name}"' for name in columns)
+    where = _scan_where((0, 0, 0, 0), (0, 0) if min_size else None)[0]
+    cap = f" LIMIT {int(limit) + 1}" if limit is not None else ""
+    gate = f"WHERE (SELECT count(*) FROM hit) <= {int(limit)}" if limit is not None else ""
+    return (
+        f"WITH e AS MATERIALIZED (SELECT ST_TileEnvelope(%s, %s, %s) AS env), "
+        f"b AS MATERIALIZED (SELECT e.env, ST_Expand(e.env, (ST_XMax(e.env) - ST_XMin(e.env)) * {buffer} / {extent}) "
+        f"AS clip, (ST_XMax(e.env) - ST_XMin(e.env)) * %s / {extent} AS tol FROM e), "
+        f"hit AS MATERIALIZED (SELECT t.fid, t.geom{values} FROM {table(layer.id)} t WHERE {where}{cap}) "
+        f"SELECT (SELECT count(*) FROM hit), "
+        f"ST_AsMVT(f, {_literal(layer.id)}, {extent}, 'geom', 'fid'), count(*) FROM ("
+        f"SELECT h.fid, ST_AsMVTGeom(CASE WHEN ST_NPoints(p.g) > {simplify_above} OR NOT p.g @ b.clip THEN "
+        f"(SELECT CASE WHEN ST_NPoints(c) > {simplify_above} THEN ST_SimplifyPreserveTopology(c, b.tol) ELSE c END "
+        f"FROM ST_ClipByBox2D(p.g, b.clip) c) ELSE p.g END, b.env, {extent}, {buffer}, true) AS geom{props} "
+        f"FROM b, hit h CROSS JOIN LATERAL (SELECT ST_Transform(h.geom, 3857) AS g) p {gate}) f "
+        f"WHERE f.geom IS NOT NULL")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 @lru_cache(maxsize=256)
 def _select(layer: LayerDef, columns: tuple[str, ...], masked: tuple[tuple[str, str], ...]) -> str:
     """fid, ISO WKB, GeoJSON geometry text and the properties as one JSON object built by PostgreSQL."""
     kinds = dict(masked)
-    values = []
-    for name in columns:
-        value = f't."{name}"'
-        if name in kinds:
-            value = mask_sql(kinds[name], value, dialect="postgres")
-        values.append(f'{value} AS "{name}"')
+    values = [f'{_value_sql(name, kinds)} AS "{name}"' for name in columns]
     props = f"(SELECT row_to_json(p)::text FROM (SELECT {', '.join(values)}) p)" if values else "'{}'"
     return f"t.fid, ST_AsBinary(t.geom), t.geojson, {props}"
 
