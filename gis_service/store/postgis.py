@@ -352,7 +352,9 @@ def _mvt_sql(layer: LayerDef, columns: tuple[str, ...], masked: tuple[tuple[str,
     are at most limit of them. Per feature, in EPSG:3857: geometries with more than simplify_above vertices
     or reaching beyond the buffered tile are clipped to it (ST_ClipByBox2D, GEOS's clip by rectangle, as
     shapely.clip_by_rect), then simplified if still over simplify_above vertices (ST_SimplifyPreserveTopology,
-    GEOS's TopologyPreservingSimplifier, as shapely.simplify); ST_AsMVTGeom then places them in tile units."""
+    GEOS's TopologyPreservingSimplifier, as shapely.simplify); ST_AsMVTGeom then places them in tile units.
+    The two OFFSET 0 keep PostgreSQL from inlining the subqueries, which computed ST_Transform three times and
+    ST_AsMVTGeom twice per feature (a z14 tile of 1 700 plots: 25 ms, 15 ms with them)."""
     kinds = dict(masked)
     values = "".join(f', {_value_sql(name, kinds)} AS "{name}"' for name in columns)
     props = "".join(f', h."{name}"' for name in columns)
@@ -369,7 +371,7 @@ def _mvt_sql(layer: LayerDef, columns: tuple[str, ...], masked: tuple[tuple[str,
         f"SELECT h.fid, ST_AsMVTGeom(CASE WHEN ST_NPoints(p.g) > {simplify_above} OR NOT p.g @ b.clip THEN "
         f"(SELECT CASE WHEN ST_NPoints(c) > {simplify_above} THEN ST_SimplifyPreserveTopology(c, b.tol) ELSE c END "
         f"FROM ST_ClipByBox2D(p.g, b.clip) c) ELSE p.g END, b.env, {extent}, {buffer}, true) AS geom{props} "
-        f"FROM b, hit h CROSS JOIN LATERAL (SELECT ST_Transform(h.geom, 3857) AS g) p {gate}) f "
+        f"FROM b, hit h CROSS JOIN LATERAL (SELECT ST_Transform(h.geom, 3857) AS g OFFSET 0) p {gate} OFFSET 0) f "
         f"WHERE f.geom IS NOT NULL")
 
 
