@@ -24,10 +24,13 @@ Steps, each refusing bad input with a 4xx GisError {code, message}:
    ``var/land_imports/plots/`` first (``land.import_keep_versions`` kept), then the layer is replaced through
    ``Store.write`` (a temporary file swapped in: all or nothing) with origin ``imported`` — build-layers never
    overwrites it. ``rollback`` restores the newest saved version (and drops it, so a second rollback goes one
-   further back). One import at a time (a lock file; a second one gets 409). Every plot whose versioned
-   attributes (service.PLOT_EDITABLE) the import or rollback changes gets a version valid from that day in the
-   land history (``record_history``; the record store's transaction commits after the layer write, so a failed
-   write leaves no history). Not versioned: the other fields (measured area, contractor, basic farmland, the
+   further back). One import at a time (a lock file, or with the database an advisory lock shared by every
+   instance; a second one gets 409). Every plot whose versioned attributes (service.PLOT_EDITABLE) the import
+   or rollback changes gets a version valid from that day in the land history: the changes are computed
+   first (``history_changes``), the layer is written, then the versions are appended in one short record-store
+   transaction (``record_history``) — the write, minutes at two million plots, holds no record-store lock, so
+   flood reports and edits go on meanwhile. A failed write leaves no history; failed history puts the saved
+   data back. Not versioned: the other fields (measured area, contractor, basic farmland, the
    geometry), plots the file adds (their base holds from their contract start) or drops (gone from the layer).
 """
 
@@ -558,25 +561,44 @@ def prepare(path: Path, layer: LayerDef, rules, counties: gpd.GeoDataFrame | Non
 
 
 class Versions:
-    """Saved previous versions of a layer (var/land_imports/<layer>/), newest last, and the import lock."""
+    """Saved previous versions of a layer (var/land_imports/<layer>/), newest last, and the import lock: a file
+    lock, or with the database a session advisory lock, so that one import or rollback runs at a time on
+    every instance (saved versions stay in the var directory of the instance that imported: roll back there)."""
 
-    def __init__(self, var_dir: Path, layer: LayerDef, keep: int):
-        self.dir = Path(var_dir) / "land_imports" / layer.id
+    def __init__(self, settings, layer: LayerDef, keep: int):
+        self.dir = Path(settings.var_dir) / "land_imports" / layer.id
+        self.database_url = settings.database_url
         self.layer, self.keep = layer, keep
 
     @contextmanager
     def lock(self):
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.database_url:
+            with self._database_lock():
+                yield
+            return
         with open(self.dir / ".lock", "w") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise GisError("import_busy", "另一个导入或回退正在进行，请稍后再试",
-                               "another import or rollback is running; try again shortly", 409) from None
+                raise _busy() from None
             try:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _database_lock(self):
+        import psycopg
+
+        with psycopg.connect(self.database_url, autocommit=True) as conn:  # its own session: held until closed
+            key = f"land.import:{self.layer.id}"
+            if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:
+                raise _busy()
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
     def list(self) -> list[dict]:
         if not self.dir.exists():
@@ -610,8 +632,14 @@ class Versions:
         return frame.set_crs(crs_mod.STORAGE_CRS, allow_override=True)
 
 
-def commit(store, layer: LayerDef, frame: gpd.GeoDataFrame, versions: Versions, note: str) -> dict:
-    """Save the current data as a version, then replace the layer (atomic). On failure nothing changes."""
+def _busy() -> GisError:
+    return GisError("import_busy", "另一个导入或回退正在进行，请稍后再试",
+                    "another import or rollback is running; try again shortly", 409)
+
+
+def commit(store, layer: LayerDef, frame: gpd.GeoDataFrame, versions: Versions, note: str, then=None) -> dict:
+    """Save the current data as a version, replace the layer (atomic), then run `then` (the history's short
+    transaction). If the write fails nothing changed; if `then` fails the saved data is put back."""
     saved = versions.save(store, note)
     try:
         count = store.write(layer, frame, origin="imported")
@@ -619,19 +647,36 @@ def commit(store, layer: LayerDef, frame: gpd.GeoDataFrame, versions: Versions, 
         if saved is not None:
             versions.drop(saved)
         raise
+    _then_or_restore(store, layer, versions, saved, then)
     versions.prune()
     return {"written": count, "previous_version": saved}
 
 
-def rollback(store, layer: LayerDef, versions: Versions) -> dict:
-    """Restore the newest saved version (with its origin) and drop it from the list."""
+def rollback(store, layer: LayerDef, versions: Versions, then=None) -> dict:
+    """Restore the newest saved version (with its origin) and drop it from the list; then run `then`."""
     saved = versions.list()
     if not saved:
         raise GisError("no_previous_version", "没有可回退的历史版本", "there is no previous version to restore", 409)
     meta = saved[-1]
+    current = versions.save(store, f"回退前 before rollback to {meta['saved_at']}") if then is not None else None
     count = store.write(layer, versions.read(meta), origin=meta["origin"] or "imported")
+    _then_or_restore(store, layer, versions, current, then)
+    if current is not None:
+        versions.drop(current)
     versions.drop(meta)
     return {"restored": meta, "features": count}
+
+
+def _then_or_restore(store, layer: LayerDef, versions: Versions, saved: dict | None, then) -> None:
+    if then is None:
+        return
+    try:
+        then()
+    except BaseException:
+        if saved is not None:
+            store.write(layer, versions.read(saved), origin=saved["origin"] or "imported")
+            versions.drop(saved)
+        raise
 
 
 def _history_values(frame: pd.DataFrame, fields: list[str]) -> dict[str, dict]:
@@ -645,39 +690,49 @@ def _history_values(frame: pd.DataFrame, fields: list[str]) -> dict[str, dict]:
             for row in frame[["dkbm", *columns]].itertuples(index=False, name=None) if row[0]}
 
 
-def record_history(history, old: pd.DataFrame | None, new: pd.DataFrame, who, reason: str) -> int:
-    """Each plot whose versioned attributes (service.PLOT_EDITABLE) the new data change gets a version valid from
-    today in the land history (history.py), so the plot's history shows the change and reading it as of an
-    earlier date gives the previous values. A plot without versions first gets one holding its previous values
-    from its contract start (before it the layer, now the new data, would answer). history: a History (built
-    outside the transaction: it creates its table), called inside records.transaction(); returns the number
-    of plots changed."""
-    from .history import today
+def history_changes(old: pd.DataFrame | None, new: pd.DataFrame) -> list[dict]:
+    """The plots whose versioned attributes (service.PLOT_EDITABLE) the new data change, with their previous
+    values: computed before the history's transaction, which then only appends (record_history)."""
     from .service import PLOT_EDITABLE
 
-    if history is None or old is None or not len(old):
-        return 0
+    if old is None or not len(old):
+        return []
     fields = list(PLOT_EDITABLE)
     before, after = _history_values(old, [*fields, "village_code", "contract_start"]), _history_values(new, fields)
-    day, changed = today(), 0
+    changes = []
     for dkbm, values in after.items():
         prior = before.get(dkbm)
         if prior is None:
             continue
         diff = {f: v for f, v in values.items() if prior.get(f) != v}
-        if not diff:
-            continue
+        if diff:
+            changes.append({"dkbm": dkbm, "village": prior.get("village_code") or dkbm[:12],
+                            "base": {f: prior.get(f) for f in fields}, "diff": diff,
+                            "contract_start": str(prior.get("contract_start") or "")[:10]})
+    return changes
+
+
+def record_history(history, changes: list[dict], who, reason: str) -> int:
+    """Each changed plot (history_changes) gets a version valid from today in the land history (history.py), so
+    the plot's history shows the change and reading it as of an earlier date gives the previous values. A plot
+    without versions first gets one holding its previous values from its contract start (before it the layer,
+    now the new data, would answer). history: a History (built outside the transaction: it creates its table),
+    called inside records.transaction(); returns the number of plots changed."""
+    from .history import today
+
+    if history is None:
+        return 0
+    day = today()
+    for change in changes:
+        dkbm, village, base = change["dkbm"], change["village"], change["base"]
         versions = history.versions("plot", dkbm)
-        village = prior.get("village_code") or dkbm[:12]
-        base = {f: prior.get(f) for f in fields}
         if not versions:
-            start = str(prior.get("contract_start") or day)[:10]
+            start = change["contract_start"]
             start = start if len(start) == 10 and start <= day else day
             history.append("plot", dkbm, dkbm, village, base, {}, start, who, f"{reason}：此前的数据 previous data")
         when = max(day, versions[-1]["valid_from"]) if versions else day  # history is appended, never rewritten
-        history.append("plot", dkbm, dkbm, village, base, diff, when, who, reason)
-        changed += 1
-    return changed
+        history.append("plot", dkbm, dkbm, village, base, change["diff"], when, who, reason)
+    return len(changes)
 
 
 def workdir_for(var_dir: Path) -> Path:
@@ -705,12 +760,14 @@ def run_import(ctx, path: Path, *, dry_run: bool, coord_sys: str | None = None, 
             return result
         if frame is None:
             raise ImportRefused(result)
-        versions = Versions(ctx.settings.var_dir, layer, int(ctx.rules.value("import_keep_versions")))
+        versions = Versions(ctx.settings, layer, int(ctx.rules.value("import_keep_versions")))
         history = _history(ctx)
-        with versions.lock(), _records_transaction(ctx):  # history and layer: both or (nearly) neither
+        with versions.lock():
             old = ctx.store.read_frame(layer) if ctx.store.exists(layer) else None
-            result["history_changed"] = record_history(history, old, frame, who, f"导入 import {report.source}")
-            result.update(commit(ctx.store, layer, frame, versions, report.source))
+            changes = history_changes(old, frame)
+            result["history_changed"] = len(changes)
+            result.update(commit(ctx.store, layer, frame, versions, report.source, then=_recorder(
+                ctx, history, changes, who, f"导入 import {report.source}")))
         result["version"] = ctx.store.version(layer)
         result["refreshed"] = refresh() if refresh else []
         return result
@@ -737,29 +794,29 @@ def _history(ctx):
     return History(ctx.records) if ctx.records is not None else None
 
 
-@contextmanager
-def _records_transaction(ctx):
-    """The record store's transaction (history versions commit with the layer write), if the context has one."""
-    if ctx.records is None:
-        yield
-        return
-    with ctx.records.transaction():
-        yield
+def _recorder(ctx, history, changes: list[dict], who, reason: str):
+    """The history's versions for a written layer, in one short record-store transaction: the layer's write
+    (minutes at two million plots) holds no record-store lock, so flood reports and edits go on meanwhile."""
+    if ctx.records is None or not changes:
+        return None
+
+    def record():
+        with ctx.records.transaction():
+            record_history(history, changes, who, reason)
+    return record
 
 
 def run_rollback(ctx, refresh=None, who=SYSTEM) -> dict:
     layer = ctx.catalog.get(PLOTS)
-    versions = Versions(ctx.settings.var_dir, layer, int(ctx.rules.value("import_keep_versions")))
+    versions = Versions(ctx.settings, layer, int(ctx.rules.value("import_keep_versions")))
     history = _history(ctx)
-    with versions.lock(), _records_transaction(ctx):
+    with versions.lock():
         saved = versions.list()
-        if saved and ctx.store.exists(layer):
-            changed = record_history(history, ctx.store.read_frame(layer), versions.read(saved[-1]), who,
-                                     f"回退 rollback to {saved[-1]['saved_at']}")
-        else:
-            changed = 0
-        result = rollback(ctx.store, layer, versions)
-        result["history_changed"] = changed
+        changes = (history_changes(ctx.store.read_frame(layer), versions.read(saved[-1]))
+                   if saved and ctx.store.exists(layer) else [])
+        reason = f"回退 rollback to {saved[-1]['saved_at']}" if saved else ""
+        result = rollback(ctx.store, layer, versions, then=_recorder(ctx, history, changes, who, reason))
+        result["history_changed"] = len(changes)
     result["version"] = ctx.store.version(layer)
     result["refreshed"] = refresh() if refresh else []
     return result

@@ -3,6 +3,7 @@ an import failing half-way (previous data intact) and rollback."""
 
 import io
 import shutil
+import sqlite3
 import warnings
 import zipfile
 
@@ -18,6 +19,7 @@ from gis_service.config import REPO_ROOT, Settings
 from gis_service.domains import DomainContext
 from gis_service.errors import GisError
 from gis_service.land import imports
+from gis_service.land.history import VERSIONS, History
 from gis_service.rules import RuleBook
 from gis_service.store import GeoPackageStore
 
@@ -243,7 +245,7 @@ def test_import_failing_half_way_leaves_previous_data_and_rollback_restores(ctx,
             imports.run_import(ctx, tmp_path / "new.gpkg", dry_run=False)
     assert ctx.store.version(layer) == version and ctx.store.origin(layer) == "demo"
     pd.testing.assert_frame_equal(ctx.store.read_frame(layer).drop(columns="geometry"), before.drop(columns="geometry"))
-    assert not list(layer.data_path.parent.glob(".*tmp*")) and imports.Versions(ctx.settings.var_dir, layer, 5).list() == []
+    assert not list(layer.data_path.parent.glob(".*tmp*")) and imports.Versions(ctx.settings, layer, 5).list() == []
     # the same import succeeds, then rollback brings the demo data (and its origin) back
     result = imports.run_import(ctx, tmp_path / "new.gpkg", dry_run=False)
     assert result["written"] == len(before) and result["previous_version"]["origin"] == "demo"
@@ -437,3 +439,67 @@ def test_a_file_without_some_counties_needs_replace_all(ctx, tmp_path, catalog, 
     result = imports.run_import(ctx, tmp_path / "one.gpkg", dry_run=False, replace_all=True)
     assert "counties_dropped" in [w["code"] for w in result["report"]["warnings"]]
     assert len(ctx.store.read_frame(layer)) == len(own)
+
+
+@pytest.fixture()
+def recorded_ctx(ctx, tmp_path):
+    """The import context with a record store, so that imports write the land history."""
+    from gis_service.store import SQLiteRecordStore
+
+    records = SQLiteRecordStore(tmp_path / "var" / "records.sqlite")
+    return DomainContext(ctx.settings, ctx.catalog, ctx.store, records, ctx.rules, None), tmp_path / "var" / "records.sqlite"
+
+
+def renamed(ctx, tmp_path, name):
+    layer = ctx.catalog.get("plots")
+    before = ctx.store.read_frame(layer)
+    frame = national_frame(before, "EPSG:4548")
+    frame["DKMC"] = name
+    frame.to_file(tmp_path / f"{name}.gpkg")
+    return layer, before, tmp_path / f"{name}.gpkg"
+
+
+def test_the_layer_write_holds_no_record_store_lock_and_history_follows(recorded_ctx, tmp_path, monkeypatch):
+    """A flood report (any record-store write) can commit while the plots are being written: the history's
+    versions are appended in their own short transaction after the write."""
+    ctx, records_path = recorded_ctx
+    _, before, path = renamed(ctx, tmp_path, "导入后")
+    probes = []
+    write = ctx.store.write
+
+    def probing_write(*args, **kwargs):
+        conn = sqlite3.connect(records_path, timeout=0)  # another writer that does not wait
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            probes.append("free")
+        except sqlite3.OperationalError as exc:
+            probes.append(str(exc))
+        finally:
+            conn.close()
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(ctx.store, "write", probing_write)
+    result = imports.run_import(ctx, path, dry_run=False)
+    assert probes == ["free"]
+    assert result["history_changed"] == len(before)
+    history = History(ctx.records)
+    versions = history.versions("plot", before["dkbm"].iloc[0])
+    assert [v["data"]["dkmc"] for v in versions] == [before["dkmc"].iloc[0], "导入后"]
+
+
+def test_failed_history_puts_the_previous_plots_back(recorded_ctx, tmp_path, monkeypatch):
+    ctx, _ = recorded_ctx
+    layer, before, path = renamed(ctx, tmp_path, "不应留下")
+
+    def fail(*_):
+        raise sqlite3.OperationalError("disk I/O error (injected)")
+
+    monkeypatch.setattr(imports, "record_history", fail)
+    with pytest.raises(sqlite3.OperationalError, match="injected"):
+        imports.run_import(ctx, path, dry_run=False)
+    after = ctx.store.read_frame(layer)
+    assert after["dkmc"].tolist() == before["dkmc"].tolist() and ctx.store.origin(layer) == "demo"
+    assert imports.Versions(ctx.settings, layer, 5).list() == []  # the saved copy went back into the layer
+    with ctx.records.reading() as tx:
+        assert tx.find(VERSIONS) == []

@@ -9,7 +9,8 @@ import pandas as pd
 import psycopg
 import pytest
 
-from gis_service.land import register
+from gis_service.config import Settings
+from gis_service.land import imports, register
 from gis_service.store.postgis import make_pool
 from tests.conftest import fresh_database
 from tests.land.conftest import REGISTER
@@ -130,3 +131,18 @@ def test_a_database_without_a_register_says_how_to_load_it(pg_url, tmp_path):
         assert err.value.status == 503 and "gis-service db load" in err.value.message_en
     finally:
         pool.close()
+
+
+def test_one_land_import_at_a_time_across_instances(database, catalog, tmp_path):
+    """Two instances (own var directories) over one database: the second import waits for nothing and is told
+    another is running; once the first ends, it may run."""
+    layer = catalog.get("plots")
+    first, second = (imports.Versions(Settings(var_dir=tmp_path / name, database_url=database), layer, 5)
+                     for name in ("a", "b"))
+    with first.lock():
+        with pytest.raises(register.GisError) as err, second.lock():
+            pass
+        assert err.value.status == 409 and err.value.code == "import_busy"
+    with second.lock():
+        with pytest.raises(register.GisError), first.lock():
+            pass
