@@ -21,7 +21,8 @@ Steps, each refusing bad input with a 4xx GisError {code, message}:
    (``land.overlap_min_m2``); contract vs measured area and geometry vs measured area (warnings). The result is a
    report: errors block the import, warnings do not.
 5. **Write** (``commit``): only when the report has no errors. The current data is saved as a version under
-   ``var/land_imports/plots/`` first (``land.import_keep_versions`` kept), then the layer is replaced through
+   ``var/land_imports/plots/`` (with the database: in it, for every instance) first (``land.import_keep_versions``
+   kept), then the layer is replaced through
    ``Store.write`` (a temporary file swapped in: all or nothing) with origin ``imported`` — build-layers never
    overwrites it. ``rollback`` restores the newest saved version (and drops it, so a second rollback goes one
    further back). One import at a time (a lock file, or with the database an advisory lock shared by every
@@ -36,6 +37,7 @@ Steps, each refusing bad input with a 4xx GisError {code, message}:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fcntl
 import json
@@ -563,12 +565,12 @@ def prepare(path: Path, layer: LayerDef, rules, counties: gpd.GeoDataFrame | Non
 class Versions:
     """Saved previous versions of a layer (var/land_imports/<layer>/), newest last, and the import lock: a file
     lock, or with the database a session advisory lock, so that one import or rollback runs at a time on
-    every instance (saved versions stay in the var directory of the instance that imported: roll back there)."""
+    every instance. With the database the saved versions are in it too (DatabaseVersions)."""
 
-    def __init__(self, settings, layer: LayerDef, keep: int):
+    def __init__(self, settings, layer: LayerDef, keep: int, store):
         self.dir = Path(settings.var_dir) / "land_imports" / layer.id
         self.database_url = settings.database_url
-        self.layer, self.keep = layer, keep
+        self.layer, self.keep, self.store = layer, keep, store
 
     @contextmanager
     def lock(self):
@@ -606,13 +608,16 @@ class Versions:
         out = [json.loads(p.read_text(encoding="utf-8")) for p in self.dir.glob("*.json")]
         return sorted(out, key=lambda m: m["id"])
 
-    def save(self, store, note: str) -> dict | None:
-        if not store.exists(self.layer):
-            return None
-        frame = store.read_frame(self.layer)
+    def _describe(self, frame: gpd.GeoDataFrame, note: str) -> dict:
         now = dt.datetime.now(dt.timezone.utc)
-        meta = {"id": now.strftime("%Y%m%dT%H%M%S%fZ"), "saved_at": now.isoformat(timespec="seconds"),
-                "origin": store.origin(self.layer), "features": len(frame), "replaced_by": note}
+        return {"id": now.strftime("%Y%m%dT%H%M%S%fZ"), "saved_at": now.isoformat(timespec="seconds"),
+                "origin": self.store.origin(self.layer), "features": len(frame), "replaced_by": note}
+
+    def save(self, note: str) -> dict | None:
+        if not self.store.exists(self.layer):
+            return None
+        frame = self.store.read_frame(self.layer)
+        meta = self._describe(frame, note)
         tmp = self.dir / f".{meta['id']}.tmp.gpkg"
         pyogrio.write_dataframe(frame, tmp, layer=self.layer.id, driver="GPKG")
         os.replace(tmp, self.dir / f"{meta['id']}.gpkg")
@@ -632,6 +637,62 @@ class Versions:
         return frame.set_crs(crs_mod.STORAGE_CRS, allow_override=True)
 
 
+class DatabaseVersions(Versions):
+    """With the database, every instance can list and roll back what any instance saved: a saved version is a
+    table written and read through the Store (layer id ``<layer>__saved_<id>``, never in the catalog) and its
+    description a row of ``land_imports.versions``."""
+
+    SCHEMA = "land_imports"
+
+    def _connect(self):
+        import psycopg
+
+        conn = psycopg.connect(self.database_url, autocommit=True)
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.SCHEMA}")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {self.SCHEMA}.versions (layer_id text NOT NULL, id text NOT NULL, "
+                     "meta json NOT NULL, PRIMARY KEY (layer_id, id))")
+        return conn
+
+    def _copy(self, meta: dict) -> LayerDef:
+        return dataclasses.replace(self.layer, id=f"{self.layer.id}__saved_{meta['id'].lower()}")
+
+    def list(self) -> list[dict]:
+        with self._connect() as conn:
+            rows = conn.execute(f"SELECT meta FROM {self.SCHEMA}.versions WHERE layer_id = %s ORDER BY id",
+                                (self.layer.id,)).fetchall()
+        return [r[0] for r in rows]
+
+    def save(self, note: str) -> dict | None:
+        if not self.store.exists(self.layer):
+            return None
+        frame = self.store.read_frame(self.layer)
+        meta = self._describe(frame, note)
+        self.store.write(self._copy(meta), frame, origin=meta["origin"] or "imported")
+        with self._connect() as conn:
+            conn.execute(f"INSERT INTO {self.SCHEMA}.versions (layer_id, id, meta) VALUES (%s, %s, %s)",
+                         (self.layer.id, meta["id"], json.dumps(meta, ensure_ascii=False)))
+        return meta
+
+    def drop(self, meta: dict) -> None:
+        from ..store.postgis import table
+
+        copy = self._copy(meta)
+        with self._connect() as conn, conn.transaction():
+            conn.execute(f"DELETE FROM {self.SCHEMA}.versions WHERE layer_id = %s AND id = %s",
+                         (self.layer.id, meta["id"]))
+            conn.execute(f"DROP TABLE IF EXISTS {table(copy.id)}")
+            conn.execute("DELETE FROM gis.layer_meta WHERE layer_id = %s", (copy.id,))
+
+    def read(self, meta: dict) -> gpd.GeoDataFrame:
+        return self.store.read_frame(self._copy(meta))
+
+
+def versions_for(ctx, layer: LayerDef, keep: int) -> Versions:
+    """The saved versions where the settings put the data: files under var/, or the database."""
+    kind = DatabaseVersions if ctx.settings.database_url else Versions
+    return kind(ctx.settings, layer, keep, ctx.store)
+
+
 def _busy() -> GisError:
     return GisError("import_busy", "另一个导入或回退正在进行，请稍后再试",
                     "another import or rollback is running; try again shortly", 409)
@@ -640,7 +701,7 @@ def _busy() -> GisError:
 def commit(store, layer: LayerDef, frame: gpd.GeoDataFrame, versions: Versions, note: str, then=None) -> dict:
     """Save the current data as a version, replace the layer (atomic), then run `then` (the history's short
     transaction). If the write fails nothing changed; if `then` fails the saved data is put back."""
-    saved = versions.save(store, note)
+    saved = versions.save(note)
     try:
         count = store.write(layer, frame, origin="imported")
     except BaseException:
@@ -658,7 +719,7 @@ def rollback(store, layer: LayerDef, versions: Versions, then=None) -> dict:
     if not saved:
         raise GisError("no_previous_version", "没有可回退的历史版本", "there is no previous version to restore", 409)
     meta = saved[-1]
-    current = versions.save(store, f"回退前 before rollback to {meta['saved_at']}") if then is not None else None
+    current = versions.save(f"回退前 before rollback to {meta['saved_at']}") if then is not None else None
     count = store.write(layer, versions.read(meta), origin=meta["origin"] or "imported")
     _then_or_restore(store, layer, versions, current, then)
     if current is not None:
@@ -760,7 +821,7 @@ def run_import(ctx, path: Path, *, dry_run: bool, coord_sys: str | None = None, 
             return result
         if frame is None:
             raise ImportRefused(result)
-        versions = Versions(ctx.settings, layer, int(ctx.rules.value("import_keep_versions")))
+        versions = versions_for(ctx, layer, int(ctx.rules.value("import_keep_versions")))
         history = _history(ctx)
         with versions.lock():
             old = ctx.store.read_frame(layer) if ctx.store.exists(layer) else None
@@ -808,7 +869,7 @@ def _recorder(ctx, history, changes: list[dict], who, reason: str):
 
 def run_rollback(ctx, refresh=None, who=SYSTEM) -> dict:
     layer = ctx.catalog.get(PLOTS)
-    versions = Versions(ctx.settings, layer, int(ctx.rules.value("import_keep_versions")))
+    versions = versions_for(ctx, layer, int(ctx.rules.value("import_keep_versions")))
     history = _history(ctx)
     with versions.lock():
         saved = versions.list()

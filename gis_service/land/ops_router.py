@@ -302,7 +302,7 @@ def routes(ctx: DomainContext) -> APIRouter:
     def versions(who: Principal | None = Depends(principal)):
         require_role(who, IMPORTERS, "查看导入历史", "list import versions")
         layer = ctx.catalog.get(imports.PLOTS)
-        return {"versions": imports.Versions(ctx.settings, layer, 0).list()}
+        return {"versions": imports.versions_for(ctx, layer, 0).list()}
 
     return r
 

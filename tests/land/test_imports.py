@@ -245,7 +245,7 @@ def test_import_failing_half_way_leaves_previous_data_and_rollback_restores(ctx,
             imports.run_import(ctx, tmp_path / "new.gpkg", dry_run=False)
     assert ctx.store.version(layer) == version and ctx.store.origin(layer) == "demo"
     pd.testing.assert_frame_equal(ctx.store.read_frame(layer).drop(columns="geometry"), before.drop(columns="geometry"))
-    assert not list(layer.data_path.parent.glob(".*tmp*")) and imports.Versions(ctx.settings, layer, 5).list() == []
+    assert not list(layer.data_path.parent.glob(".*tmp*")) and imports.versions_for(ctx, layer, 5).list() == []
     # the same import succeeds, then rollback brings the demo data (and its origin) back
     result = imports.run_import(ctx, tmp_path / "new.gpkg", dry_run=False)
     assert result["written"] == len(before) and result["previous_version"]["origin"] == "demo"
@@ -500,6 +500,6 @@ def test_failed_history_puts_the_previous_plots_back(recorded_ctx, tmp_path, mon
         imports.run_import(ctx, path, dry_run=False)
     after = ctx.store.read_frame(layer)
     assert after["dkmc"].tolist() == before["dkmc"].tolist() and ctx.store.origin(layer) == "demo"
-    assert imports.Versions(ctx.settings, layer, 5).list() == []  # the saved copy went back into the layer
+    assert imports.versions_for(ctx, layer, 5).list() == []  # the saved copy went back into the layer
     with ctx.records.reading() as tx:
         assert tx.find(VERSIONS) == []

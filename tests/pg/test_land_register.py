@@ -137,7 +137,7 @@ def test_one_land_import_at_a_time_across_instances(database, catalog, tmp_path)
     """Two instances (own var directories) over one database: the second import waits for nothing and is told
     another is running; once the first ends, it may run."""
     layer = catalog.get("plots")
-    first, second = (imports.Versions(Settings(var_dir=tmp_path / name, database_url=database), layer, 5)
+    first, second = (imports.Versions(Settings(var_dir=tmp_path / name, database_url=database), layer, 5, None)
                      for name in ("a", "b"))
     with first.lock():
         with pytest.raises(register.GisError) as err, second.lock():
