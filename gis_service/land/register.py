@@ -16,6 +16,7 @@ several database round trips; a new load is noticed within CHECK_S seconds.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import psycopg
 
 from ..errors import GisError
 
@@ -43,6 +45,7 @@ _DB_LOCK = "hashtext('land_register.load')"
 _TO_PG = {"INTEGER": "bigint", "REAL": "double precision"}  # anything else: text
 _FROM_PG = {"bigint": "INTEGER", "integer": "INTEGER", "double precision": "REAL"}
 COPY_ROWS = 50_000
+LOAD_WAIT_S = 20  # a copy waits this long for a load in progress (below the 30 s statement timeout), then 503
 
 
 def path_in(layers_dir: Path) -> Path:
@@ -238,30 +241,44 @@ class DatabaseRegister(Register):
 
     @property
     def path(self) -> Path:
-        """The local copy of the current version, made if missing (one thread copies; the others wait)."""
-        version = self.version()
-        path = self.cache_dir / f"register-{version}.sqlite"
-        if not path.exists():
-            with self._copy_lock:
-                if not path.exists():
-                    self._copy(version, path)
-        return path
+        """The local copy of the current version, made if missing. One copier at a time per var/land: a thread
+        lock within the process and a file lock shared with the other workers of the instance (`serve
+        --workers N`); the others wait, then use that copy. A version found replaced meanwhile (this process
+        checked it up to CHECK_S ago) is looked up again."""
+        for _ in range(3):
+            version = self.version()
+            path = self.cache_dir / f"register-{version}.sqlite"
+            if path.exists():
+                return path
+            with self._copy_lock, _file_lock(self.cache_dir / ".register.lock"):
+                if path.exists() or self._copy(version, path):
+                    return path
+            self._checked = None  # the database holds a newer register than this process knew of
+        raise GisError("register_reloaded", "土地登记簿正在重新载入，请重试",
+                       "the land register was reloaded meanwhile; retry", 503)
 
-    def _copy(self, version: str, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for old in path.parent.glob("register-*.sqlite"):  # earlier versions
-            old.unlink(missing_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
+    def _copy(self, version: str, path: Path) -> bool:
+        """Copy `version` of the database's register to `path`; False (nothing written) when the database
+        holds another version now. Older copies are removed once the new one is in place (an open connection
+        to a removed copy keeps reading it)."""
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         out = sqlite3.connect(tmp)
         try:
             out.execute("PRAGMA journal_mode = OFF")
             with self.pool.connection() as conn, conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                # The load lock held shared, then each statement READ COMMITTED: no load commits while this
+                # copy reads, and the copy reads what the last load committed. (A snapshot taken before a
+                # load's commit sees the tables that load re-created as empty.) A load in progress is waited
+                # for up to LOAD_WAIT_S.
+                conn.execute(f"SET LOCAL lock_timeout = '{LOAD_WAIT_S}s'")
+                try:
+                    conn.execute(f"SELECT pg_advisory_xact_lock_shared({_DB_LOCK})")
+                except psycopg.errors.LockNotAvailable:
+                    raise GisError("register_loading", "土地登记簿正在载入数据库，请稍后重试",
+                                   "the land register is being loaded into the database; retry later", 503) from None
                 held = conn.execute(f"SELECT origin, version FROM {DB_SCHEMA}.meta").fetchone()
-                if held[1] != version:  # reloaded meanwhile: copy the newer one next time
-                    raise GisError("register_reloaded", "土地登记簿正在重新载入，请重试",
-                                   "the land register was reloaded meanwhile; retry", 503)
+                if held is None or held[1] != version:
+                    return False
                 for name in TABLES:
                     columns = conn.execute(
                         "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s "
@@ -278,6 +295,19 @@ class DatabaseRegister(Register):
         finally:
             out.close()
             tmp.unlink(missing_ok=True)
+        for old in path.parent.glob("register-*.sqlite"):  # earlier versions
+            if old != path:
+                old.unlink(missing_ok=True)
+        return True
+
+
+@contextmanager
+def _file_lock(path: Path):
+    """An exclusive lock on `path` shared by every process on this machine (released when closed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def open_register(settings) -> Register:
