@@ -138,12 +138,36 @@ def distinct_tiles(centres, z: int, n: int) -> list[tuple[int, int, int]]:
     return seen[:n]
 
 
-def http_pass(proc_base, by_zoom: dict, warm: dict, settle: float) -> tuple[dict, float]:
+def cpu_seconds(pid: int) -> float:
+    """CPU time of the server process and its workers (utime + stime)."""
+    total = 0
+    for p in [pid] + [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def settle(pid: int, at_least: float, most: float = 600) -> float:
+    """Wait at least `at_least` seconds, then until the server is idle (under 5 % of a core for 3 s): its
+    start-up work (cell data of the plots, the land domain's index of them) runs in the background, longer
+    on PostGIS (two million rows through a cursor), and would be timed with the first tiles. Returns the wait."""
+    t0 = time.time()
+    time.sleep(at_least)
+    while time.time() - t0 < most:
+        before = cpu_seconds(pid)
+        time.sleep(3)
+        if cpu_seconds(pid) - before < 0.15:
+            break
+    return time.time() - t0
+
+
+def http_pass(proc_base, by_zoom: dict, warm: dict, at_least: float) -> tuple[dict, float]:
     """The tiles of every row over HTTP (the first z14 tiles again at the end: the cache), and the RSS; first,
     unrecorded, a few other tiles per row (statements prepared, PROJ and the pools set up)."""
     proc, base = proc_base
     try:
-        time.sleep(settle)
+        waited = settle(proc.pid, at_least)
+        print(f"  server idle after {waited:.0f} s", flush=True)
         for name in HTTP_ZOOMS:
             if warm[name]:
                 run(base, warm[name])
