@@ -104,6 +104,11 @@ def _finish(conn: sqlite3.Connection, origin_: str) -> None:
     conn.close()
 
 
+def _quoted(name: str) -> str:
+    """A column name of the file as an SQL identifier (PostgreSQL and SQLite): never read as SQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _missing(where_zh: str, where_en: str, fix: str) -> GisError:
     return GisError("layer_not_built", f"{where_zh}没有土地登记簿，请先运行 {fix}",
                     f"the land register is missing from {where_en}; run '{fix}'", 503)
@@ -177,7 +182,7 @@ def load_into_database(conn, path: Path) -> str | None:
                            for c in source.execute(f'PRAGMA table_info("{name}")').fetchall()]
                 conn.execute(f'DROP TABLE IF EXISTS {DB_SCHEMA}."{name}"')
                 conn.execute(f'CREATE TABLE {DB_SCHEMA}."{name}" ('
-                             + ", ".join(f'"{c}" {t}' for c, t in columns) + ")")
+                             + ", ".join(f"{_quoted(c)} {t}" for c, t in columns) + ")")
                 rows = source.execute(f'SELECT * FROM "{name}"')
                 with conn.cursor().copy(f'COPY {DB_SCHEMA}."{name}" FROM STDIN') as copy:
                     while chunk := rows.fetchmany(COPY_ROWS):
@@ -284,7 +289,7 @@ class DatabaseRegister(Register):
                         "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s "
                         "AND table_name = %s ORDER BY ordinal_position", (DB_SCHEMA, name)).fetchall()
                     out.execute(f'CREATE TABLE "{name}" ('
-                                + ", ".join(f'"{c}" {_FROM_PG.get(t, "TEXT")}' for c, t in columns) + ")")
+                                + ", ".join(f'{_quoted(c)} {_FROM_PG.get(t, "TEXT")}' for c, t in columns) + ")")
                     marks = ", ".join("?" * len(columns))
                     with conn.cursor(name=f"copy_{name}") as cur:
                         cur.execute(f'SELECT * FROM {DB_SCHEMA}."{name}"')

@@ -116,3 +116,21 @@ def test_two_workers_sharing_var_land_never_remove_each_others_current_copy(pool
     assert answer == {"rows": [{"transferee": "新"}]}
     assert current.exists() and copy_tables(current) == copy_tables(new)  # A's copy kept, not made again
     assert read_in_new_thread(worker_a, "SELECT transferee FROM transfers") == {"rows": [{"transferee": "新"}]}
+
+
+def test_column_names_with_quotes_are_kept_as_names_not_read_as_sql(pool_for, tmp_path):
+    url, pool = pool_for("register_column_names")
+    path = small_register(tmp_path / "quoted.sqlite", "imported", "名")
+    odd = 'remark"); DROP TABLE land_register.meta; --'
+    conn = sqlite3.connect(path)
+    conn.execute(f'ALTER TABLE transfers ADD COLUMN "{odd.replace(chr(34), chr(34) * 2)}" TEXT')
+    conn.execute("UPDATE transfers SET " + f'"{odd.replace(chr(34), chr(34) * 2)}"' + " = '备注'")
+    conn.commit()
+    conn.close()
+    version = load(url, path)
+    reader = register.DatabaseRegister(pool, tmp_path / "cache")
+    assert reader.version() == version
+    with reader.conn() as c:
+        row = c.execute("SELECT * FROM transfers").fetchone()
+    assert dict(row)[odd] == "备注" and dict(row)["transferee"] == "名"
+    assert copy_tables(reader.path) == copy_tables(path)
