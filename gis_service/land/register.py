@@ -40,6 +40,17 @@ TABLES = {  # table: (primary key or None, indexed columns)
     "transfers": (None, ("dkbm", "lzhtbm", "cbfbm", "village_code")),
     "mortgages": (None, ("dkbm", "dyid", "village_code")),
 }
+# The columns the land service names in its queries (service.py): a register without one of them is refused
+# by `db load` (every instance would answer its plot cards and summaries with a 500).
+COLUMNS = {
+    "employers": ("fbfbm", "name", "village_code"),
+    "households": ("cbfbm", "fbfbm", "name", "village_code"),
+    "contracts": ("cbhtbm", "fbfbm", "cbfbm", "cbfs", "cbqxq", "cbqxz", "htzmj"),
+    "transfers": ("lzhtbm", "cbhtbm", "cbfbm", "dkbm", "transferee", "lzfs", "lzqx_years", "start_date", "end_date",
+                  "lzmj", "use", "standard_form", "village_code"),
+    "mortgages": ("dyid", "dkbm", "lzhtbm", "borrower", "lender", "amount_wan", "term_years", "start_date",
+                  "end_date", "status", "village_code"),
+}
 DB_SCHEMA = "land_register"
 _DB_LOCK = "hashtext('land_register.load')"
 _TO_PG = {"INTEGER": "bigint", "REAL": "double precision"}  # anything else: text
@@ -168,7 +179,7 @@ def load_into_database(conn, path: Path) -> str | None:
     holds a register its user imported and the file's is not (nothing overwrites an import)."""
     source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        file_origin = source.execute("SELECT value FROM meta WHERE key = 'origin'").fetchone()[0]
+        file_origin = _check_file(source, path)
         with conn.transaction():
             conn.execute(f"SELECT pg_advisory_xact_lock({_DB_LOCK})")
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {DB_SCHEMA}")
@@ -197,6 +208,21 @@ def load_into_database(conn, path: Path) -> str | None:
         return version
     finally:
         source.close()
+
+
+def _check_file(source: sqlite3.Connection, path: Path) -> str:
+    """The file's origin, after checking it holds every table and column the service reads."""
+    try:
+        row = source.execute("SELECT value FROM meta WHERE key = 'origin'").fetchone()
+        present = {t: {c[1] for c in source.execute(f'PRAGMA table_info("{t}")')} for t in COLUMNS}
+    except sqlite3.DatabaseError as exc:
+        row, present = None, {"meta": str(exc)}
+    missing = [f"{t}.{c}" for t, columns in COLUMNS.items() for c in columns if c not in present.get(t, ())]
+    if row is None or missing:
+        what = ", ".join(missing) if row is not None else "meta.origin"
+        raise GisError("register_incomplete", f"土地登记簿 {path} 缺少：{what}；数据库中的登记簿未改变",
+                       f"the land register {path} lacks {what}; the database's register is unchanged", 422)
+    return row[0]
 
 
 def database_load(settings, conn) -> str | None:

@@ -49,10 +49,15 @@ def small_register(path, origin, transferee):
         "households": pd.DataFrame([{"cbfbm": "131002101001010001", "fbfbm": "13100210100101", "name": "张三",
                                      "village_code": one["village_code"]}]),
         "contracts": pd.DataFrame([{"cbhtbm": "131002101001010001J", "cbfbm": "131002101001010001",
-                                    "fbfbm": "13100210100101", "htzmj": 3.5}]),
+                                    "fbfbm": "13100210100101", "htzmj": 3.5, "cbfs": "家庭承包",
+                                    "cbqxq": "1998-10-01", "cbqxz": "2028-09-30"}]),
         "transfers": pd.DataFrame([{"lzhtbm": "LZ1", "dkbm": one["dkbm"], "cbfbm": "131002101001010001",
-                                    "transferee": transferee, "lzmj": 1.25, "standard_form": True}]),
-        "mortgages": pd.DataFrame([{"dyid": "DY1", "dkbm": one["dkbm"], "amount_wan": 10.0}]),
+                                    "transferee": transferee, "lzmj": 1.25, "standard_form": True,
+                                    "cbhtbm": "131002101001010001J", "lzfs": "出租", "lzqx_years": 5,
+                                    "start_date": "2024-01-01", "end_date": "2028-12-31", "use": "种植粮食作物"}]),
+        "mortgages": pd.DataFrame([{"dyid": "DY1", "dkbm": one["dkbm"], "amount_wan": 10.0, "lzhtbm": "LZ1",
+                                    "borrower": "王二", "lender": "农商银行", "term_years": 3,
+                                    "start_date": "2024-03-01", "end_date": "2027-02-28", "status": "抵押中"}]),
     }
     register.write(path, tables, origin)
     return path
@@ -95,10 +100,11 @@ def test_a_failed_load_keeps_the_previous_register(database, pool, tmp_path):
         before = register.load_into_database(conn, good)
     broken = small_register(tmp_path / "broken.sqlite", "demo", "赵六")
     conn = sqlite3.connect(broken)
-    conn.execute("DROP TABLE mortgages")  # the last table copied: the failure comes after four tables were replaced
+    # the last table copied has a value its column's type refuses: the failure comes after four tables were replaced
+    conn.execute("UPDATE mortgages SET amount_wan = 'abc'")
     conn.commit()
     conn.close()
-    with psycopg.connect(database, autocommit=True) as conn, pytest.raises(sqlite3.OperationalError):
+    with psycopg.connect(database, autocommit=True) as conn, pytest.raises(psycopg.errors.InvalidTextRepresentation):
         register.load_into_database(conn, broken)
     assert db_rows(database, "transfers")[0][3] == "王五"
     with psycopg.connect(database) as conn:

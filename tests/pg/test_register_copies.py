@@ -134,3 +134,24 @@ def test_column_names_with_quotes_are_kept_as_names_not_read_as_sql(pool_for, tm
         row = c.execute("SELECT * FROM transfers").fetchone()
     assert dict(row)[odd] == "备注" and dict(row)["transferee"] == "名"
     assert copy_tables(reader.path) == copy_tables(path)
+
+
+@pytest.mark.parametrize("damage", ["ALTER TABLE transfers DROP COLUMN standard_form", "DROP TABLE mortgages",
+                                    "DELETE FROM meta"])
+def test_a_register_file_without_what_the_service_reads_is_refused_and_the_previous_one_kept(
+        pool_for, tmp_path, damage):
+    url, pool = pool_for("register_incomplete")
+    before = load(url, small_register(tmp_path / "good.sqlite", "demo", "好"))
+    broken = small_register(tmp_path / "broken.sqlite", "demo", "坏")
+    conn = sqlite3.connect(broken)
+    conn.execute(damage)
+    conn.commit()
+    conn.close()
+    with pytest.raises(register.GisError) as err:
+        load(url, broken)
+    assert err.value.code == "register_incomplete" and err.value.status == 422
+    lacking = {"standard_form": "transfers.standard_form", "mortgages": "mortgages.dyid", "meta": "meta.origin"}
+    assert next(v for k, v in lacking.items() if k in damage) in err.value.message_en
+    reader = register.DatabaseRegister(pool, tmp_path / "cache")
+    assert reader.version() == before
+    assert reader.rows("SELECT transferee, standard_form FROM transfers") == [{"transferee": "好", "standard_form": 1}]
