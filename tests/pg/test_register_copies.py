@@ -4,6 +4,7 @@ copy is being made, and when two workers of one instance (`serve --workers 2`) s
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -155,3 +156,18 @@ def test_a_register_file_without_what_the_service_reads_is_refused_and_the_previ
     reader = register.DatabaseRegister(pool, tmp_path / "cache")
     assert reader.version() == before
     assert reader.rows("SELECT transferee, standard_form FROM transfers") == [{"transferee": "好", "standard_form": 1}]
+
+
+def test_every_thread_reads_the_register_of_the_version_its_process_last_saw(pool_for, tmp_path, monkeypatch):
+    monkeypatch.setattr(register, "CHECK_S", 3600.0)  # no check comes due by itself during the test
+    url, pool = pool_for("register_thread_versions")
+    old, new = (small_register(tmp_path / f"{n}.sqlite", "demo", n) for n in ("旧", "新"))
+    load(url, old)
+    reader = register.DatabaseRegister(pool, tmp_path / "cache")
+    sql = "SELECT transferee FROM transfers"
+    with ThreadPoolExecutor(1) as one:  # one request thread; its connection is kept between requests
+        assert one.submit(reader.rows, sql).result() == [{"transferee": "旧"}]
+        new_version = load(url, new)
+        reader._checked = None  # the process's version check comes due (CHECK_S after the last one) ...
+        assert reader.version() == new_version  # ... and names the new register (LandService keys its caches by it)
+        assert one.submit(reader.rows, sql).result() == [{"transferee": "新"}]
