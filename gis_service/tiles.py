@@ -344,7 +344,12 @@ def tile(ctx: Context, collection_id: str, tms_id: str, z: str, y: str, x: str, 
 def _feature_tile(ctx: Context, layer: LayerDef, box: TileBox, columns: list[str], masked) -> tuple[bytes, int]:
     """A tile of features: encoded by the store when it can (store.postgis: ST_AsMVT, in one statement), else
     in Python from a scan. GCJ-02 tiles are encoded in Python on every store: the shift (crs.wgs84_to_gcj02,
-    a trigonometric series per vertex) has no PostGIS function."""
+    a trigonometric series per vertex) has no PostGIS function.
+
+    ST_AsMVT is the faster path at every zoom measured (scripts/bench_tiles.py, 2 000 000 plots, 2 shared
+    cores, 2026-12-05, p50 of 190 tiles in-process, PostGIS encoding vs Python over the same PostGIS store):
+    z13 (5 700 plots) 38–39 vs 69–77 ms, z14 (1 700) 11.3 vs 21–22 ms, z15 3.6–3.7 vs 8.0–8.2 ms, z16 1.4–1.7
+    vs 4.7–6.3 ms, z17 0.7 vs 3.5–4.1 ms — and than the embedded store's Python tiles (z14 14.5 ms)."""
     encode = None if box.gcj02 else getattr(ctx.store, "mvt", None)
     if encode is None:
         return _python_tile(ctx, layer, box, columns, masked)
