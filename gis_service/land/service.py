@@ -108,11 +108,6 @@ class LandService:
     def _build_index(self, path: Path) -> None:
         layer = self.plots_layer()
         path.parent.mkdir(parents=True, exist_ok=True)
-        for old in path.parent.glob("index-*.sqlite"):  # earlier data versions
-            try:
-                old.unlink()
-            except OSError:
-                pass
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         if tmp.exists():
             tmp.unlink()
@@ -131,6 +126,11 @@ class LandService:
         finally:
             conn.close()
         os.replace(tmp, path)
+        # Earlier data versions, once this one is in place: another worker sharing var/land may be reading
+        # (or have just built) the current one.
+        for old in path.parent.glob("index-*.sqlite"):
+            if old != path:
+                old.unlink(missing_ok=True)
         log.info("land index built: %s", path.name)
 
     def warm(self) -> None:

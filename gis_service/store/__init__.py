@@ -36,7 +36,7 @@ def rules_override_location(settings) -> str:
     """Where an operator changes the local rule values, as /api/rules and /maps/rules tell them."""
     if getattr(settings, "database_url", ""):
         return "数据库表 gis.rules_override（编辑 var/rules.local.toml 后运行 gis-service db rules）"
-    return f"var/{settings.rules_override.name}"
+    return f"$GIS_VAR_DIR/{settings.rules_override.name}（默认 default var/）"
 
 
 def open_rules(settings):
