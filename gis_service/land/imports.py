@@ -720,7 +720,12 @@ def rollback(store, layer: LayerDef, versions: Versions, then=None) -> dict:
         raise GisError("no_previous_version", "没有可回退的历史版本", "there is no previous version to restore", 409)
     meta = saved[-1]
     current = versions.save(f"回退前 before rollback to {meta['saved_at']}") if then is not None else None
-    count = store.write(layer, versions.read(meta), origin=meta["origin"] or "imported")
+    try:
+        count = store.write(layer, versions.read(meta), origin=meta["origin"] or "imported")
+    except BaseException:  # the layer is unchanged: its copy is no version to roll back to
+        if current is not None:
+            versions.drop(current)
+        raise
     _then_or_restore(store, layer, versions, current, then)
     if current is not None:
         versions.drop(current)

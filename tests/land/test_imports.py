@@ -503,3 +503,26 @@ def test_failed_history_puts_the_previous_plots_back(recorded_ctx, tmp_path, mon
     assert imports.versions_for(ctx, layer, 5).list() == []  # the saved copy went back into the layer
     with ctx.records.reading() as tx:
         assert tx.find(VERSIONS) == []
+
+
+def test_a_failed_rollback_write_leaves_the_saved_versions_as_they_were(recorded_ctx, tmp_path, monkeypatch):
+    """The copy of the current data a rollback saves first (for its history) is dropped when the layer's write
+    fails: else it stayed listed as the newest version, and the next rollback 'restored' the current data."""
+    ctx, _ = recorded_ctx
+    layer, before, path = renamed(ctx, tmp_path, "导入后")
+    imports.run_import(ctx, path, dry_run=False)
+    listed = imports.versions_for(ctx, layer, 5).list()
+    write = ctx.store.write
+
+    def failing_write(*_args, **_kwargs):
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(ctx.store, "write", failing_write)
+    with pytest.raises(OSError, match="injected"):
+        imports.run_rollback(ctx)
+    assert imports.versions_for(ctx, layer, 5).list() == listed
+    assert set(ctx.store.read_frame(layer)["dkmc"]) == {"导入后"}
+    monkeypatch.setattr(ctx.store, "write", write)
+    imports.run_rollback(ctx)  # goes back to the data before the import
+    assert ctx.store.read_frame(layer)["dkmc"].tolist() == before["dkmc"].tolist()
+    assert imports.versions_for(ctx, layer, 5).list() == []
