@@ -77,6 +77,7 @@ YES_NO = {"1": True, "2": False, "是": True, "否": False, "y": True, "n": Fals
 # Shapefile field names are cut to 10 characters: "contract_a" stands for contract_area_mu when unambiguous.
 SHAPEFILE_NAME_LEN = 10
 _CODE_TOKEN = re.compile(r"\b([A-Z]{3,8})$")
+ID_FORMAT = "%Y%m%dT%H%M%S%fZ"  # a saved version's id: the UTC time it was saved (fixed width: sorts as text)
 
 
 @dataclass(frozen=True)
@@ -608,9 +609,17 @@ class Versions:
         out = [json.loads(p.read_text(encoding="utf-8")) for p in self.dir.glob("*.json")]
         return sorted(out, key=lambda m: m["id"])
 
+    def _now(self) -> dt.datetime:
+        return dt.datetime.now(dt.timezone.utc)
+
     def _describe(self, frame: gpd.GeoDataFrame, note: str) -> dict:
-        now = dt.datetime.now(dt.timezone.utc)
-        return {"id": now.strftime("%Y%m%dT%H%M%S%fZ"), "saved_at": now.isoformat(timespec="seconds"),
+        """The new version's description; its id (the time, which orders the versions) is after every listed
+        one even when the clock that gives it went back (called under the lock)."""
+        now, listed = self._now(), self.list()
+        if listed:
+            newest = dt.datetime.strptime(listed[-1]["id"], ID_FORMAT).replace(tzinfo=dt.timezone.utc)
+            now = max(now, newest + dt.timedelta(microseconds=1))
+        return {"id": now.strftime(ID_FORMAT), "saved_at": now.isoformat(timespec="seconds"),
                 "origin": self.store.origin(self.layer), "features": len(frame), "replaced_by": note}
 
     def save(self, note: str) -> dict | None:
@@ -656,21 +665,59 @@ class DatabaseVersions(Versions):
     def _copy(self, meta: dict) -> LayerDef:
         return dataclasses.replace(self.layer, id=f"{self.layer.id}__saved_{meta['id'].lower()}")
 
+    # a version is listed once its table is written (its row in gis.layer_meta): the row comes first, so that
+    # no saved table is ever without its row — an interrupted save leaves a row without a table, unlisted, and
+    # removed by the next save (_tidy)
+    _SAVED = "%s || '__saved_' || lower(v.id)"
+
+    def _now(self) -> dt.datetime:  # the database's clock, the same for every instance (theirs may differ)
+        with self._connect() as conn:
+            return conn.execute("SELECT clock_timestamp()").fetchone()[0].astimezone(dt.timezone.utc)
+
     def list(self) -> list[dict]:
         with self._connect() as conn:
-            rows = conn.execute(f"SELECT meta FROM {self.SCHEMA}.versions WHERE layer_id = %s ORDER BY id",
+            rows = conn.execute(f"SELECT v.meta FROM {self.SCHEMA}.versions v JOIN gis.layer_meta m "
+                                f"ON m.layer_id = {self._SAVED % 'v.layer_id'} WHERE v.layer_id = %s ORDER BY v.id",
                                 (self.layer.id,)).fetchall()
         return [r[0] for r in rows]
+
+    def _tidy(self, conn) -> None:
+        """What an interrupted save left (under the lock, so no save is in progress): rows without a table,
+        and saved tables of this layer without a row."""
+        from psycopg import sql as pgsql
+
+        from ..store.postgis import SCHEMA
+
+        prefix = f"{self.layer.id}__saved_"
+        with conn.transaction():
+            conn.execute(f"DELETE FROM {self.SCHEMA}.versions v WHERE v.layer_id = %s AND NOT EXISTS "
+                         f"(SELECT 1 FROM gis.layer_meta m WHERE m.layer_id = {self._SAVED % 'v.layer_id'})",
+                         (self.layer.id,))
+            orphans = conn.execute(
+                f"SELECT m.layer_id FROM gis.layer_meta m WHERE left(m.layer_id, %s) = %s AND NOT EXISTS "
+                f"(SELECT 1 FROM {self.SCHEMA}.versions v WHERE v.layer_id = %s "
+                f"AND m.layer_id = {self._SAVED % 'v.layer_id'})",
+                (len(prefix), prefix, self.layer.id)).fetchall()
+            for (name,) in orphans:
+                conn.execute(pgsql.SQL("DROP TABLE IF EXISTS {}.{}").format(pgsql.Identifier(SCHEMA),
+                                                                            pgsql.Identifier(name)))
+                conn.execute("DELETE FROM gis.layer_meta WHERE layer_id = %s", (name,))
 
     def save(self, note: str) -> dict | None:
         if not self.store.exists(self.layer):
             return None
+        with self._connect() as conn:
+            self._tidy(conn)
         frame = self.store.read_frame(self.layer)
         meta = self._describe(frame, note)
-        self.store.write(self._copy(meta), frame, origin=meta["origin"] or "imported")
         with self._connect() as conn:
             conn.execute(f"INSERT INTO {self.SCHEMA}.versions (layer_id, id, meta) VALUES (%s, %s, %s)",
                          (self.layer.id, meta["id"], json.dumps(meta, ensure_ascii=False)))
+        try:
+            self.store.write(self._copy(meta), frame, origin=meta["origin"] or "imported")
+        except BaseException:
+            self.drop(meta)
+            raise
         return meta
 
     def drop(self, meta: dict) -> None:
