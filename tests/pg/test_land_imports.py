@@ -150,3 +150,44 @@ def test_a_failed_save_leaves_no_saved_table_and_an_interrupted_one_is_cleaned(o
     assert saved_tables(own_database) == ([f"plots__saved_{listed[0]['id'].lower()}"],) * 2
     with psycopg.connect(own_database) as conn:
         assert conn.execute("SELECT count(*) FROM land_imports.versions").fetchone()[0] == 1
+
+
+def test_import_versions_and_rollback_over_http_on_postgis(own_database, catalog, tmp_path):
+    """POST /api/land/import, GET /api/land/import/versions and POST /api/land/import/rollback on a live server
+    over PostGIS: the saved version is listed, restored, and seen nowhere else (OGC collections)."""
+    import requests
+
+    from tests.conftest import LiveServer, live_server
+
+    layer = catalog.get("plots")
+    plots = PostGISStore(own_database).read_frame(layer)
+    frame = national_frame(plots, "EPSG:4527")
+    frame["DKMC"] = "导入地块"
+    frame.to_file(tmp_path / "new.gpkg")
+    dkbm = plots["dkbm"].iloc[0]
+    var = tmp_path / "var"
+    var.mkdir()
+    with live_server(var, database_url=own_database) as (_, url):
+        server = LiveServer(url, var, own_database)
+        headers = {"X-API-Key": server.key("rural")}
+
+        def call(method, path, **kwargs):
+            return requests.request(method, url + path, headers=headers, timeout=120, **kwargs)
+
+        card = lambda: call("GET", f"/api/land/plots/{dkbm}").json()["dkmc"]  # noqa: E731
+        assert card() == plots["dkmc"].iloc[0]
+        done = call("POST", "/api/land/import", data=(tmp_path / "new.gpkg").read_bytes())
+        assert done.status_code == 200, done.text
+        assert done.json()["written"] == len(plots) and done.json()["history_changed"] == len(plots)
+        assert card() == "导入地块"
+        listed = call("GET", "/api/land/import/versions").json()["versions"]
+        assert [(v["origin"], v["features"]) for v in listed] == [("demo", len(plots))]
+        collections = [c["id"] for c in call("GET", "/ogc/collections").json()["collections"]]
+        assert "plots" in collections and not [c for c in collections if "__saved" in c]
+        back = call("POST", "/api/land/import/rollback")
+        assert back.status_code == 200, back.text
+        assert back.json()["restored"]["id"] == listed[0]["id"] and back.json()["features"] == len(plots)
+        assert card() == plots["dkmc"].iloc[0] and call("GET", "/api/land/import/versions").json()["versions"] == []
+        again = call("POST", "/api/land/import/rollback")
+        assert again.status_code == 409 and again.json()["code"] == "no_previous_version"
+    assert saved_tables(own_database) == ([], [])
