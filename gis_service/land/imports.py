@@ -41,6 +41,7 @@ import dataclasses
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -601,7 +602,11 @@ class Versions:
             try:
                 yield
             finally:
-                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+                try:
+                    conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+                except psycopg.OperationalError:  # the session ended (and its lock with it): what ran is done
+                    logging.getLogger("gis_service").warning("land import lock: its connection was lost during "
+                                                             "the import or rollback of %s", self.layer.id)
 
     def list(self) -> list[dict]:
         if not self.dir.exists():

@@ -191,3 +191,30 @@ def test_import_versions_and_rollback_over_http_on_postgis(own_database, catalog
         again = call("POST", "/api/land/import/rollback")
         assert again.status_code == 409 and again.json()["code"] == "no_previous_version"
     assert saved_tables(own_database) == ([], [])
+
+
+def test_an_import_done_while_its_lock_connection_was_lost_is_not_reported_failed(own_database, catalog, tmp_path,
+                                                                                   monkeypatch):
+    """The advisory lock's own session ends during the write (terminated, as an idle_session_timeout or a
+    dropped connection would): the import is written and its history recorded, so it answers its result —
+    unlocking raised, and the client got an error for a done import (and, retrying, imported twice)."""
+    import psycopg
+
+    a = instance(own_database, catalog, tmp_path / "a")
+    layer = catalog.get("plots")
+    write = a.store.write
+
+    def write_then_lose_the_lock(target, *args, **kwargs):
+        count = write(target, *args, **kwargs)
+        if target.id == "plots":
+            with psycopg.connect(own_database, autocommit=True) as conn:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                             "AND pid <> pg_backend_pid()")
+        return count
+
+    monkeypatch.setattr(a.store, "write", write_then_lose_the_lock)
+    result = import_named(a, tmp_path, "甲")
+    assert result["written"] == len(a.store.read_frame(layer)) and a.store.origin(layer) == "imported"
+    monkeypatch.setattr(a.store, "write", write)
+    imports.run_rollback(a)  # the lock is free
+    assert a.store.origin(layer) == "demo"
