@@ -91,11 +91,16 @@ class LandService:
 
     def index(self) -> sqlite3.Connection:
         """A read connection to the index of the current data version (built if missing; per thread)."""
-        version = self.data_version()
-        path = self.ctx.settings.var_dir / "land" / f"index-{version}-s{INDEX_SCHEMA}.sqlite"
+        path = self._index_path(self.data_version())
         with self._lock:
             if not path.exists():
-                self._build_index(path)
+                # A build is long (minutes at two million plots) and removes the other versions' indexes: first
+                # look the version up again — this one may be out of date (up to VERSION_CHECK_S old) while
+                # another worker sharing var/land already built the new data's index.
+                self._version = None
+                path = self._index_path(self.data_version())
+                if not path.exists():
+                    self._build_index(path)
         local = self._local
         cached = getattr(local, "conn", None)
         if cached is None or cached[0] != path:
@@ -104,6 +109,9 @@ class LandService:
             conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
             local.conn = cached = (path, conn)
         return cached[1]
+
+    def _index_path(self, version: str) -> Path:
+        return self.ctx.settings.var_dir / "land" / f"index-{version}-s{INDEX_SCHEMA}.sqlite"
 
     def _build_index(self, path: Path) -> None:
         layer = self.plots_layer()

@@ -526,3 +526,30 @@ def test_a_failed_rollback_write_leaves_the_saved_versions_as_they_were(recorded
     imports.run_rollback(ctx)  # goes back to the data before the import
     assert ctx.store.read_frame(layer)["dkmc"].tolist() == before["dkmc"].tolist()
     assert imports.versions_for(ctx, layer, 5).list() == []
+
+
+def test_a_worker_with_an_out_of_date_version_does_not_rebuild_the_old_index(recorded_ctx):
+    """Two workers share var/land. After an import the worker that sees the new data builds its index and
+    removes the old one; the other, whose version check is still fresh (up to VERSION_CHECK_S old), found the
+    old index missing, rebuilt it (minutes at 2 000 000 plots) and removed the new one, which the first
+    worker then rebuilt in turn. It now looks the version up again before building."""
+    import time
+
+    from gis_service.land.service import LandService
+
+    ctx, _ = recorded_ctx
+    for extra in (REPO_ROOT / "layers" / "land").glob("*.sqlite"):  # the register
+        shutil.copy(extra, ctx.settings.layers_dir / "land")
+    indexes = lambda: sorted(p.name for p in (ctx.settings.var_dir / "land").glob("index-*.sqlite"))  # noqa: E731
+    b = LandService(ctx)
+    b.index()
+    old_version, old = b.data_version(), indexes()
+    layer = ctx.catalog.get("plots")
+    ctx.store.write(layer, ctx.store.read_frame(layer), origin="imported")  # an import: a new data version
+    a = LandService(ctx)
+    a.index()
+    new = indexes()
+    assert len(new) == 1 and new != old
+    b._version = (time.monotonic(), old_version)  # b checked the version just before the import
+    b.index()
+    assert indexes() == new
