@@ -662,9 +662,12 @@ class DatabaseVersions(Versions):
         import psycopg
 
         conn = psycopg.connect(self.database_url, autocommit=True)
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.SCHEMA}")
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {self.SCHEMA}.versions (layer_id text NOT NULL, id text NOT NULL, "
-                     "meta json NOT NULL, PRIMARY KEY (layer_id, id))")
+        if conn.execute(f"SELECT to_regclass('{self.SCHEMA}.versions')").fetchone()[0] is None:
+            with conn.transaction():  # one at a time: concurrent CREATE … IF NOT EXISTS collide (pg_type's key)
+                conn.execute(f"SELECT pg_advisory_xact_lock(hashtext('{self.SCHEMA}.versions'))")
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.SCHEMA}")
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {self.SCHEMA}.versions (layer_id text NOT NULL, "
+                             "id text NOT NULL, meta json NOT NULL, PRIMARY KEY (layer_id, id))")
         return conn
 
     def _copy(self, meta: dict) -> LayerDef:

@@ -218,3 +218,34 @@ def test_an_import_done_while_its_lock_connection_was_lost_is_not_reported_faile
     monkeypatch.setattr(a.store, "write", write)
     imports.run_rollback(a)  # the lock is free
     assert a.store.origin(layer) == "demo"
+
+
+def test_the_first_listings_on_several_instances_at_once_all_answer(own_database, catalog, tmp_path):
+    """The versions table is made on first use; several instances (threads here) using it first at the same
+    moment each ran CREATE TABLE IF NOT EXISTS, and all but one could fail on pg_type's unique key (a 500 for
+    GET /api/land/import/versions, or a failed import)."""
+    import threading
+
+    import psycopg
+
+    layer = catalog.get("plots")
+    contexts = [instance(own_database, catalog, tmp_path / str(i)) for i in range(4)]
+    errors = []
+    for _ in range(8):
+        with psycopg.connect(own_database, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS land_imports CASCADE")
+        barrier = threading.Barrier(len(contexts))
+
+        def first_listing(ctx):
+            barrier.wait()
+            try:
+                assert imports.versions_for(ctx, layer, 5).list() == []
+            except Exception as exc:  # noqa: BLE001  collected, asserted below
+                errors.append(repr(exc)[:200])
+
+        threads = [threading.Thread(target=first_listing, args=(ctx,)) for ctx in contexts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
