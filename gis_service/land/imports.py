@@ -596,6 +596,10 @@ class Versions:
         import psycopg
 
         with psycopg.connect(self.database_url, autocommit=True) as conn:  # its own session: held until closed
+            # A machine that dies mid-import frees the lock when the server notices the session is gone: after
+            # 30 s idle + 3 × 10 s unanswered keepalives, not the system default of about two hours.
+            for setting, seconds in (("idle", 30), ("interval", 10), ("count", 3)):
+                conn.execute(f"SET tcp_keepalives_{setting} = {seconds}")
             key = f"land.import:{self.layer.id}"
             if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:
                 raise _busy()
