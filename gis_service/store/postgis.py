@@ -91,6 +91,12 @@ def shared_pool(url: str) -> ConnectionPool:
         return pool
 
 
+def _too_slow() -> GisError:
+    """A statement cancelled by STATEMENT_TIMEOUT_MS."""
+    return GisError("filter_too_broad", "查询耗时过长，请缩小范围或加 bbox", "the query takes too long; narrow it or add a bbox",
+                    400)
+
+
 def _not_built(layer: LayerDef) -> GisError:
     return GisError("layer_not_built", f"数据库中没有图层 {layer.id} 的数据，请先运行 gis-service db load",
                     f"layer {layer.id} has no data in the database; run 'gis-service db load'", 503)
@@ -174,8 +180,7 @@ class PostGISStore:
                     matched = conn.execute(f"SELECT count(*) FROM {table(layer.id)} t WHERE {where}",
                                            params).fetchone()[0]
             except psycopg.errors.QueryCanceled:
-                raise GisError("filter_too_broad", "查询耗时过长，请缩小范围或加 bbox",
-                               "the query takes too long; narrow it or add a bbox", 400) from None
+                raise _too_slow() from None
             except psycopg.errors.UndefinedTable:  # no round trip to check first: the table is there or not
                 raise _not_built(layer) from None
         return _page(rows, matched)
@@ -233,14 +238,18 @@ class PostGISStore:
         first = 6 if geometry else 5
         with self.pool.connection() as conn:
             self._check_exists(conn, layer)
-            with conn.transaction(), conn.cursor(name="gis_scan") as cur:
-                cur.itersize = chunk
-                cur.execute(sql, params)
-                while rows := cur.fetchmany(chunk):
-                    cols = list(zip(*rows))
-                    yield Scan(np.asarray(cols[0], dtype=np.int64), np.column_stack(cols[1:5]).astype(np.float64),
-                               [bytes(b) for b in cols[5]] if geometry else None,
-                               {c: list(v) for c, v in zip(columns, cols[first:])})
+            try:  # the statement timeout, at the execute or at any fetch: a 400, not a psycopg error (500)
+                with conn.transaction(), conn.cursor(name="gis_scan") as cur:
+                    cur.itersize = chunk
+                    cur.execute(sql, params)
+                    while rows := cur.fetchmany(chunk):
+                        cols = list(zip(*rows))
+                        yield Scan(np.asarray(cols[0], dtype=np.int64),
+                                   np.column_stack(cols[1:5]).astype(np.float64),
+                                   [bytes(b) for b in cols[5]] if geometry else None,
+                                   {c: list(v) for c, v in zip(columns, cols[first:])})
+            except psycopg.errors.QueryCanceled:
+                raise _too_slow() from None
 
     def mvt(self, layer: LayerDef, tile: tuple[int, int, int], bbox, columns=(), masked=None,
             min_size: tuple[float, float] | None = None, limit: int | None = None, *, extent: int, buffer: int,
@@ -261,6 +270,9 @@ class PostGISStore:
                 matched, data, count = cur.execute(sql, [z, x, y, float(simplify[1])] + where_params).fetchone()
             except psycopg.errors.UndefinedTable:
                 raise _not_built(layer) from None
+            except psycopg.errors.QueryCanceled:  # the statement timeout: a 4xx as for a tile too dense
+                raise GisError("tile_too_slow", "该瓦片在数据库中计算超时，请放大地图",
+                               "this tile takes too long to compute in the database: zoom in", 422) from None
         if limit is not None and matched > limit:
             return None
         return (bytes(data) if count else b""), int(count)

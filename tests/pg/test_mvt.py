@@ -341,3 +341,30 @@ def test_gcj02_tiles_take_the_python_path(pg, catalog, frames):
     served = tiles._feature_tile(ctx, plots, box, columns, {})
     assert served == tiles._python_tile(ctx, plots, box, columns, {}) and served[1] > 0
     assert served != tiles._feature_tile(ctx, plots, plain, columns, {})
+
+
+def test_statement_timeout_is_a_4xx_on_both_paths(pg_loaded, catalog, frames):
+    """A tile statement cancelled by the statement timeout is a GisError (the API's 4xx JSON), not a psycopg
+    error (a 500): ST_AsMVT's tile (422 tile_too_slow: zoom in) and the Python path's scan (GCJ-02 tiles,
+    400 filter_too_broad as for every other query). The timeout is made certain, not raced: the pool's one
+    connection gets a 200 ms timeout and the table is locked, as a layer swap locks it, by another session."""
+    from gis_service.store.postgis import make_pool
+
+    plots = catalog.get("plots")
+    box = box_at(frames("plots"), 9, 15)
+    pool = make_pool(pg_loaded, max_size=1, name="timeout")
+    try:
+        with pool.connection() as conn:
+            conn.execute("SET statement_timeout = 200")
+        store = PostGISStore(pg_loaded, pool=pool, migrate=False)
+        ctx, columns = context(store, catalog), tiles.carried_fields(plots)
+        with psycopg.connect(pg_loaded) as locker:
+            locker.execute("LOCK TABLE layers.plots IN ACCESS EXCLUSIVE MODE")
+            for tile_box, code, status in ((box, "tile_too_slow", 422),
+                                           (dataclasses.replace(box, gcj02=True), "filter_too_broad", 400)):
+                with pytest.raises(GisError) as err:
+                    tiles._feature_tile(ctx, plots, tile_box, columns, {})
+                assert (err.value.code, err.value.status) == (code, status)
+        assert tiles._feature_tile(ctx, plots, box, columns, {})[1] > 0  # the lock released: served again
+    finally:
+        pool.close()
