@@ -49,6 +49,7 @@ from .gpkg import GEOJSON_DECIMALS, GEOM_COLUMN, conform
 
 SCHEMA = "layers"
 SRID = 4490
+_LOADING = "gis.load:"  # advisory-lock key prefix of a table being filled by load_layer
 _PG_TYPES = {"string": "text", "integer": "bigint", "real": "double precision", "boolean": "boolean",
              "date": "text", "datetime": "text"}
 # "feature PRED literal" as PostGIS functions of (feature, literal); disjoint is NOT intersects (indexable).
@@ -427,9 +428,11 @@ def load_layer(conn: psycopg.Connection, layer: LayerDef, frame: gpd.GeoDataFram
     new = f"{layer.id}__v{version}"
     field_sql = "".join(f', "{f.name}" {_PG_TYPES[f.type]}' for f in layer.fields)
     names = [f.name for f in layer.fields]
-    conn.execute(f'CREATE TABLE {SCHEMA}."{new}" (fid bigint NOT NULL{field_sql}, '
-                 f"geom geometry({layer.geometry}, {SRID}) NOT NULL, geojson text NOT NULL)")
+    # Held while the new table is being filled: drop_unused (db init/load on another machine) leaves it alone.
+    conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (_LOADING + new,))
     try:
+        conn.execute(f'CREATE TABLE {SCHEMA}."{new}" (fid bigint NOT NULL{field_sql}, '
+                     f"geom geometry({layer.geometry}, {SRID}) NOT NULL, geojson text NOT NULL)")
         columns = ", ".join(["fid"] + [f'"{n}"' for n in names] + ["geom", "geojson"])
         geoms = np.asarray(frame.geometry.values)
         value_columns = [_copy_values(layer.field(n).type, frame[n]) for n in names]
@@ -468,6 +471,11 @@ def load_layer(conn: psycopg.Connection, layer: LayerDef, frame: gpd.GeoDataFram
     except BaseException:
         conn.execute(f'DROP TABLE IF EXISTS {SCHEMA}."{new}"')
         raise
+    finally:
+        try:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_LOADING + new,))
+        except psycopg.Error:  # the session is gone, and its lock with it
+            pass
 
 
 def _copy_values(ftype: str, series: pd.Series) -> list:
@@ -483,8 +491,15 @@ def _copy_values(ftype: str, series: pd.Series) -> list:
 
 
 def drop_unused(conn: psycopg.Connection) -> None:
-    """Tables of interrupted loads (``<id>__v<n>`` not swapped in) are dropped."""
+    """Tables of interrupted loads (``<id>__v<n>`` not swapped in) are dropped; one being filled by a load
+    still running (its advisory lock held, on this machine or another) is left alone."""
     rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE '%%\\_\\_v%%'",
                         (SCHEMA,)).fetchall()
     for (name,) in rows:
-        conn.execute(pgsql.SQL("DROP TABLE IF EXISTS {}.{}").format(pgsql.Identifier(SCHEMA), pgsql.Identifier(name)))
+        if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (_LOADING + name,)).fetchone()[0]:
+            continue
+        try:
+            conn.execute(pgsql.SQL("DROP TABLE IF EXISTS {}.{}").format(pgsql.Identifier(SCHEMA),
+                                                                        pgsql.Identifier(name)))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_LOADING + name,))

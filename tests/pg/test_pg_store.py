@@ -127,3 +127,22 @@ def test_scans_for_tiles_match_and_stop_after_the_limit(store, pg, catalog):
     for c in columns:
         assert [a.values[c][i] for i in order_a] == [b.values[c][i] for i in order_b]
     assert len(scan(pg, plots, BOX, columns, masked, limit=100)) == 101  # enough to refuse a dense tile
+
+
+def test_db_init_leaves_a_table_being_loaded_alone_and_drops_an_abandoned_one(pg_loaded):
+    """`db init` on one machine while a load runs on another: the table being filled (its load's advisory lock
+    held) stays; the table of a load that died (no session holds its lock) is dropped."""
+    from gis_service.store.postgis import _LOADING, drop_unused
+
+    url = fresh_database(pg_loaded, "drop_unused")
+    with psycopg.connect(url, autocommit=True) as loader, psycopg.connect(url, autocommit=True) as other:
+        for name in ("counties__v9001", "counties__v9002"):
+            loader.execute(f'CREATE TABLE layers."{name}" (fid bigint)')
+        loader.execute("SELECT pg_advisory_lock(hashtext(%s))", (_LOADING + "counties__v9001",))  # still loading
+        drop_unused(other)
+        left = {r[0] for r in other.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'layers' "
+                                            "AND tablename LIKE 'counties\\_\\_v%'")}
+        assert left == {"counties__v9001"}
+        loader.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_LOADING + "counties__v9001",))
+        drop_unused(other)
+        assert other.execute("SELECT to_regclass('layers.\"counties__v9001\"')").fetchone()[0] is None
