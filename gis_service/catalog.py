@@ -66,6 +66,9 @@ class LayerDef:
     label_min_zoom: int | None = None  # permanent labels (label_field) from this zoom level on; None: none
     license: str = ""  # licence of the data (e.g. "CC-BY-4.0"), shown to OGC clients; "" = see layers/PROVENANCE.md
     keywords: tuple[str, ...] = ()  # extra keywords for OGC clients (group, titles and status are always given)
+    # Fields the stores index on write (codes looked up, filtered or sorted on: a sorted OGC page or a
+    # `dkbm = …` filter over two million plots reads the index instead of sorting or scanning every row).
+    indexes: tuple[str, ...] = ()
 
     @property
     def data_path(self) -> Path:
@@ -151,7 +154,7 @@ def load_definition(path: Path) -> LayerDef:
         raise DefinitionError(path, "(syntax)", f"TOML 语法错误 {exc}", f"TOML syntax error: {exc}") from exc
     known = {"id", "title_zh", "title_en", "description_zh", "geometry", "access", "roles", "personal_roles",
              "popup", "label_field", "time_field", "style", "source", "source_crs", "demo", "provenance", "fields",
-             "basemap", "basemap_order", "label_min_zoom", "derived", "license", "keywords"}
+             "basemap", "basemap_order", "label_min_zoom", "derived", "license", "keywords", "indexes"}
     known.add("tiles")  # vector tiles, see TileDef
     for key in data:
         if key not in known:
@@ -190,6 +193,12 @@ def load_definition(path: Path) -> LayerDef:
         for name in data.get(key, []):
             if name not in names:
                 raise DefinitionError(path, key, f"字段 {name} 未定义", f"field '{name}' is not defined")
+    indexes = data.get("indexes", [])
+    if not isinstance(indexes, list) or not all(isinstance(n, str) for n in indexes):
+        raise DefinitionError(path, "indexes", "须为字段名列表", "must be a list of field names")
+    for name in indexes:
+        if name not in names:
+            raise DefinitionError(path, "indexes", f"字段 {name} 未定义", f"field '{name}' is not defined")
     for key in ("label_field", "time_field"):
         if key in data and data[key] not in names:
             raise DefinitionError(path, key, f"字段 {data[key]} 未定义", f"field '{data[key]}' is not defined")
@@ -236,6 +245,7 @@ def load_definition(path: Path) -> LayerDef:
         label_min_zoom=label_min_zoom,
         license=license_,
         keywords=tuple(keywords),
+        indexes=tuple(dict.fromkeys(indexes)),
         path=path,
     )
 

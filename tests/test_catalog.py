@@ -39,6 +39,8 @@ def test_access_classes_of_the_demo(catalog):
     (("label_size = 15", 'label_size = "14px"'), "style.label_size"),
     (('color = "#555555"', 'color = "red;background:url(x)"'), "style"),
     (("weight = 2", "weight = true"), "style.weight"),
+    (('access = "public"', 'access = "public"\nindexes = ["nosuch"]'), "indexes"),
+    (('access = "public"', 'access = "public"\nindexes = "adcode"'), "indexes"),
 ])
 def test_wrong_definition_names_file_and_key(tmp_path, catalog, replace, key):
     src = catalog.get("counties").path

@@ -450,6 +450,8 @@ def load_layer(conn: psycopg.Connection, layer: LayerDef, frame: gpd.GeoDataFram
                     progress(stop - start)
         conn.execute(f'ALTER TABLE {SCHEMA}."{new}" ADD CONSTRAINT "{new}_pkey" PRIMARY KEY (fid)')
         conn.execute(f'CREATE INDEX "{new}_geom" ON {SCHEMA}."{new}" USING gist (geom)')
+        for name in layer.indexes:  # (field, fid): the order of a sorted page, read from the index
+            conn.execute(f'CREATE INDEX "{new}_{name}" ON {SCHEMA}."{new}" ("{name}", fid)')
         conn.execute(f'ANALYZE {SCHEMA}."{new}"')
         extent = shapely.total_bounds(geoms).tolist() if len(frame) else None
         times = (None, None)

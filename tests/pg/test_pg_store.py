@@ -146,3 +146,18 @@ def test_db_init_leaves_a_table_being_loaded_alone_and_drops_an_abandoned_one(pg
         loader.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_LOADING + "counties__v9001",))
         drop_unused(other)
         assert other.execute("SELECT to_regclass('layers.\"counties__v9001\"')").fetchone()[0] is None
+
+
+def test_indexed_fields_are_indexed_with_the_fid_and_a_sorted_page_reads_the_index(pg, pg_loaded, catalog):
+    """plots.toml's indexes: (dkbm, fid) and (village_code, fid) B-trees, so the store's sorted page (ORDER BY
+    the field, then fid) is an index scan, not a sort of every plot."""
+    with psycopg.connect(pg_loaded) as conn:
+        defs = [r[0] for r in conn.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'layers' "
+                                           "AND tablename = 'plots'")]
+        assert any(d.endswith("(dkbm, fid)") for d in defs) and any(d.endswith("(village_code, fid)") for d in defs)
+        plan = " ".join(r[0] for r in conn.execute(
+            'EXPLAIN SELECT t.fid FROM layers.plots t WHERE TRUE ORDER BY "dkbm" DESC, fid DESC LIMIT 20 OFFSET 40'))
+        assert "Index" in plan and "Sort" not in plan
+    page = pg.query(catalog.get("plots"), FeatureQuery(limit=20, offset=40, sortby=[("dkbm", False)]))
+    everything = pg.read_frame(catalog.get("plots"))["dkbm"]
+    assert [p["dkbm"] for p in page.properties] == sorted(everything, reverse=True)[40:60]

@@ -1,6 +1,7 @@
 """The GeoPackage store against an independent computation with geopandas/shapely."""
 
 import shutil
+import sqlite3
 
 import pytest
 import shapely
@@ -241,3 +242,26 @@ def test_the_prepared_filter_geometry_is_the_first_argument_and_candidates_come_
     store.query(layer, FeatureQuery(cql=cql2.parse(f"S_WITHIN(geom, {area.wkt})"), limit=1))
     assert calls and all(prepared for prepared, _ in calls)
     assert max(n for _, n in calls) <= 500 and len(calls) > 1
+
+
+def test_indexed_fields_are_indexed_and_a_sorted_page_reads_the_index(tmp_path, catalog, store):
+    """plots.toml lists indexes = ["dkbm", "village_code"]: the written file has them, and SQLite's plan for a
+    page sorted on dkbm (then fid, as the store sorts) walks the index instead of sorting every row."""
+    plots = catalog.get("plots")
+    assert plots.indexes == ("dkbm", "village_code")
+    own = _private_copy(tmp_path, plots)
+    frame = store.read_frame(plots).head(200)
+    GeoPackageStore().write(own, frame, origin="demo")
+    conn = sqlite3.connect(own.data_path)
+    try:
+        indexed = {r[0] for r in conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'plots'")
+                   if r[0]}
+        assert 'CREATE INDEX "plots__dkbm" ON "plots" ("dkbm")' in indexed
+        assert 'CREATE INDEX "plots__village_code" ON "plots" ("village_code")' in indexed
+        plan = " ".join(r[-1] for r in conn.execute(
+            'EXPLAIN QUERY PLAN SELECT fid FROM "plots" ORDER BY "dkbm" DESC, fid DESC LIMIT 20 OFFSET 40'))
+        assert "plots__dkbm" in plan and "TEMP B-TREE" not in plan
+    finally:
+        conn.close()
+    page = GeoPackageStore().query(own, FeatureQuery(limit=20, offset=40, sortby=[("dkbm", False)]))
+    assert [p["dkbm"] for p in page.properties] == sorted(frame["dkbm"], reverse=True)[40:60]
