@@ -72,6 +72,8 @@ def make_pool(url: str, max_size: int = 8, name: str = "gis") -> ConnectionPool:
         # Plan each prepared statement once: a custom plan per execution costs 5–20 ms of planning (PostGIS
         # selectivity of the box) for a query that then runs in 0.1 ms; the generic plan uses the GiST index.
         conn.execute("SET plan_cache_mode = force_generic_plan")
+        # No JIT: it compiles for the planner's cost guesses (tens of ms) queries that then run in one.
+        conn.execute("SET jit = off")
 
     # Half the pool opened at start: a burst of requests does not wait for new connections (and their first
     # planning of each statement) one by one.
@@ -166,12 +168,15 @@ class PostGISStore:
         order = f"{order}, fid" if order else "fid"
         select = _select(layer, tuple(columns), tuple(sorted(q.masked.items())))
         # Filter, sort and page the fids alone, then build the JSON of that page only (a sort below the
-        # projection would build it for every matching row).
+        # projection would build it for every matching row). LIMIT and OFFSET are literals (checked integers):
+        # as parameters the generic plan guesses a tenth of the table and, at 2 000 000 plots, merge-joined every
+        # plot for a page of 20 (2.7 pages/s sorted by dkbm); each (limit, offset) is its own prepared statement.
         page_sql = (f"SELECT {select} FROM (SELECT t.fid FROM {table(layer.id)} t WHERE {where} ORDER BY {order} "
-                    f"LIMIT %s OFFSET %s) p JOIN {table(layer.id)} t ON t.fid = p.fid ORDER BY {_qualified(order)}")
+                    f"LIMIT {int(q.limit)} OFFSET {int(q.offset)}) p JOIN {table(layer.id)} t ON t.fid = p.fid "
+                    f"ORDER BY {_qualified(order)}")
         with self.pool.connection() as conn:
             try:
-                rows = conn.execute(page_sql, params + [q.limit, q.offset]).fetchall()
+                rows = conn.execute(page_sql, params).fetchall()
                 if not q.offset and len(rows) < q.limit:
                     matched = len(rows)
                 elif where == "TRUE":
