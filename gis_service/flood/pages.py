@@ -1,7 +1,7 @@
 """The command map /maps/flood (issue #8 item 6): districts, drainage channels, gates and pumping stations with
 their responsible units; every monitored point (underpasses, waterlogging points) coloured by its status, closed
 ones red with a permanent 「禁止通行」 label; a panel listing the closures with district and responsible unit;
-statuses refreshed from GET /api/flood/status every 30 s without reloading; a rainfall scenario (preset → POST
+statuses refreshed from GET /api/flood/status every flood.status_refresh_s seconds (a rule) without reloading; a rainfall scenario (preset → POST
 /api/flood/scenarios) shown as the predicted depth image plus its predicted closures.
 
 The flood layers are internal: an anonymous caller gets the map frame with 「请登录后查看」 instead of an error.
